@@ -62,7 +62,7 @@ func (s *Store) ListAuditEvents(ctx context.Context, f AuditFilter, p Page) ([]A
 		ts, id, ok := strings.Cut(p.After, "|")
 		at, err := time.Parse(time.RFC3339Nano, ts)
 		if !ok || err != nil || !isValidID(id) {
-			return nil, "", fmt.Errorf("list audit events: bad cursor %q", p.After)
+			return nil, "", fmt.Errorf("list audit events: %w", ErrBadPageToken)
 		}
 		tp, ip := w.arg(at.UTC()), w.arg(id)
 		w.add("(t.time < " + tp + " OR (t.time = " + tp + " AND t.id < " + ip + "))")

@@ -168,6 +168,9 @@ func (w *where) selector(sel selector.Selector) {
 // everything after SELECT cols; it must alias its table t.
 func list[T any](ctx context.Context, q querier, cols, from string, w *where, p Page, scan func(row) (T, error), id func(T) string) ([]T, string, error) {
 	if p.After != "" {
+		if !isValidID(p.After) {
+			return nil, "", ErrBadPageToken
+		}
 		w.add("t.id > " + w.arg(p.After))
 	}
 	size := max(p.Size, 1)

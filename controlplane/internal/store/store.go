@@ -33,6 +33,8 @@ var (
 	// ErrFailedPrecondition: the object is in a state that forbids the
 	// change, e.g. a tenant that still has data planes.
 	ErrFailedPrecondition = errors.New("failed precondition")
+	// ErrBadPageToken: Page.After is not a cursor this store handed out.
+	ErrBadPageToken = errors.New("bad page token")
 )
 
 // Config configures Open.

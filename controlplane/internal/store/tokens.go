@@ -158,3 +158,15 @@ func (s *Store) RevokeToken(ctx context.Context, a Actor, visible, id string) (A
 	}
 	return out, nil
 }
+
+// CountTokens returns how many tokens exist, revoked ones included.
+func (s *Store) CountTokens(ctx context.Context) (int, error) {
+	var n int
+	err := s.b.read(ctx, func(q querier) error {
+		return q.queryRow(ctx, `SELECT count(*) FROM api_tokens`).Scan(&n)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count tokens: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,151 @@
+// Package cli is cairn-controlplane's command line: it parses flags
+// and environment, builds each component's Config, and runs them until
+// the context ends. It holds no logic of its own beyond that wiring.
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cairnhq/cairn/controlplane/internal/auth"
+	"github.com/cairnhq/cairn/controlplane/internal/server"
+	"github.com/cairnhq/cairn/controlplane/internal/store"
+	"github.com/cairnhq/cairn/internal/flagenv"
+)
+
+const envPrefix = "CAIRN"
+
+type flags struct {
+	adminAddr          string
+	dataDir            string
+	databaseURL        string
+	tlsCert, tlsKey    string
+	insecure           bool
+	bootstrapTokenFile string
+	logLevel           string
+	logFormat          string
+	maxMessageBytes    int
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (flags, error) {
+	var f flags
+	fs := flag.NewFlagSet("cairn-controlplane", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.adminAddr, "admin-addr", ":7443", "address of the admin API (gRPC, gRPC-Web, Connect/JSON, /healthz, /readyz, /metrics)")
+	fs.StringVar(&f.dataDir, "data-dir", ".cairn", "directory for the embedded SQLite database and local state")
+	fs.StringVar(&f.databaseURL, "database-url", "", "database: postgres://… or cockroachdb://… for a PostgreSQL-wire server; empty means SQLite at <data-dir>/cairn.db")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate chain for the admin API")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for the admin API")
+	fs.BoolVar(&f.insecure, "insecure", false, "serve the admin API in plaintext (local development only)")
+	fs.StringVar(&f.bootstrapTokenFile, "bootstrap-token-file", "", "file holding the bootstrap operator token; created (0600) with a new token if missing. Empty: on first start the token is printed once to stdout")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
+	fs.IntVar(&f.maxMessageBytes, "max-message-bytes", server.DefaultMaxMessageBytes, "largest admin API request accepted, in bytes")
+	fs.Usage = flagenv.Usage(fs, envPrefix, "usage: cairn-controlplane [flags]\n\nRuns the Cairn regional control plane.", stderr)
+	if err := flagenv.Parse(fs, envPrefix, args, getenv); err != nil {
+		return flags{}, err
+	}
+	if fs.NArg() > 0 {
+		return flags{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	switch {
+	case f.insecure && (f.tlsCert != "" || f.tlsKey != ""):
+		return flags{}, errors.New("--insecure and --tls-cert/--tls-key are exclusive")
+	case !f.insecure && (f.tlsCert == "" || f.tlsKey == ""):
+		return flags{}, errors.New("the admin API needs --tls-cert and --tls-key, or --insecure for plaintext local development")
+	case f.maxMessageBytes < 1024:
+		return flags{}, errors.New("--max-message-bytes must be at least 1024")
+	}
+	return f, nil
+}
+
+func newLogger(f flags, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch f.logFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format must be json or text, not %q", f.logFormat)
+	}
+}
+
+// Run runs cairn-controlplane and returns its exit code: 0 after a clean
+// shutdown, 2 for bad usage, 1 for any other failure.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	f, err := parseFlags(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "cairn-controlplane:", err)
+		return 2
+	}
+	log, err := newLogger(f, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "cairn-controlplane:", err)
+		return 2
+	}
+	if err := run(ctx, f, log, stdout); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("cairn-controlplane failed", "error", err)
+		return 1
+	}
+	log.Info("cairn-controlplane stopped")
+	return 0
+}
+
+func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error {
+	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	dbURL := f.databaseURL
+	if dbURL == "" {
+		dbURL = "sqlite:" + filepath.Join(f.dataDir, "cairn.db")
+	}
+	st, err := store.Open(ctx, store.Config{URL: dbURL, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	log.Info("store open", "backend", st.Backend())
+
+	if err := auth.Bootstrap(ctx, st, f.bootstrapTokenFile, stdout); err != nil {
+		return err
+	}
+	var tlsCfg *tls.Config
+	if !f.insecure {
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return fmt.Errorf("admin TLS: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	} else {
+		log.Warn("admin API is serving plaintext (--insecure); use it only for local development")
+	}
+	lis, err := net.Listen("tcp", f.adminAddr)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	srv, err := server.New(server.Config{
+		Listener: lis, Store: st, TLS: tlsCfg, Logger: log, MaxMessageBytes: f.maxMessageBytes,
+	})
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	return srv.Run(ctx)
+}

@@ -1,0 +1,105 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	adminv1 "github.com/cairnhq/cairn/gen/cairn/admin/v1"
+	"github.com/cairnhq/cairn/controlplane/internal/store"
+)
+
+// TokenLookup finds a stored token and its secret hash; *store.Store
+// implements it. It returns an error wrapping store.ErrNotFound for an
+// unknown ID.
+type TokenLookup interface {
+	LookupToken(ctx context.Context, id string) (store.APIToken, []byte, error)
+}
+
+// Authenticator checks bearer tokens and per-procedure roles.
+type Authenticator struct {
+	tokens TokenLookup
+	now    func() time.Time
+}
+
+// NewAuthenticator returns an Authenticator; now nil means time.Now.
+func NewAuthenticator(tokens TokenLookup, now func() time.Time) *Authenticator {
+	if now == nil {
+		now = time.Now
+	}
+	return &Authenticator{tokens: tokens, now: now}
+}
+
+var errUnauthenticated = errors.New(`missing or invalid API token; send "authorization: Bearer <token>"`)
+
+// Authenticate returns the principal of a bearer token from an
+// Authorization header value.
+func (a *Authenticator) Authenticate(ctx context.Context, header string) (Principal, error) {
+	raw, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok {
+		return Principal{}, connect.NewError(connect.CodeUnauthenticated, errUnauthenticated)
+	}
+	sec, err := ParseSecret(raw)
+	if err != nil {
+		return Principal{}, connect.NewError(connect.CodeUnauthenticated, errUnauthenticated)
+	}
+	tok, hash, err := a.tokens.LookupToken(ctx, sec.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return Principal{}, connect.NewError(connect.CodeUnauthenticated, errUnauthenticated)
+	}
+	if err != nil {
+		return Principal{}, connect.NewError(connect.CodeUnavailable, errors.New("cannot check token: store unavailable"))
+	}
+	if !sec.Matches(hash) || !usable(tok.ExpireTime, tok.RevokeTime, a.now()) {
+		return Principal{}, connect.NewError(connect.CodeUnauthenticated, errUnauthenticated)
+	}
+	return Principal{TokenID: tok.ID, TenantID: tok.TenantID, Role: adminv1.Role(tok.Role)}, nil
+}
+
+// RequiredRole is the least role a procedure needs: admin for the token
+// service, viewer for reads, operator for everything else.
+func RequiredRole(procedure string) adminv1.Role {
+	svc, method, _ := strings.Cut(strings.TrimPrefix(procedure, "/"), "/")
+	switch {
+	case strings.HasSuffix(svc, ".TokenService"):
+		return adminv1.Role_ROLE_ADMIN
+	case strings.HasPrefix(method, "Get"), strings.HasPrefix(method, "List"):
+		return adminv1.Role_ROLE_VIEWER
+	default:
+		return adminv1.Role_ROLE_OPERATOR
+	}
+}
+
+// Interceptor authenticates every call and checks the procedure's role
+// before the handler runs. Streaming calls are refused: the admin API has
+// none.
+func (a *Authenticator) Interceptor() connect.Interceptor { return interceptor{a} }
+
+type interceptor struct{ a *Authenticator }
+
+func (i interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		p, err := i.a.Authenticate(ctx, req.Header().Get("Authorization"))
+		if err != nil {
+			return nil, err
+		}
+		if need := RequiredRole(req.Spec().Procedure); p.Role < need {
+			return nil, connect.NewError(connect.CodePermissionDenied,
+				errors.New("token role "+p.Role.String()+" may not call "+req.Spec().Procedure+"; it needs "+need.String()))
+		}
+		return next(WithPrincipal(ctx, p), req)
+	}
+}
+
+func (interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		return connect.NewError(connect.CodeUnimplemented, errors.New("streaming is not offered on the admin API"))
+	}
+}
