@@ -64,7 +64,9 @@ var ServiceNames = []string{
 func (s *Services) Register(mux *http.ServeMux) {
 	for _, mount := range []func() (string, http.Handler){
 		func() (string, http.Handler) { return adminv1connect.NewTenantServiceHandler(&tenants{s}, s.opts...) },
-		func() (string, http.Handler) { return adminv1connect.NewDataPlaneServiceHandler(&dataPlanes{s}, s.opts...) },
+		func() (string, http.Handler) {
+			return adminv1connect.NewDataPlaneServiceHandler(&dataPlanes{s}, s.opts...)
+		},
 		func() (string, http.Handler) { return adminv1connect.NewClusterServiceHandler(&clusters{s}, s.opts...) },
 		func() (string, http.Handler) { return adminv1connect.NewConfigServiceHandler(&configs{s}, s.opts...) },
 		func() (string, http.Handler) { return adminv1connect.NewAuditServiceHandler(&audit{s}, s.opts...) },

@@ -10,8 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	adminv1 "github.com/cairnhq/cairn/gen/cairn/admin/v1"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
+	adminv1 "github.com/cairnhq/cairn/gen/cairn/admin/v1"
 )
 
 // BootstrapStore is what Bootstrap needs of the store.

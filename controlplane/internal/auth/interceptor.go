@@ -8,8 +8,8 @@ import (
 
 	"connectrpc.com/connect"
 
-	adminv1 "github.com/cairnhq/cairn/gen/cairn/admin/v1"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
+	adminv1 "github.com/cairnhq/cairn/gen/cairn/admin/v1"
 )
 
 // TokenLookup finds a stored token and its secret hash; *store.Store

@@ -181,9 +181,9 @@ type sqliteBackend struct {
 	db *sql.DB
 }
 
-func (b *sqliteBackend) name() string                    { return "sqlite" }
+func (b *sqliteBackend) name() string                   { return "sqlite" }
 func (b *sqliteBackend) ping(ctx context.Context) error { return b.db.PingContext(ctx) }
-func (b *sqliteBackend) close()                          { _ = b.db.Close() }
+func (b *sqliteBackend) close()                         { _ = b.db.Close() }
 
 func (b *sqliteBackend) read(ctx context.Context, fn func(querier) error) error {
 	return fn(sqliteQuerier{b.db})
