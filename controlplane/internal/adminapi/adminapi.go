@@ -62,19 +62,12 @@ var ServiceNames = []string{
 
 // Register mounts every service on mux.
 func (s *Services) Register(mux *http.ServeMux) {
-	for _, mount := range []func() (string, http.Handler){
-		func() (string, http.Handler) { return adminv1connect.NewTenantServiceHandler(&tenants{s}, s.opts...) },
-		func() (string, http.Handler) {
-			return adminv1connect.NewDataPlaneServiceHandler(&dataPlanes{s}, s.opts...)
-		},
-		func() (string, http.Handler) { return adminv1connect.NewClusterServiceHandler(&clusters{s}, s.opts...) },
-		func() (string, http.Handler) { return adminv1connect.NewConfigServiceHandler(&configs{s}, s.opts...) },
-		func() (string, http.Handler) { return adminv1connect.NewAuditServiceHandler(&audit{s}, s.opts...) },
-		func() (string, http.Handler) { return adminv1connect.NewTokenServiceHandler(&tokens{s}, s.opts...) },
-	} {
-		path, h := mount()
-		mux.Handle(path, h)
-	}
+	mux.Handle(adminv1connect.NewTenantServiceHandler(&tenants{s}, s.opts...))
+	mux.Handle(adminv1connect.NewDataPlaneServiceHandler(&dataPlanes{s}, s.opts...))
+	mux.Handle(adminv1connect.NewClusterServiceHandler(&clusters{s}, s.opts...))
+	mux.Handle(adminv1connect.NewConfigServiceHandler(&configs{s}, s.opts...))
+	mux.Handle(adminv1connect.NewAuditServiceHandler(&audit{s}, s.opts...))
+	mux.Handle(adminv1connect.NewTokenServiceHandler(&tokens{s}, s.opts...))
 }
 
 // caller returns the authenticated principal and the audit actor.
