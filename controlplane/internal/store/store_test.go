@@ -13,7 +13,7 @@ import (
 
 	"github.com/cairnhq/cairn/controlplane/internal/selector"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
-	"github.com/cairnhq/cairn/controlplane/internal/storetest"
+	"github.com/cairnhq/cairn/internal/storetest"
 )
 
 var actor = store.Actor{ID: "test:actor", RequestID: "req-1"}

@@ -1,0 +1,53 @@
+# Cairn. The README's two commands are `make dev` and `make test`.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin
+
+.PHONY: dev build test test-go fuzz-short lint generate check-generated breaking postgres clean
+
+## dev: run a local control plane on SQLite with demo objects; prints next steps
+dev: build
+	./$(BIN)/cairn-dev --dir .cairn --bin $(BIN)
+
+## build: build every command into bin/
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+## test: every test, with the store suite on SQLite and PostgreSQL
+test: postgres test-go fuzz-short
+
+test-go:
+	$(GO) test -count=1 ./...
+
+# A short run of each fuzz target: long enough to catch regressions of what
+# the corpus knows, short enough for every CI run.
+fuzz-short:
+	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=10s ./controlplane/internal/selector
+
+## postgres: make sure PostgreSQL answers at 127.0.0.1:5432 (installs/starts it)
+postgres:
+	./scripts/ensure-postgres.sh
+
+## lint: buf lint, go vet, gofmt, generated code up to date, buf breaking
+lint: check-generated breaking
+	$(GO) tool buf lint
+	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+
+## generate: regenerate gen/ from proto/
+generate:
+	$(GO) tool buf generate
+
+check-generated: generate
+	@if [ -n "$$(git status --porcelain -- gen)" ]; then \
+	  echo "gen/ is out of date with proto/: run 'make generate' and commit"; git status --short -- gen; exit 1; fi
+
+# Compare the API with the previous commit's, when it had one.
+breaking:
+	@if git rev-parse -q --verify HEAD~1 >/dev/null && git ls-tree -d HEAD~1 proto >/dev/null 2>&1 && [ -n "$$(git ls-tree HEAD~1 proto)" ]; then \
+	  $(GO) tool buf breaking --against '.git#ref=HEAD~1'; \
+	else echo "buf breaking: no previous API to compare with"; fi
+
+clean:
+	rm -rf $(BIN)
