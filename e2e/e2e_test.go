@@ -32,10 +32,10 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/cairnhq/cairn/internal/storetest"
 	adminv1 "github.com/cairnhq/cairn/gen/cairn/admin/v1"
 	"github.com/cairnhq/cairn/gen/cairn/admin/v1/adminv1connect"
 	"github.com/cairnhq/cairn/internal/devenv"
+	"github.com/cairnhq/cairn/internal/storetest"
 )
 
 var (
