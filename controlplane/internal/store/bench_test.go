@@ -1,0 +1,90 @@
+package store_test
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cairnhq/cairn/controlplane/internal/selector"
+	"github.com/cairnhq/cairn/controlplane/internal/store"
+	"github.com/cairnhq/cairn/internal/storetest"
+)
+
+// BenchmarkUpdateConfigDocument measures one audited config write (read,
+// conditional update, label index, audit event, commit) per iteration.
+func BenchmarkUpdateConfigDocument(b *testing.B) {
+	for _, be := range storetest.Backends() {
+		b.Run(be.Name, func(b *testing.B) {
+			s, err := store.Open(context.Background(), store.Config{URL: be.URL(b)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			tn, _ := s.CreateTenant(ctx, actor, store.Tenant{Name: "acme"})
+			dp, _ := s.CreateDataPlane(ctx, actor, "", store.DataPlane{TenantID: tn.ID, Name: "dp", Region: "r"})
+			doc, err := s.CreateConfigDocument(ctx, actor, "", store.ConfigDocument{ScopeType: store.ScopeDataPlane, ScopeID: dp.ID,
+				Kind: "k", Name: "n", Content: []byte(`{"a":1}`), MediaType: "application/json", Labels: map[string]string{"team": "x"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			content := store.ConfigContent{Content: []byte(`{"a":2}`), MediaType: "application/json", Labels: map[string]string{"team": "x"}}
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := s.UpdateConfigDocument(ctx, actor, "", doc.ID, "", content); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkListClustersSelector measures one page of 100 clusters chosen
+// by a two-term label selector out of 5,000.
+func BenchmarkListClustersSelector(b *testing.B) {
+	for _, be := range storetest.Backends() {
+		b.Run(be.Name, func(b *testing.B) {
+			url := be.URL(b)
+			s, err := store.Open(context.Background(), store.Config{URL: url})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			tn, _ := s.CreateTenant(ctx, actor, store.Tenant{Name: "acme"})
+			dp, _ := s.CreateDataPlane(ctx, actor, "", store.DataPlane{TenantID: tn.ID, Name: "dp", Region: "r"})
+			envs := []string{"prod", "staging", "dev"}
+			for i := range 5000 {
+				if _, err := s.CreateCluster(ctx, actor, "", store.Cluster{DataPlaneID: dp.ID, Name: "c" + strconv.Itoa(i),
+					Labels: map[string]string{"env": envs[i%3], "tier": []string{"gold", "silver"}[i%2]}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			// Measure the steady state: PostgreSQL plans the selector's
+			// EXISTS joins badly until autovacuum has gathered statistics
+			// (BENCHMARKS.md has the figure without this step).
+			if be.Name != "sqlite" && os.Getenv("CAIRN_BENCH_NO_ANALYZE") == "" {
+				conn, err := pgx.Connect(ctx, strings.Replace(url, "cockroachdb://", "postgresql://", 1))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := conn.Exec(ctx, "ANALYZE"); err != nil {
+					b.Fatal(err)
+				}
+				conn.Close(ctx)
+			}
+			sel, _ := selector.Parse("env=prod,tier in (gold)")
+			b.ResetTimer()
+			for b.Loop() {
+				got, _, err := s.ListClusters(ctx, store.Filter{TenantID: tn.ID, Selector: sel}, "", store.Page{Size: 100})
+				if err != nil || len(got) != 100 {
+					b.Fatalf("got %d clusters, %v", len(got), err)
+				}
+			}
+		})
+	}
+}
