@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -319,6 +320,27 @@ func TestControlPlaneTLSOnPostgres(t *testing.T) {
 		if err != nil || got.Msg.Tenant.Name != "acme" {
 			t.Fatalf("%s GetTenant = %v, %v", name, got, err)
 		}
+	}
+
+	// Logs are JSON, one line per call, each with a request id.
+	var rpcLines int
+	for _, line := range strings.Split(p.stderr.String(), "\n") {
+		var rec map[string]any
+		if line == "" {
+			continue
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		if rec["msg"] == "rpc" {
+			rpcLines++
+			if id, _ := rec["request_id"].(string); id == "" {
+				t.Fatalf("rpc log line without request id: %q", line)
+			}
+		}
+	}
+	if rpcLines < 4 {
+		t.Fatalf("got %d rpc log lines; want at least 4", rpcLines)
 	}
 
 	// Restart on the same database: state and token survive.
