@@ -107,6 +107,18 @@ func TestBootstrapFile(t *testing.T) {
 	if _, err := auth.NewAuthenticator(st2, nil).Authenticate(ctx, "Bearer "+strings.TrimSpace(string(b))); err != nil {
 		t.Fatalf("provisioned token does not authenticate: %v", err)
 	}
+	// Replicas starting together on one fresh database with the same
+	// mounted file all succeed.
+	st3 := openStore(t)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() { errs <- auth.Bootstrap(ctx, st3, path, nil) }()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent bootstrap: %v", err)
+		}
+	}
 	// A file whose secret differs from the stored token is refused.
 	forged := auth.NewSecret()
 	parsed, _ := auth.ParseSecret(string(b))

@@ -51,6 +51,12 @@ func Bootstrap(ctx context.Context, st BootstrapStore, path string, out io.Write
 			}
 			tok.ID = sec.ID
 			_, err = st.CreateToken(ctx, actor, "", tok, sec.Hash())
+			if errors.Is(err, store.ErrAlreadyExists) {
+				// Another replica registered the same file first.
+				if _, hash, err := st.LookupToken(ctx, sec.ID); err == nil && sec.Matches(hash) {
+					return nil
+				}
+			}
 			return err
 		case errors.Is(err, fs.ErrNotExist):
 			sec := NewSecret()
