@@ -19,6 +19,8 @@ type AuditEvent struct {
 	OldDigest    string
 	NewDigest    string
 	RequestID    string
+	// Detail says why an attempt was refused; empty for mutations.
+	Detail string
 }
 
 // AuditFilter narrows ListAuditEvents.
@@ -30,12 +32,12 @@ type AuditFilter struct {
 }
 
 const auditCols = `t.id, t.time, t.actor, t.action, t.resource_type, t.resource_id, t.tenant_id,
-	t.old_digest, t.new_digest, t.request_id`
+	t.old_digest, t.new_digest, t.request_id, t.detail`
 
 func scanAudit(r row) (AuditEvent, error) {
 	var e AuditEvent
 	err := r.Scan(&e.ID, &e.Time, &e.Actor, &e.Action, &e.ResourceType, &e.ResourceID, &e.TenantID,
-		&e.OldDigest, &e.NewDigest, &e.RequestID)
+		&e.OldDigest, &e.NewDigest, &e.RequestID, &e.Detail)
 	e.Time = utc(e.Time)
 	return e, err
 }

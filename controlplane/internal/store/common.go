@@ -228,10 +228,14 @@ func utc(t time.Time) time.Time { return t.UTC() }
 
 // audit writes one audit event in the mutation's transaction.
 func (s *Store) audit(ctx context.Context, q querier, a Actor, action, resourceType, resourceID, tenantID string, before, after any) error {
+	return s.auditDetail(ctx, q, a, action, resourceType, resourceID, tenantID, before, after, "")
+}
+
+func (s *Store) auditDetail(ctx context.Context, q querier, a Actor, action, resourceType, resourceID, tenantID string, before, after any, detail string) error {
 	_, err := q.exec(ctx, `INSERT INTO audit_events
-		(id, time, actor, action, resource_type, resource_id, tenant_id, old_digest, new_digest, request_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-		newID(), s.now(), a.ID, action, resourceType, resourceID, tenantID, digest(before), digest(after), a.RequestID)
+		(id, time, actor, action, resource_type, resource_id, tenant_id, old_digest, new_digest, request_id, detail)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		newID(), s.now(), a.ID, action, resourceType, resourceID, tenantID, digest(before), digest(after), a.RequestID, detail)
 	if err != nil {
 		return fmt.Errorf("write audit event: %w", err)
 	}

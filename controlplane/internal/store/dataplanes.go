@@ -139,7 +139,7 @@ func (s *Store) UpdateDataPlane(ctx context.Context, a Actor, visible, id, etag 
 }
 
 // DeleteDataPlane deletes a data plane without clusters, together with its
-// config documents (each audited).
+// config documents (each audited) and join tokens, and revokes its agents.
 func (s *Store) DeleteDataPlane(ctx context.Context, a Actor, visible, id, etag string) error {
 	err := s.b.inTx(ctx, func(q querier) error {
 		old, err := getDataPlane(ctx, q, visible, id)
@@ -157,6 +157,9 @@ func (s *Store) DeleteDataPlane(ctx context.Context, a Actor, visible, id, etag 
 			return fmt.Errorf("data plane %q has %d clusters; delete them first: %w", id, n, ErrFailedPrecondition)
 		}
 		if err := s.deleteConfigWhere(ctx, q, a, "data_plane_id", id); err != nil {
+			return err
+		}
+		if err := s.revokeDataPlaneAgents(ctx, q, a, id); err != nil {
 			return err
 		}
 		for _, stmt := range []string{

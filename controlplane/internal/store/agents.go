@@ -1,0 +1,331 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// JoinToken is a single-use enrollment credential for one data plane.
+type JoinToken struct {
+	ID          string
+	TenantID    string
+	DataPlaneID string
+	CreateTime  time.Time
+	ExpireTime  time.Time
+}
+
+// Agent is an enrolled agent identity.
+type Agent struct {
+	ID             string     `json:"id"`
+	TenantID       string     `json:"tenant_id"`
+	DataPlaneID    string     `json:"data_plane_id"`
+	SPIFFEID       string     `json:"spiffe_id"`
+	AgentVersion   string     `json:"agent_version"`
+	Hostname       string     `json:"hostname"`
+	CreateTime     time.Time  `json:"create_time"`
+	SVIDExpireTime time.Time  `json:"svid_expire_time"`
+	RevokeTime     *time.Time `json:"revoke_time,omitempty"`
+	RevokeReason   string     `json:"revoke_reason"`
+}
+
+// Enrollment refusals, wrapped with detail.
+var (
+	// ErrJoinTokenInvalid: unknown, used, expired, or its data plane is
+	// gone. One error for all, so a caller learns nothing about which.
+	ErrJoinTokenInvalid = fmt.Errorf("join token is invalid, used or expired: %w", ErrFailedPrecondition)
+)
+
+const agentCols = `t.id, t.tenant_id, t.data_plane_id, t.spiffe_id, t.agent_version, t.hostname,
+	t.create_time, t.svid_expire_time, t.revoke_time, t.revoke_reason`
+
+func scanAgent(r row) (Agent, error) {
+	var a Agent
+	if err := r.Scan(&a.ID, &a.TenantID, &a.DataPlaneID, &a.SPIFFEID, &a.AgentVersion, &a.Hostname,
+		&a.CreateTime, &a.SVIDExpireTime, &a.RevokeTime, &a.RevokeReason); err != nil {
+		return Agent{}, err
+	}
+	a.CreateTime, a.SVIDExpireTime = utc(a.CreateTime), utc(a.SVIDExpireTime)
+	if a.RevokeTime != nil {
+		*a.RevokeTime = utc(*a.RevokeTime)
+	}
+	return a, nil
+}
+
+// CreateJoinToken stores a join token (ID and secret hash made by the
+// caller) for an existing, visible data plane.
+func (s *Store) CreateJoinToken(ctx context.Context, a Actor, visible, dataPlaneID, id string, secretHash []byte, ttl time.Duration) (JoinToken, error) {
+	now := s.now()
+	jt := JoinToken{ID: id, DataPlaneID: dataPlaneID, CreateTime: now, ExpireTime: now.Add(ttl).Truncate(time.Microsecond)}
+	err := s.b.inTx(ctx, func(q querier) error {
+		dp, err := getDataPlane(ctx, q, visible, dataPlaneID)
+		if err != nil {
+			return err
+		}
+		jt.TenantID = dp.TenantID
+		if _, err := q.exec(ctx, `INSERT INTO join_tokens (id, tenant_id, data_plane_id, secret_hash, create_time, expire_time)
+			VALUES ($1, $2, $3, $4, $5, $6)`, jt.ID, jt.TenantID, jt.DataPlaneID, secretHash, jt.CreateTime, jt.ExpireTime); err != nil {
+			return err
+		}
+		// The digest covers the token's metadata only, never its hash.
+		return s.audit(ctx, q, a, "join_token.create", "join_token", jt.ID, jt.TenantID, nil, jt)
+	})
+	if err != nil {
+		return JoinToken{}, fmt.Errorf("create join token: %w", err)
+	}
+	return jt, nil
+}
+
+// Enrollment is what EnrollAgent needs to register an agent.
+type Enrollment struct {
+	// Actor carries the request id; the enrolled agent becomes the actor
+	// of the audit event.
+	Actor       Actor
+	JoinTokenID string
+	// CheckSecret reports whether the presented secret matches the stored
+	// hash (constant time, done by the caller who holds the secret).
+	CheckSecret func(hash []byte) bool
+	AgentID     string
+	// SPIFFEID builds the agent's SPIFFE ID once its tenant and data plane
+	// are known.
+	SPIFFEID       func(tenantID, dataPlaneID string) (string, error)
+	AgentVersion   string
+	Hostname       string
+	SVIDExpireTime time.Time
+	// Issue signs the agent's SVID; it runs inside the transaction, so a
+	// token whose enrollment fails is not consumed. It may run more than
+	// once on retries.
+	Issue func(spiffeID string) error
+}
+
+// EnrollAgent consumes a join token and registers the agent, atomically:
+// of any number of concurrent enrollments with one token, exactly one
+// succeeds. Every refusal returns ErrJoinTokenInvalid and is audited.
+func (s *Store) EnrollAgent(ctx context.Context, e Enrollment) (Agent, error) {
+	var out Agent
+	refuse := func(reason string) error { return fmt.Errorf("%s: %w", reason, ErrJoinTokenInvalid) }
+	err := s.b.inTx(ctx, func(q querier) error {
+		now := s.now()
+		var jt JoinToken
+		var hash []byte
+		var used *time.Time
+		err := q.queryRow(ctx, `SELECT id, tenant_id, data_plane_id, secret_hash, expire_time, used_time FROM join_tokens WHERE id = $1`,
+			e.JoinTokenID).Scan(&jt.ID, &jt.TenantID, &jt.DataPlaneID, &hash, &jt.ExpireTime, &used)
+		switch {
+		case isNoRows(err):
+			return refuse("unknown join token")
+		case err != nil:
+			return err
+		case !e.CheckSecret(hash):
+			return refuse("wrong join token secret")
+		case used != nil:
+			return refuse("join token already used")
+		case !now.Before(jt.ExpireTime):
+			return refuse("join token expired")
+		}
+		if _, err := getDataPlane(ctx, q, "", jt.DataPlaneID); err != nil {
+			return refuse("data plane of join token is gone")
+		}
+		id, err := e.SPIFFEID(jt.TenantID, jt.DataPlaneID)
+		if err != nil {
+			return err
+		}
+		if err := e.Issue(id); err != nil {
+			return err
+		}
+		n, err := q.exec(ctx, `UPDATE join_tokens SET used_time = $2, agent_id = $3 WHERE id = $1 AND used_time IS NULL`, jt.ID, now, e.AgentID)
+		if err != nil {
+			return err
+		}
+		if n != 1 {
+			return refuse("join token already used")
+		}
+		out = Agent{ID: e.AgentID, TenantID: jt.TenantID, DataPlaneID: jt.DataPlaneID, SPIFFEID: id,
+			AgentVersion: e.AgentVersion, Hostname: e.Hostname, CreateTime: now, SVIDExpireTime: e.SVIDExpireTime.UTC().Truncate(time.Microsecond)}
+		if _, err := q.exec(ctx, `INSERT INTO agents (id, tenant_id, data_plane_id, spiffe_id, agent_version, hostname,
+			create_time, svid_expire_time, revoke_time, revoke_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, '')`,
+			out.ID, out.TenantID, out.DataPlaneID, out.SPIFFEID, out.AgentVersion, out.Hostname, out.CreateTime, out.SVIDExpireTime); err != nil {
+			return err
+		}
+		return s.audit(ctx, q, Actor{ID: "agent:" + out.ID}, "agent.enroll", "agent", out.ID, out.TenantID, nil, out)
+	})
+	if err != nil {
+		if errors.Is(err, ErrJoinTokenInvalid) {
+			s.AuditRefusal(ctx, Actor{ID: "anonymous", RequestID: e.Actor.RequestID}, "agent.enroll.refused", "join_token", e.JoinTokenID, "", err.Error())
+		}
+		return Agent{}, fmt.Errorf("enroll agent: %w", err)
+	}
+	return out, nil
+}
+
+// AuditRefusal records a refused attempt in a transaction of its own: the
+// refused mutation wrote nothing, but the attempt leaves a trace. detail
+// says why; it must hold no secret. Failing to write it is logged, not
+// returned, since the caller is already answering with the refusal.
+func (s *Store) AuditRefusal(ctx context.Context, a Actor, action, resourceType, resourceID, tenantID, detail string) {
+	err := s.b.inTx(context.WithoutCancel(ctx), func(q querier) error {
+		return s.auditDetail(ctx, q, a, action, resourceType, resourceID, tenantID, nil, nil, detail)
+	})
+	if err != nil {
+		s.log.Error("write refusal audit event", "action", action, "error", err)
+	}
+}
+
+func getAgent(ctx context.Context, q querier, visible, id string) (Agent, error) {
+	if !isValidID(id) {
+		return Agent{}, fmt.Errorf("agent %q: %w", id, ErrNotFound)
+	}
+	a, err := scanAgent(q.queryRow(ctx, `SELECT `+agentCols+` FROM agents t WHERE t.id = $1`, id))
+	if isNoRows(err) || (err == nil && visible != "" && a.TenantID != visible) {
+		return Agent{}, fmt.Errorf("agent %q: %w", id, ErrNotFound)
+	}
+	return a, err
+}
+
+// GetAgent returns one agent.
+func (s *Store) GetAgent(ctx context.Context, visible, id string) (Agent, error) {
+	var a Agent
+	err := s.b.read(ctx, func(q querier) (err error) {
+		a, err = getAgent(ctx, q, visible, id)
+		return err
+	})
+	if err != nil {
+		return Agent{}, fmt.Errorf("get agent: %w", err)
+	}
+	return a, nil
+}
+
+// ListAgents returns one page of agents, optionally of one data plane.
+func (s *Store) ListAgents(ctx context.Context, f Filter, dataPlaneID string, p Page) ([]Agent, string, error) {
+	var w where
+	w.filter(Filter{Visible: f.Visible, TenantID: f.TenantID})
+	if dataPlaneID != "" {
+		w.add("t.data_plane_id = " + w.arg(dataPlaneID))
+	}
+	var out []Agent
+	var next string
+	err := s.b.read(ctx, func(q querier) (err error) {
+		out, next, err = list(ctx, q, agentCols, "FROM agents t", &w, p, scanAgent, func(a Agent) string { return a.ID })
+		return err
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list agents: %w", err)
+	}
+	return out, next, nil
+}
+
+// RevokeAgent revokes an agent; revoking twice keeps the first time and
+// reason.
+func (s *Store) RevokeAgent(ctx context.Context, a Actor, visible, id, reason string) (Agent, error) {
+	var out Agent
+	err := s.b.inTx(ctx, func(q querier) error {
+		old, err := getAgent(ctx, q, visible, id)
+		if err != nil {
+			return err
+		}
+		out = old
+		if old.RevokeTime != nil {
+			return nil
+		}
+		return s.revokeAgent(ctx, q, a, &out, reason)
+	})
+	if err != nil {
+		return Agent{}, fmt.Errorf("revoke agent: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) revokeAgent(ctx context.Context, q querier, a Actor, ag *Agent, reason string) error {
+	old := *ag
+	now := s.now()
+	ag.RevokeTime, ag.RevokeReason = &now, reason
+	if _, err := q.exec(ctx, `UPDATE agents SET revoke_time = $2, revoke_reason = $3 WHERE id = $1`, ag.ID, now, reason); err != nil {
+		return err
+	}
+	return s.audit(ctx, q, a, "agent.revoke", "agent", ag.ID, ag.TenantID, old, *ag)
+}
+
+// revokeDataPlaneAgents revokes every agent of a data plane and deletes
+// its unused join tokens; DeleteDataPlane calls it in its transaction.
+func (s *Store) revokeDataPlaneAgents(ctx context.Context, q querier, a Actor, dataPlaneID string) error {
+	rs, err := q.query(ctx, `SELECT `+agentCols+` FROM agents t WHERE t.data_plane_id = $1 AND t.revoke_time IS NULL`, dataPlaneID)
+	if err != nil {
+		return err
+	}
+	var agents []Agent
+	for rs.Next() {
+		ag, err := scanAgent(rs)
+		if err != nil {
+			rs.Close()
+			return err
+		}
+		agents = append(agents, ag)
+	}
+	rs.Close()
+	if err := rs.Err(); err != nil {
+		return err
+	}
+	for i := range agents {
+		if err := s.revokeAgent(ctx, q, a, &agents[i], "data plane deleted"); err != nil {
+			return err
+		}
+	}
+	_, err = q.exec(ctx, `DELETE FROM join_tokens WHERE data_plane_id = $1`, dataPlaneID)
+	return err
+}
+
+// RenewAgent records a newly issued SVID's expiry for a registered,
+// unrevoked agent; Issue runs inside the transaction, so a revoked agent
+// never gets a certificate.
+func (s *Store) RenewAgent(ctx context.Context, id string, issue func(Agent) (time.Time, error)) (Agent, error) {
+	var out Agent
+	err := s.b.inTx(ctx, func(q querier) error {
+		ag, err := getAgent(ctx, q, "", id)
+		if err != nil {
+			return err
+		}
+		if ag.RevokeTime != nil {
+			return fmt.Errorf("agent %q is revoked: %w", id, ErrFailedPrecondition)
+		}
+		exp, err := issue(ag)
+		if err != nil {
+			return err
+		}
+		ag.SVIDExpireTime = exp.UTC().Truncate(time.Microsecond)
+		if _, err := q.exec(ctx, `UPDATE agents SET svid_expire_time = $2 WHERE id = $1`, id, ag.SVIDExpireTime); err != nil {
+			return err
+		}
+		out = ag
+		return nil
+	})
+	if err != nil {
+		return Agent{}, fmt.Errorf("renew agent: %w", err)
+	}
+	return out, nil
+}
+
+// RevokedSince returns the ids of agents revoked at or after since, for
+// replicas that must close those agents' streams.
+func (s *Store) RevokedSince(ctx context.Context, since time.Time) ([]string, error) {
+	var ids []string
+	err := s.b.read(ctx, func(q querier) error {
+		rs, err := q.query(ctx, `SELECT id FROM agents WHERE revoke_time >= $1`, since.UTC())
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		for rs.Next() {
+			var id string
+			if err := rs.Scan(&id); err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		return rs.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("revoked agents: %w", err)
+	}
+	return ids, nil
+}

@@ -1,0 +1,166 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/cairnhq/cairn/controlplane/internal/store"
+)
+
+type enrollFixture struct {
+	s      *store.Store
+	tenant store.Tenant
+	dp     store.DataPlane
+}
+
+func newEnrollFixture(t *testing.T, s *store.Store) enrollFixture {
+	t.Helper()
+	ctx := context.Background()
+	tn := must[store.Tenant](t)(s.CreateTenant(ctx, actor, store.Tenant{Name: "acme"}))
+	dp := must[store.DataPlane](t)(s.CreateDataPlane(ctx, actor, "", store.DataPlane{TenantID: tn.ID, Name: "dp", Region: "r"}))
+	return enrollFixture{s: s, tenant: tn, dp: dp}
+}
+
+func (f enrollFixture) token(t *testing.T, secret string, ttl time.Duration) store.JoinToken {
+	t.Helper()
+	return must[store.JoinToken](t)(f.s.CreateJoinToken(context.Background(), actor, "", f.dp.ID, uuid.NewString(), []byte(secret), ttl))
+}
+
+func enrollment(tokenID, secret string) store.Enrollment {
+	agentID := uuid.NewString()
+	return store.Enrollment{
+		JoinTokenID: tokenID,
+		CheckSecret: func(h []byte) bool { return bytes.Equal(h, []byte(secret)) },
+		AgentID:     agentID,
+		SPIFFEID: func(tenant, dp string) (string, error) {
+			return "spiffe://cairn.test/tenant/" + tenant + "/dataplane/" + dp + "/agent/" + agentID, nil
+		},
+		SVIDExpireTime: time.Now().Add(time.Hour),
+		Issue:          func(string) error { return nil },
+	}
+}
+
+func TestEnrollAgent(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f := newEnrollFixture(t, s)
+		jt := f.token(t, "s3cret", time.Hour)
+		a := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(jt.ID, "s3cret")))
+		if a.TenantID != f.tenant.ID || a.DataPlaneID != f.dp.ID || a.RevokeTime != nil {
+			t.Fatalf("enrolled %+v", a)
+		}
+		for _, tc := range []struct {
+			name string
+			e    store.Enrollment
+		}{
+			{"reused token", enrollment(jt.ID, "s3cret")},
+			{"wrong secret", enrollment(f.token(t, "right", time.Hour).ID, "wrong")},
+			{"unknown token", enrollment(uuid.NewString(), "s3cret")},
+			{"expired token", enrollment(f.token(t, "x", time.Microsecond).ID, "x")},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				time.Sleep(time.Millisecond) // let the microsecond token lapse
+				_, err := s.EnrollAgent(ctx, tc.e)
+				wantErr(t, err, store.ErrJoinTokenInvalid)
+				evs, _, _ := s.ListAuditEvents(ctx, store.AuditFilter{ResourceID: tc.e.JoinTokenID}, store.Page{Size: 10})
+				if len(evs) == 0 || evs[0].Action != "agent.enroll.refused" || evs[0].Detail == "" {
+					t.Fatalf("refusal not audited: %+v", evs)
+				}
+				if _, err := s.GetAgent(ctx, "", tc.e.AgentID); !errors.Is(err, store.ErrNotFound) {
+					t.Fatalf("refused enrollment registered an agent: %v", err)
+				}
+			})
+		}
+		// An issue failure leaves the token usable.
+		jt2 := f.token(t, "y", time.Hour)
+		bad := enrollment(jt2.ID, "y")
+		boom := errors.New("csr refused")
+		bad.Issue = func(string) error { return boom }
+		_, err := s.EnrollAgent(ctx, bad)
+		wantErr(t, err, boom)
+		must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(jt2.ID, "y")))
+
+		// Renewal works until revocation; revocation is visible to pollers.
+		since := time.Now().Add(-time.Second)
+		_, err = s.RenewAgent(ctx, a.ID, func(store.Agent) (time.Time, error) { return time.Now().Add(2 * time.Hour), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := must[store.Tenant](t)(s.CreateTenant(ctx, actor, store.Tenant{Name: "other"}))
+		_, err = s.RevokeAgent(ctx, actor, other.ID, a.ID, "x")
+		wantErr(t, err, store.ErrNotFound)
+		rev := must[store.Agent](t)(s.RevokeAgent(ctx, actor, f.tenant.ID, a.ID, "key leaked"))
+		if rev.RevokeTime == nil || rev.RevokeReason != "key leaked" {
+			t.Fatalf("revoked %+v", rev)
+		}
+		_, err = s.RenewAgent(ctx, a.ID, func(store.Agent) (time.Time, error) {
+			t.Fatal("issue called for a revoked agent")
+			return time.Time{}, nil
+		})
+		wantErr(t, err, store.ErrFailedPrecondition)
+		ids := must[[]string](t)(s.RevokedSince(ctx, since))
+		if len(ids) != 1 || ids[0] != a.ID {
+			t.Fatalf("RevokedSince = %v; want [%s]", ids, a.ID)
+		}
+		list, _, err := s.ListAgents(ctx, store.Filter{Visible: other.ID}, "", store.Page{Size: 10})
+		if err != nil || len(list) != 0 {
+			t.Fatalf("other tenant lists %v, %v", list, err)
+		}
+	})
+}
+
+// TestEnrollAgentTokenUsedOnce races 20 enrollments on one token.
+func TestEnrollAgentTokenUsedOnce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		f := newEnrollFixture(t, s)
+		jt := f.token(t, "s", time.Hour)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		wins, refusals := 0, 0
+		for range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := s.EnrollAgent(context.Background(), enrollment(jt.ID, "s"))
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					wins++
+				case errors.Is(err, store.ErrJoinTokenInvalid):
+					refusals++
+				default:
+					t.Errorf("enroll: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+		if wins != 1 || refusals != 19 {
+			t.Fatalf("got %d enrollments and %d refusals; want 1 and 19", wins, refusals)
+		}
+	})
+}
+
+func TestDeleteDataPlaneRevokesAgents(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f := newEnrollFixture(t, s)
+		a := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		unused := f.token(t, "u", time.Hour)
+		if err := s.DeleteDataPlane(ctx, actor, "", f.dp.ID, ""); err != nil {
+			t.Fatal(err)
+		}
+		got := must[store.Agent](t)(s.GetAgent(ctx, "", a.ID))
+		if got.RevokeTime == nil || got.RevokeReason != "data plane deleted" {
+			t.Fatalf("agent after data plane deletion: %+v", got)
+		}
+		_, err := s.EnrollAgent(ctx, enrollment(unused.ID, "u"))
+		wantErr(t, err, store.ErrJoinTokenInvalid)
+	})
+}
