@@ -15,7 +15,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cairnhq/cairn/certs/ca"
+	"github.com/cairnhq/cairn/controlplane/internal/agentapi"
 	"github.com/cairnhq/cairn/controlplane/internal/auth"
 	"github.com/cairnhq/cairn/controlplane/internal/server"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
@@ -26,6 +32,11 @@ const envPrefix = "CAIRN"
 
 type flags struct {
 	adminAddr          string
+	agentAddr          string
+	trustDomain        string
+	caDir              string
+	svidTTL            time.Duration
+	agentNames         string
 	dataDir            string
 	databaseURL        string
 	tlsCert, tlsKey    string
@@ -41,6 +52,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs := flag.NewFlagSet("cairn-controlplane", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.adminAddr, "admin-addr", ":7443", "address of the admin API (gRPC, gRPC-Web, Connect/JSON, /healthz, /readyz, /metrics)")
+	fs.StringVar(&f.agentAddr, "agent-addr", ":7444", "address of the agent API (grpc-go, SPIFFE mTLS; enrollment over server-authenticated TLS)")
+	fs.StringVar(&f.trustDomain, "trust-domain", "cairn.local", "SPIFFE trust domain of agents and the control plane")
+	fs.StringVar(&f.caDir, "ca-dir", "", "directory of the agent CA's certificates and keys (0600); empty means <data-dir>/ca. Replicas must share it")
+	fs.StringVar(&f.agentNames, "agent-api-names", "localhost,127.0.0.1", "comma-separated DNS names and IPs of the agent API for its serving certificate (agents check its SPIFFE ID; grpcurl checks these)")
+	fs.DurationVar(&f.svidTTL, "svid-ttl", agentapi.DefaultSVIDTTL, "lifetime of agent X.509-SVIDs")
 	fs.StringVar(&f.dataDir, "data-dir", ".cairn", "directory for the embedded SQLite database and local state")
 	fs.StringVar(&f.databaseURL, "database-url", "", "database: postgres://… or cockroachdb://… for a PostgreSQL-wire server; empty means SQLite at <data-dir>/cairn.db")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate chain for the admin API")
@@ -64,6 +80,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 		return flags{}, errors.New("the admin API needs --tls-cert and --tls-key, or --insecure for plaintext local development")
 	case f.maxMessageBytes < 1024:
 		return flags{}, errors.New("--max-message-bytes must be at least 1024")
+	case f.svidTTL < time.Minute || f.svidTTL > 24*time.Hour:
+		return flags{}, errors.New("--svid-ttl must be between 1m and 24h")
+	}
+	if _, err := spiffeid.TrustDomainFromString(f.trustDomain); err != nil {
+		return flags{}, fmt.Errorf("--trust-domain: %w", err)
+	}
+	if f.caDir == "" {
+		f.caDir = filepath.Join(f.dataDir, "ca")
 	}
 	return f, nil
 }
@@ -136,16 +160,36 @@ func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error
 	} else {
 		log.Warn("admin API is serving plaintext (--insecure); use it only for local development")
 	}
+	td := spiffeid.RequireTrustDomainFromString(f.trustDomain)
+	authority, err := ca.Open(ca.Config{Dir: f.caDir, TrustDomain: td, Logger: log})
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", f.adminAddr)
 	if err != nil {
 		return fmt.Errorf("admin listener: %w", err)
 	}
+	defer lis.Close()
+	agentLis, err := net.Listen("tcp", f.agentAddr)
+	if err != nil {
+		return fmt.Errorf("agent listener: %w", err)
+	}
+	defer agentLis.Close()
 	srv, err := server.New(server.Config{
-		Listener: lis, Store: st, TLS: tlsCfg, Logger: log, MaxMessageBytes: f.maxMessageBytes,
+		Listener: lis, Store: st, TLS: tlsCfg, Logger: log, MaxMessageBytes: f.maxMessageBytes, CA: authority,
 	})
 	if err != nil {
-		lis.Close()
 		return err
 	}
-	return srv.Run(ctx)
+	agents, err := agentapi.New(agentapi.Config{
+		Listener: agentLis, Store: st, CA: authority, TrustDomain: td, SVIDTTL: f.svidTTL, Logger: log,
+		ServingNames: strings.Split(f.agentNames, ","),
+	})
+	if err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(ctx) })
+	g.Go(func() error { return agents.Run(ctx) })
+	return g.Wait()
 }

@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"connectrpc.com/connect"
 
+	"github.com/cairnhq/cairn/certs/ca"
 	"github.com/cairnhq/cairn/controlplane/internal/auth"
 	"github.com/cairnhq/cairn/controlplane/internal/requestid"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
@@ -29,13 +31,21 @@ type Config struct {
 	// HandlerOptions are added to every service handler (interceptors,
 	// read limits). May be empty.
 	HandlerOptions []connect.HandlerOption
+	// CA is the agent CA whose bundle GetTrustBundle returns; nil answers
+	// Unavailable.
+	CA *ca.Authority
+	// JoinTokenTTL is the lifetime of a join token created without one;
+	// 0 means DefaultJoinTokenTTL.
+	JoinTokenTTL time.Duration
 }
 
 // Services are the admin API's connect services.
 type Services struct {
-	st   *store.Store
-	log  *slog.Logger
-	opts []connect.HandlerOption
+	st           *store.Store
+	log          *slog.Logger
+	opts         []connect.HandlerOption
+	ca           *ca.Authority
+	joinTokenTTL time.Duration
 }
 
 // New checks cfg and returns the services.
@@ -47,7 +57,11 @@ func New(cfg Config) (*Services, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Services{st: cfg.Store, log: log, opts: cfg.HandlerOptions}, nil
+	ttl := cfg.JoinTokenTTL
+	if ttl == 0 {
+		ttl = DefaultJoinTokenTTL
+	}
+	return &Services{st: cfg.Store, log: log, opts: cfg.HandlerOptions, ca: cfg.CA, joinTokenTTL: ttl}, nil
 }
 
 // ServiceNames lists the fully-qualified service names, for reflection.
@@ -58,6 +72,7 @@ var ServiceNames = []string{
 	adminv1connect.ConfigServiceName,
 	adminv1connect.AuditServiceName,
 	adminv1connect.TokenServiceName,
+	adminv1connect.AgentServiceName,
 }
 
 // Register mounts every service on mux.
@@ -68,6 +83,7 @@ func (s *Services) Register(mux *http.ServeMux) {
 	mux.Handle(adminv1connect.NewConfigServiceHandler(&configs{s}, s.opts...))
 	mux.Handle(adminv1connect.NewAuditServiceHandler(&audit{s}, s.opts...))
 	mux.Handle(adminv1connect.NewTokenServiceHandler(&tokens{s}, s.opts...))
+	mux.Handle(adminv1connect.NewAgentServiceHandler(&agents{s}, s.opts...))
 }
 
 // caller returns the authenticated principal and the audit actor.

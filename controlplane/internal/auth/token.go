@@ -14,26 +14,35 @@ import (
 	"github.com/google/uuid"
 )
 
-// tokenPrefix starts every Cairn API token, so secret scanners can find
-// leaked ones.
-const tokenPrefix = "cairn_"
+// Prefixes start every Cairn secret, so secret scanners can find leaked
+// ones and one kind is never mistaken for the other.
+const (
+	apiPrefix  = "cairn_"
+	joinPrefix = "cairnjoin_"
+)
 
-// Secret is a parsed API token: its ID, which is public, and its secret
-// part, which only the holder knows.
+// Secret is a parsed token: its ID, which is public, and its secret part,
+// which only the holder knows.
 type Secret struct {
 	ID     string
+	prefix string
 	secret string
 }
 
-// NewSecret makes a token with a fresh ID and 256 random bits.
-func NewSecret() Secret {
+// NewSecret makes an API token with a fresh ID and 256 random bits.
+func NewSecret() Secret { return newSecret(apiPrefix) }
+
+// NewJoinSecret makes an agent join token.
+func NewJoinSecret() Secret { return newSecret(joinPrefix) }
+
+func newSecret(prefix string) Secret {
 	var b [32]byte
 	_, _ = rand.Read(b[:])
-	return Secret{ID: uuid.NewString(), secret: base64.RawURLEncoding.EncodeToString(b[:])}
+	return Secret{ID: uuid.NewString(), prefix: prefix, secret: base64.RawURLEncoding.EncodeToString(b[:])}
 }
 
-// String is the bearer token: cairn_<id>_<secret>.
-func (s Secret) String() string { return tokenPrefix + s.ID + "_" + s.secret }
+// String is the token: <prefix><id>_<secret>.
+func (s Secret) String() string { return s.prefix + s.ID + "_" + s.secret }
 
 // Hash is what the store keeps. The secret has 256 bits of entropy, so a
 // plain SHA-256 resists guessing as well as a slow hash would.
@@ -49,9 +58,14 @@ func (s Secret) Matches(hash []byte) bool {
 
 var errMalformed = errors.New("malformed token")
 
-// ParseSecret parses a bearer token.
-func ParseSecret(tok string) (Secret, error) {
-	rest, ok := strings.CutPrefix(strings.TrimSpace(tok), tokenPrefix)
+// ParseSecret parses an API bearer token.
+func ParseSecret(tok string) (Secret, error) { return parseSecret(apiPrefix, tok) }
+
+// ParseJoinSecret parses an agent join token.
+func ParseJoinSecret(tok string) (Secret, error) { return parseSecret(joinPrefix, tok) }
+
+func parseSecret(prefix, tok string) (Secret, error) {
+	rest, ok := strings.CutPrefix(strings.TrimSpace(tok), prefix)
 	if !ok || len(rest) < 38 || rest[36] != '_' {
 		return Secret{}, errMalformed
 	}
@@ -59,5 +73,5 @@ func ParseSecret(tok string) (Secret, error) {
 	if _, err := uuid.Parse(id); err != nil || len(secret) < 32 {
 		return Secret{}, errMalformed
 	}
-	return Secret{ID: id, secret: secret}, nil
+	return Secret{ID: id, prefix: prefix, secret: secret}, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/cairnhq/cairn/certs/ca"
 	"github.com/cairnhq/cairn/controlplane/internal/adminapi"
 	"github.com/cairnhq/cairn/controlplane/internal/auth"
 	"github.com/cairnhq/cairn/controlplane/internal/requestid"
@@ -47,6 +48,11 @@ type Config struct {
 	MaxMessageBytes int
 	// Now is the clock for token expiry; nil means time.Now.
 	Now func() time.Time
+	// CA is the agent CA whose bundle the admin API hands out; nil
+	// answers GetTrustBundle with Unavailable.
+	CA *ca.Authority
+	// JoinTokenTTL is the default join token lifetime; 0 means 10 minutes.
+	JoinTokenTTL time.Duration
 }
 
 // Server is the admin API server.
@@ -74,8 +80,10 @@ func New(cfg Config) (*Server, error) {
 
 	authn := auth.NewAuthenticator(cfg.Store, cfg.Now)
 	svcs, err := adminapi.New(adminapi.Config{
-		Store:  cfg.Store,
-		Logger: log,
+		Store:        cfg.Store,
+		Logger:       log,
+		CA:           cfg.CA,
+		JoinTokenTTL: cfg.JoinTokenTTL,
 		HandlerOptions: []connect.HandlerOption{
 			connect.WithInterceptors(metrics, logInterceptor{log}, authn.Interceptor()),
 			connect.WithReadMaxBytes(cfg.MaxMessageBytes),

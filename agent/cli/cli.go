@@ -1,0 +1,125 @@
+// Package cli is cairn-agent's command line: flags and environment into
+// the daemon's Config. It holds no logic beyond that wiring.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/cairnhq/cairn/agent/internal/daemon"
+	"github.com/cairnhq/cairn/agent/internal/identity"
+	"github.com/cairnhq/cairn/internal/flagenv"
+)
+
+const envPrefix = "CAIRN_AGENT"
+
+// Version is the agent's build version, reported at enrollment.
+const Version = "0.1.0-dev"
+
+type flags struct {
+	controlPlane  string
+	dataDir       string
+	joinToken     string
+	joinTokenFile string
+	caBundle      string
+	caPin         string
+	logLevel      string
+	logFormat     string
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (flags, error) {
+	var f flags
+	fs := flag.NewFlagSet("cairn-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.controlPlane, "control-plane", "", "agent API address of the control plane, host:port (required)")
+	fs.StringVar(&f.dataDir, "data-dir", "/var/lib/cairn-agent", "directory for the agent's identity (key 0600) and state")
+	fs.StringVar(&f.joinToken, "join-token", "", "single-use join token from the admin API; needed only for the first start. Prefer --join-token-file: arguments are visible to other users")
+	fs.StringVar(&f.joinTokenFile, "join-token-file", "", "file holding the join token")
+	fs.StringVar(&f.caBundle, "ca-bundle", "", "PEM file of the control plane's CA certificates, to trust it at enrollment")
+	fs.StringVar(&f.caPin, "ca-pin", "", "sha256:<hex> pin of the control plane CA's public key, instead of --ca-bundle")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
+	fs.Usage = flagenv.Usage(fs, envPrefix, "usage: cairn-agent [flags]\n\nRuns the Cairn agent in a data plane.", stderr)
+	if err := flagenv.Parse(fs, envPrefix, args, getenv); err != nil {
+		return flags{}, err
+	}
+	if fs.NArg() > 0 {
+		return flags{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if f.controlPlane == "" {
+		return flags{}, errors.New("--control-plane is required")
+	}
+	if f.joinToken != "" && f.joinTokenFile != "" {
+		return flags{}, errors.New("--join-token and --join-token-file are exclusive")
+	}
+	return f, nil
+}
+
+func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be json or text, not %q", format)
+}
+
+// Run runs cairn-agent and returns its exit code: 0 after a clean stop, 2
+// for bad usage, 3 when the agent is revoked, 1 for any other failure.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	f, err := parseFlags(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "cairn-agent:", err)
+		return 2
+	}
+	log, err := newLogger(f.logLevel, f.logFormat, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "cairn-agent:", err)
+		return 2
+	}
+	token := f.joinToken
+	if f.joinTokenFile != "" {
+		b, err := os.ReadFile(f.joinTokenFile)
+		if err != nil {
+			fmt.Fprintln(stderr, "cairn-agent:", err)
+			return 2
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	d, err := daemon.New(daemon.Config{
+		Addr: f.controlPlane, Dir: f.dataDir, JoinToken: token,
+		Trust:   identity.Trust{BundleFile: f.caBundle, Pin: f.caPin},
+		Version: Version, Logger: log,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "cairn-agent:", err)
+		return 2
+	}
+	err = d.Run(ctx)
+	switch {
+	case err == nil || errors.Is(err, context.Canceled):
+		log.Info("cairn-agent stopped")
+		return 0
+	case errors.Is(err, daemon.ErrRevoked):
+		log.Error("cairn-agent stopped", "error", err)
+		return 3
+	default:
+		log.Error("cairn-agent failed", "error", err)
+		return 1
+	}
+}

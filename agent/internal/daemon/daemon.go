@@ -1,0 +1,215 @@
+// Package daemon is cairn-agent's main loop: it enrolls once with a join
+// token (or loads the identity it persisted), keeps its SVID renewed and
+// its trust bundle current over mTLS, and reconnects with exponential
+// backoff and full jitter when the control plane is away. It must not
+// import control-plane code.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cairnhq/cairn/agent/internal/identity"
+	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+)
+
+// Config configures the agent daemon.
+type Config struct {
+	// Addr is the control plane's agent API address. Required.
+	Addr string
+	// Dir is the agent's data directory; the identity lives in Dir/identity.
+	// Required.
+	Dir string
+	// JoinToken enrolls the agent when Dir holds no identity yet; ignored
+	// once enrolled. Never logged.
+	JoinToken string
+	// Trust authenticates the control plane at enrollment.
+	Trust identity.Trust
+	// Version is reported to the control plane.
+	Version string
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// MaxBackoff caps reconnect delays; 0 means 30 seconds.
+	MaxBackoff time.Duration
+}
+
+// ErrRevoked is returned by Run when the control plane has revoked this
+// agent; it must be enrolled again with a new join token.
+var ErrRevoked = errors.New("agent revoked by the control plane; enroll again with a new join token")
+
+// Daemon is a running agent.
+type Daemon struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New checks cfg.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.Addr == "" || cfg.Dir == "" {
+		return nil, errors.New("agent: Addr and Dir are required")
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Daemon{cfg: cfg, log: log}, nil
+}
+
+func (d *Daemon) identityDir() string { return d.cfg.Dir + "/identity" }
+
+// Run runs until ctx ends or the agent is revoked.
+func (d *Daemon) Run(ctx context.Context) error {
+	src, err := d.identity(ctx)
+	if err != nil {
+		return err
+	}
+	info := src.Info()
+	d.log.Info("agent identity", "agent_id", info.AgentID, "tenant_id", info.TenantID,
+		"data_plane_id", info.DataPlaneID, "spiffe_id", info.SPIFFEID, "svid_expires", src.SVID().Certificates[0].NotAfter)
+	conn, err := src.Dial(d.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("agent: dial %s: %w", d.cfg.Addr, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		if err := d.renewLoop(ctx, src, conn); err != nil {
+			cancel(err)
+		}
+	}()
+	err = d.bundleLoop(ctx, src, conn)
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+// identity loads the persisted identity or enrolls.
+func (d *Daemon) identity(ctx context.Context) (*identity.Source, error) {
+	src, err := identity.Load(d.identityDir())
+	if err == nil {
+		return src, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if d.cfg.JoinToken == "" {
+		return nil, errors.New("agent: not enrolled yet and no join token given")
+	}
+	for attempt := 0; ; attempt++ {
+		src, err := identity.Enroll(ctx, identity.EnrollConfig{
+			Addr: d.cfg.Addr, Dir: d.identityDir(), JoinToken: d.cfg.JoinToken, Trust: d.cfg.Trust, Version: d.cfg.Version,
+		})
+		if err == nil {
+			d.log.Info("enrolled", "agent_id", src.Info().AgentID)
+			return src, nil
+		}
+		if !retryable(err) {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		delay := d.backoff(attempt)
+		d.log.Warn("enrollment failed; retrying", "error", err, "in", delay)
+		if err := sleep(ctx, delay); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// retryable reports whether a call may succeed later: the control plane
+// was unreachable or busy, as opposed to refusing us.
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted, codes.Internal:
+		return true
+	}
+	return false
+}
+
+// renewLoop renews the SVID when half its lifetime remains (±10%).
+func (d *Daemon) renewLoop(ctx context.Context, src *identity.Source, conn *grpc.ClientConn) error {
+	client := agentv1.NewIdentityServiceClient(conn)
+	for {
+		at := identity.RenewAt(src.SVID().Certificates[0])
+		if err := sleep(ctx, time.Until(at)); err != nil {
+			return nil
+		}
+		for attempt := 0; ; attempt++ {
+			err := src.Renew(ctx, client)
+			if err == nil {
+				d.log.Info("SVID renewed", "expires", src.SVID().Certificates[0].NotAfter)
+				break
+			}
+			if status.Code(err) == codes.PermissionDenied {
+				return ErrRevoked
+			}
+			delay := min(d.backoff(attempt), time.Until(src.SVID().Certificates[0].NotAfter)/10+time.Second)
+			d.log.Warn("SVID renewal failed; retrying", "error", err, "in", delay)
+			if err := sleep(ctx, delay); err != nil {
+				return nil
+			}
+		}
+	}
+}
+
+// bundleLoop keeps a WatchBundle stream open, installing each bundle it
+// sends, and reconnects with backoff.
+func (d *Daemon) bundleLoop(ctx context.Context, src *identity.Source, conn *grpc.ClientConn) error {
+	client := agentv1.NewIdentityServiceClient(conn)
+	for attempt := 0; ; {
+		stream, err := client.WatchBundle(ctx, &agentv1.WatchBundleRequest{})
+		for err == nil {
+			var msg *agentv1.WatchBundleResponse
+			if msg, err = stream.Recv(); err == nil {
+				attempt = 0
+				if uerr := src.UpdateBundle(msg.Bundle); uerr != nil {
+					d.log.Warn("ignoring trust bundle", "error", uerr)
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if status.Code(err) == codes.PermissionDenied {
+			return ErrRevoked
+		}
+		delay := d.backoff(attempt)
+		attempt++
+		d.log.Warn("control plane stream ended; reconnecting", "error", err, "in", delay)
+		if err := sleep(ctx, delay); err != nil {
+			return nil
+		}
+	}
+}
+
+// backoff is exponential with full jitter: uniform in [0, min(cap, 1s·2^n)].
+func (d *Daemon) backoff(attempt int) time.Duration {
+	ceil := min(time.Second<<min(attempt, 10), d.cfg.MaxBackoff)
+	return time.Duration(rand.Int64N(int64(ceil)) + 1)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,138 @@
+package identity
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cairnhq/cairn/certs"
+	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+)
+
+// EnrollConfig configures Enroll.
+type EnrollConfig struct {
+	// Addr is the agent API address. Required.
+	Addr string
+	// Dir is where the identity is persisted. Required.
+	Dir string
+	// JoinToken is the single-use token from the admin API. Required; it
+	// is sent once and never logged or stored.
+	JoinToken string
+	// Trust authenticates the control plane. Required.
+	Trust Trust
+	// Version is reported to the control plane.
+	Version string
+}
+
+// Enroll creates a key, exchanges the join token and a CSR for an SVID,
+// persists the identity in cfg.Dir and returns it.
+func Enroll(ctx context.Context, cfg EnrollConfig) (*Source, error) {
+	if cfg.Addr == "" || cfg.Dir == "" || cfg.JoinToken == "" {
+		return nil, errors.New("enroll: address, directory and join token are required")
+	}
+	key, err := certs.NewKey()
+	if err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	csr, err := certs.NewCSR(key)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	conn, err := dialEnroll(ctx, cfg.Addr, cfg.Trust)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	defer conn.Close()
+	resp, err := agentv1.NewEnrollmentServiceClient(conn).Enroll(ctx, &agentv1.EnrollRequest{
+		JoinToken: cfg.JoinToken, Csr: csr, AgentVersion: cfg.Version, Hostname: hostname(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	chain, err := parseDERs(resp.SvidChain)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: svid: %w", err)
+	}
+	bundle, err := parseDERs(resp.Bundle)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: bundle: %w", err)
+	}
+	info := Info{AgentID: resp.AgentId, TenantID: resp.TenantId, DataPlaneID: resp.DataPlaneId, SPIFFEID: resp.SpiffeId}
+	src, err := newSource(cfg.Dir, info, chain, key, bundle)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(chain[0].PublicKey) {
+		return nil, errors.New("enroll: the SVID is not for the key this agent made")
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	if err := src.save(); err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	return src, nil
+}
+
+func parseDERs(ders [][]byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for _, d := range ders {
+		c, err := x509.ParseCertificate(d)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// Renew makes a new key, has the control plane sign it over conn (an mTLS
+// connection from Dial), persists and switches to the new SVID. Open
+// connections keep their handshake; new ones use the new SVID.
+func (s *Source) Renew(ctx context.Context, client agentv1.IdentityServiceClient) error {
+	key, err := certs.NewKey()
+	if err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	csr, err := certs.NewCSR(key)
+	if err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	resp, err := client.RenewSVID(ctx, &agentv1.RenewSVIDRequest{Csr: csr})
+	if err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	chain, err := parseDERs(resp.SvidChain)
+	if err != nil {
+		return fmt.Errorf("renew: svid: %w", err)
+	}
+	bundle, err := parseDERs(resp.Bundle)
+	if err != nil {
+		return fmt.Errorf("renew: bundle: %w", err)
+	}
+	old := s.SVID()
+	if err := s.set(chain, key, bundle); err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	if err := s.save(); err != nil {
+		// Keep serving with the old SVID rather than one we could not
+		// persist: a restart must find the key that matches.
+		s.mu.Lock()
+		s.svid = old
+		s.mu.Unlock()
+		return fmt.Errorf("renew: %w", err)
+	}
+	return nil
+}
+
+// UpdateBundle installs a trust bundle received from WatchBundle.
+func (s *Source) UpdateBundle(ders [][]byte) error {
+	cas, err := parseDERs(ders)
+	if err != nil || len(cas) == 0 {
+		return fmt.Errorf("update bundle: bad bundle: %v", err)
+	}
+	return s.setBundle(cas)
+}

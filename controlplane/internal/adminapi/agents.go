@@ -1,0 +1,158 @@
+package adminapi
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/cairnhq/cairn/certs"
+	"github.com/cairnhq/cairn/controlplane/internal/auth"
+	"github.com/cairnhq/cairn/controlplane/internal/store"
+	adminv1 "github.com/cairnhq/cairn/gen/cairn/admin/v1"
+)
+
+// Join token lifetimes.
+const (
+	DefaultJoinTokenTTL = 10 * time.Minute
+	maxJoinTokenTTL     = 7 * 24 * time.Hour
+	maxRevokeReason     = 200
+)
+
+type agents struct{ *Services }
+
+func agentPB(a store.Agent) *adminv1.Agent {
+	out := &adminv1.Agent{
+		Id: a.ID, TenantId: a.TenantID, DataPlaneId: a.DataPlaneID, SpiffeId: a.SPIFFEID,
+		AgentVersion: a.AgentVersion, Hostname: a.Hostname,
+		CreateTime: timestamppb.New(a.CreateTime), SvidExpireTime: timestamppb.New(a.SVIDExpireTime),
+		RevokeReason: a.RevokeReason,
+	}
+	if a.RevokeTime != nil {
+		out.RevokeTime = timestamppb.New(*a.RevokeTime)
+	}
+	return out
+}
+
+func (s *agents) CreateJoinToken(ctx context.Context, req *connect.Request[adminv1.CreateJoinTokenRequest]) (*connect.Response[adminv1.CreateJoinTokenResponse], error) {
+	p, actor, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	var v violations
+	v.id("data_plane_id", m.DataPlaneId)
+	ttl := s.joinTokenTTL
+	if m.Ttl != nil {
+		ttl = m.Ttl.AsDuration()
+		if m.Ttl.CheckValid() != nil || ttl < time.Second || ttl > maxJoinTokenTTL {
+			v.add("ttl", "must be between 1s and 7 days")
+		}
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	sec := auth.NewJoinSecret()
+	jt, err := s.st.CreateJoinToken(ctx, actor, p.Visible(), m.DataPlaneId, sec.ID, sec.Hash(), ttl)
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	return connect.NewResponse(&adminv1.CreateJoinTokenResponse{
+		Id: jt.ID, JoinToken: sec.String(), ExpireTime: timestamppb.New(jt.ExpireTime),
+	}), nil
+}
+
+func (s *agents) GetAgent(ctx context.Context, req *connect.Request[adminv1.GetAgentRequest]) (*connect.Response[adminv1.GetAgentResponse], error) {
+	p, _, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var v violations
+	v.id("id", req.Msg.Id)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	a, err := s.st.GetAgent(ctx, p.Visible(), req.Msg.Id)
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	return connect.NewResponse(&adminv1.GetAgentResponse{Agent: agentPB(a)}), nil
+}
+
+func (s *agents) ListAgents(ctx context.Context, req *connect.Request[adminv1.ListAgentsRequest]) (*connect.Response[adminv1.ListAgentsResponse], error) {
+	p, _, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var v violations
+	m := req.Msg
+	page, _ := v.listArgs(m.PageSize, m.PageToken, "")
+	v.optionalID("tenant_id", m.TenantId)
+	v.optionalID("data_plane_id", m.DataPlaneId)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	list, next, err := s.st.ListAgents(ctx, store.Filter{Visible: p.Visible(), TenantID: m.TenantId}, m.DataPlaneId, page)
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	resp := &adminv1.ListAgentsResponse{NextPageToken: pageToken(next)}
+	for _, a := range list {
+		resp.Agents = append(resp.Agents, agentPB(a))
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func (s *agents) RevokeAgent(ctx context.Context, req *connect.Request[adminv1.RevokeAgentRequest]) (*connect.Response[adminv1.RevokeAgentResponse], error) {
+	p, actor, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var v violations
+	v.id("id", req.Msg.Id)
+	v.maxLen("reason", req.Msg.Reason, maxRevokeReason)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	reason := req.Msg.Reason
+	if reason == "" {
+		reason = "revoked by " + actor.ID
+	}
+	a, err := s.st.RevokeAgent(ctx, actor, p.Visible(), req.Msg.Id, reason)
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	return connect.NewResponse(&adminv1.RevokeAgentResponse{Agent: agentPB(a)}), nil
+}
+
+func (s *agents) GetTrustBundle(ctx context.Context, _ *connect.Request[adminv1.GetTrustBundleRequest]) (*connect.Response[adminv1.GetTrustBundleResponse], error) {
+	if s.ca == nil {
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("this control plane has no agent CA"))
+	}
+	cas := s.ca.BundleCerts()
+	pins := make([]string, len(cas))
+	for i, c := range cas {
+		pins[i] = certs.SPKIPin(c)
+	}
+	// BundleCerts is newest first; the signing CA's pin goes first.
+	active := certs.SPKIPin(s.ca.Active())
+	for i, p := range pins {
+		if p == active && i > 0 {
+			pins[0], pins[i] = pins[i], pins[0]
+			cas[0], cas[i] = cas[i], cas[0]
+		}
+	}
+	td := ""
+	if uris := s.ca.Active().URIs; len(uris) == 1 {
+		if id, err := spiffeid.FromURI(uris[0]); err == nil {
+			td = id.TrustDomain().String()
+		}
+	}
+	return connect.NewResponse(&adminv1.GetTrustBundleResponse{
+		BundlePem: strings.TrimSpace(string(certs.EncodeCertsPEM(cas))) + "\n", Pins: pins, TrustDomain: td,
+	}), nil
+}

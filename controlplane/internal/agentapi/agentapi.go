@@ -1,0 +1,287 @@
+// Package agentapi serves the agent API: grpc-go on its own port, TLS from
+// the control plane's own SVID. Enrollment is the one call accepted without
+// a client certificate; every other call needs an X.509-SVID of our trust
+// domain, verified by go-spiffe during the handshake, belonging to a
+// registered agent that is not revoked. Handlers learn the caller only
+// from its certificate. Revoked agents' streams are closed within a
+// second on every replica, found by polling the store.
+package agentapi
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/cairnhq/cairn/certs"
+	"github.com/cairnhq/cairn/certs/ca"
+	"github.com/cairnhq/cairn/controlplane/internal/store"
+	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultSVIDTTL              = time.Hour
+	DefaultRevocationPoll       = 250 * time.Millisecond
+	DefaultMaxConcurrentStreams = 16
+	defaultServingTTL           = 24 * time.Hour
+	// revocationLookback is how far back each poll looks: long enough to
+	// cover clock skew between replicas and a stream registered just after
+	// the poll that should have closed it.
+	revocationLookback = 5 * time.Second
+)
+
+// Config configures the agent API server.
+type Config struct {
+	// Listener is where to serve. Required.
+	Listener net.Listener
+	// Store keeps agents and join tokens. Required.
+	Store *store.Store
+	// CA issues SVIDs and holds the trust bundle. Required.
+	CA *ca.Authority
+	// TrustDomain is the agents' and control plane's trust domain. Required.
+	TrustDomain spiffeid.TrustDomain
+	// SVIDTTL is the lifetime of agent SVIDs; 0 means DefaultSVIDTTL.
+	SVIDTTL time.Duration
+	// RevocationPoll is how often the store is polled for revocations;
+	// 0 means DefaultRevocationPoll.
+	RevocationPoll time.Duration
+	// MaxConcurrentStreams bounds streams per agent connection; 0 means
+	// DefaultMaxConcurrentStreams.
+	MaxConcurrentStreams uint32
+	// ServingNames are DNS names and IP addresses put in the serving SVID
+	// beside its SPIFFE ID, for tools that check host names (grpcurl);
+	// agents authorize by SPIFFE ID and ignore them. Empty means
+	// localhost and 127.0.0.1.
+	ServingNames []string
+	// Logger; nil discards. Certificates and keys are never logged.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is the agent API server.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	grpc    *grpc.Server
+	streams *streamRegistry
+	bundle  *bundleWatch
+
+	mu      sync.Mutex
+	serving *tls.Certificate
+}
+
+// New checks cfg, issues the control plane's serving SVID and builds the
+// gRPC server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Listener == nil || cfg.Store == nil || cfg.CA == nil || cfg.TrustDomain.IsZero() {
+		return nil, errors.New("agentapi: Listener, Store, CA and TrustDomain are required")
+	}
+	if cfg.SVIDTTL == 0 {
+		cfg.SVIDTTL = DefaultSVIDTTL
+	}
+	if cfg.RevocationPoll == 0 {
+		cfg.RevocationPoll = DefaultRevocationPoll
+	}
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if len(cfg.ServingNames) == 0 {
+		cfg.ServingNames = []string{"localhost", "127.0.0.1"}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: log, streams: newStreamRegistry(), bundle: newBundleWatch(cfg.CA.BundleCerts())}
+	if err := s.renewServing(); err != nil {
+		return nil, err
+	}
+	tlsConf := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.serving, nil
+		},
+		// A client certificate is optional at the TLS layer only so that
+		// Enroll can run; when one is presented, go-spiffe verifies it
+		// against the current bundle, and the interceptors refuse every
+		// other call without one.
+		ClientAuth:            tls.RequestClientCert,
+		VerifyPeerCertificate: s.verifyPeer,
+	}
+	s.grpc = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsConf)),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.MaxRecvMsgSize(1<<20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.ChainUnaryInterceptor(s.unaryAuth),
+		grpc.ChainStreamInterceptor(s.streamAuth),
+	)
+	agentv1.RegisterEnrollmentServiceServer(s.grpc, &enrollment{s: s})
+	agentv1.RegisterIdentityServiceServer(s.grpc, &identity{s: s})
+	reflection.Register(s.grpc)
+	return s, nil
+}
+
+// verifyPeer checks a presented client certificate with go-spiffe against
+// the CA bundle: an X.509-SVID of our trust domain.
+func (s *Server) verifyPeer(raw [][]byte, _ [][]*x509.Certificate) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	return tlsconfig.VerifyPeerCertificate(s.cfg.CA.Bundle(), tlsconfig.AuthorizeMemberOf(s.cfg.TrustDomain))(raw, nil)
+}
+
+// renewServing issues the control plane's own serving SVID; its chain
+// carries the signing CA so that agents enrolling with only a CA pin can
+// find the pinned key.
+func (s *Server) renewServing() error {
+	key, err := certs.NewKey()
+	if err != nil {
+		return fmt.Errorf("agentapi: serving key: %w", err)
+	}
+	csr, err := certs.NewCSR(key)
+	if err != nil {
+		return fmt.Errorf("agentapi: serving csr: %w", err)
+	}
+	var dns []string
+	var ips []net.IP
+	for _, n := range s.cfg.ServingNames {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, n)
+		}
+	}
+	chain, err := s.cfg.CA.SignServingSVID(csr, certs.ControlPlaneID(s.cfg.TrustDomain), defaultServingTTL, dns, ips)
+	if err != nil {
+		return fmt.Errorf("agentapi: serving svid: %w", err)
+	}
+	cert := &tls.Certificate{PrivateKey: crypto.Signer(key), Leaf: chain[0]}
+	for _, c := range chain {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	cert.Certificate = append(cert.Certificate, s.cfg.CA.Active().Raw)
+	s.mu.Lock()
+	s.serving = cert
+	s.mu.Unlock()
+	return nil
+}
+
+// Run serves until ctx ends. Beside the gRPC server it polls for
+// revocations, renews the serving SVID at half its life, and rotates the
+// CA on schedule, telling WatchBundle streams when the bundle changes.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(s.cfg.Listener) }()
+	s.log.Info("agent API serving", "addr", s.cfg.Listener.Addr().String(), "trust_domain", s.cfg.TrustDomain.String())
+	revTick := time.NewTicker(s.cfg.RevocationPoll)
+	defer revTick.Stop()
+	caTick := time.NewTicker(time.Minute)
+	defer caTick.Stop()
+	for {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("agent API: %w", err)
+		case <-ctx.Done():
+			stopped := make(chan struct{})
+			go func() { s.grpc.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(10 * time.Second):
+				s.grpc.Stop()
+			}
+			return nil
+		case <-revTick.C:
+			s.closeRevoked(ctx)
+		case <-caTick.C:
+			s.maintainCA()
+		}
+	}
+}
+
+func (s *Server) closeRevoked(ctx context.Context) {
+	ids, err := s.cfg.Store.RevokedSince(ctx, s.cfg.Now().Add(-revocationLookback))
+	if err != nil {
+		s.log.Warn("poll revocations", "error", err)
+		return
+	}
+	for _, id := range ids {
+		if n := s.streams.closeAgent(id); n > 0 {
+			s.log.Info("closed streams of revoked agent", "agent_id", id, "streams", n)
+		}
+	}
+}
+
+func (s *Server) maintainCA() {
+	changed, err := s.cfg.CA.MaybeRotate()
+	if err != nil {
+		s.log.Error("CA rotation", "error", err)
+	}
+	if changed {
+		s.bundle.set(s.cfg.CA.BundleCerts())
+		s.log.Info("trust bundle changed", "cas", len(s.cfg.CA.BundleCerts()))
+	}
+	s.mu.Lock()
+	leaf := s.serving.Leaf
+	s.mu.Unlock()
+	half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+	if changed || s.cfg.Now().After(half) {
+		if err := s.renewServing(); err != nil {
+			s.log.Error("renew serving SVID", "error", err)
+		}
+	}
+}
+
+// bundleWatch broadcasts the current bundle to WatchBundle streams.
+type bundleWatch struct {
+	mu      sync.Mutex
+	certs   []*x509.Certificate
+	changed chan struct{}
+}
+
+func newBundleWatch(c []*x509.Certificate) *bundleWatch {
+	return &bundleWatch{certs: c, changed: make(chan struct{})}
+}
+
+func (b *bundleWatch) get() ([]*x509.Certificate, <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.certs, b.changed
+}
+
+func (b *bundleWatch) set(c []*x509.Certificate) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.certs = c
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+func derList(cs []*x509.Certificate) [][]byte {
+	out := make([][]byte, len(cs))
+	for i, c := range cs {
+		out[i] = c.Raw
+	}
+	return out
+}

@@ -1,0 +1,171 @@
+package agentapi
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/cairnhq/cairn/certs"
+	"github.com/cairnhq/cairn/controlplane/internal/store"
+	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+)
+
+// caller is an authenticated agent.
+type caller struct {
+	certs.AgentIdentity
+	Agent store.Agent
+}
+
+type callerKey struct{}
+
+func callerFrom(ctx context.Context) (caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(caller)
+	return c, ok
+}
+
+var errRevoked = errors.New("agent revoked")
+
+// authenticate finds the calling agent from its verified client
+// certificate and checks it is registered, unrevoked, and that its
+// certificate names the tenant and data plane it was registered with.
+func (s *Server) authenticate(ctx context.Context) (caller, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return caller{}, status.Error(codes.Unauthenticated, "no peer")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return caller{}, status.Error(codes.Unauthenticated, "this call needs the agent's X.509-SVID as client certificate")
+	}
+	// go-spiffe verified the chain in the handshake (VerifiedChains stays
+	// empty because Go's own verification is not used), so the leaf's ID
+	// can be trusted here.
+	id, err := x509svid.IDFromCert(info.State.PeerCertificates[0])
+	if err != nil {
+		return caller{}, status.Error(codes.Unauthenticated, "client certificate is not an X.509-SVID")
+	}
+	ai, err := certs.ParseAgentID(id)
+	if err != nil || ai.TrustDomain != s.cfg.TrustDomain {
+		return caller{}, status.Errorf(codes.PermissionDenied, "%s is not an agent of this control plane", id)
+	}
+	ag, err := s.cfg.Store.GetAgent(ctx, "", ai.AgentID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return caller{}, status.Errorf(codes.PermissionDenied, "agent %s is not registered", ai.AgentID)
+	case err != nil:
+		return caller{}, status.Error(codes.Unavailable, "cannot check agent registration")
+	case ag.RevokeTime != nil:
+		return caller{}, status.Errorf(codes.PermissionDenied, "agent %s is revoked", ai.AgentID)
+	case ag.TenantID != ai.TenantID || ag.DataPlaneID != ai.DataPlaneID || ag.SPIFFEID != id.String():
+		return caller{}, status.Errorf(codes.PermissionDenied, "certificate of agent %s does not match its registration", ai.AgentID)
+	}
+	return caller{AgentIdentity: ai, Agent: ag}, nil
+}
+
+// anonymousOK lists the calls allowed without a client certificate.
+func anonymousOK(method string) bool {
+	return method == agentv1.EnrollmentService_Enroll_FullMethodName
+}
+
+func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if anonymousOK(info.FullMethod) {
+		return handler(ctx, req)
+	}
+	c, err := s.authenticate(ctx)
+	if err != nil {
+		s.log.InfoContext(ctx, "agent call refused", "method", info.FullMethod, "error", err)
+		return nil, err
+	}
+	return handler(context.WithValue(ctx, callerKey{}, c), req)
+}
+
+func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if strings.HasPrefix(info.FullMethod, "/grpc.reflection.") {
+		// Reflection is served to any verified agent; grpcurl uses it.
+		if _, err := s.authenticate(ss.Context()); err != nil {
+			return err
+		}
+		return handler(srv, ss)
+	}
+	c, err := s.authenticate(ss.Context())
+	if err != nil {
+		s.log.InfoContext(ss.Context(), "agent stream refused", "method", info.FullMethod, "error", err)
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(context.WithValue(ss.Context(), callerKey{}, c))
+	defer cancel(nil)
+	done := s.streams.add(c.AgentID, cancel)
+	defer done()
+	err = handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+	if errors.Is(context.Cause(ctx), errRevoked) {
+		return status.Error(codes.PermissionDenied, "agent revoked")
+	}
+	return err
+}
+
+type wrappedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (w *wrappedStream) Context() context.Context { return w.ctx }
+
+// streamRegistry tracks open streams per agent so a revocation can close
+// them.
+type streamRegistry struct {
+	mu   sync.Mutex
+	next uint64
+	m    map[string]map[uint64]context.CancelCauseFunc
+}
+
+func newStreamRegistry() *streamRegistry {
+	return &streamRegistry{m: map[string]map[uint64]context.CancelCauseFunc{}}
+}
+
+func (r *streamRegistry) add(agentID string, cancel context.CancelCauseFunc) (remove func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.next++
+	key := r.next
+	if r.m[agentID] == nil {
+		r.m[agentID] = map[uint64]context.CancelCauseFunc{}
+	}
+	r.m[agentID][key] = cancel
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		delete(r.m[agentID], key)
+		if len(r.m[agentID]) == 0 {
+			delete(r.m, agentID)
+		}
+	}
+}
+
+// closeAgent cancels every open stream of the agent and returns how many.
+func (r *streamRegistry) closeAgent(agentID string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, cancel := range r.m[agentID] {
+		cancel(errRevoked)
+	}
+	return len(r.m[agentID])
+}
+
+// count returns the number of open streams, for tests and metrics.
+func (r *streamRegistry) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.m {
+		n += len(m)
+	}
+	return n
+}
