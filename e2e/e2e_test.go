@@ -87,14 +87,14 @@ func freeAddr(t *testing.T) string {
 func TestDevFlowPrintedStepsWork(t *testing.T) {
 	bin := binaries(t)
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr, agentAddr := freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	steps := make(chan string, 1)
 	done := make(chan error, 1)
 	var out bytes.Buffer
 	go func() {
-		done <- devenv.Run(ctx, devenv.Config{Dir: dir, BinDir: bin, AdminAddr: addr, Out: &out,
+		done <- devenv.Run(ctx, devenv.Config{Dir: dir, BinDir: bin, AdminAddr: addr, AgentAddr: agentAddr, Out: &out,
 			Ready: func(s string) { steps <- s }})
 	}()
 	var text string
@@ -140,13 +140,15 @@ func TestDevFlowPrintedStepsWork(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
 	go func() {
-		done <- devenv.Run(ctx2, devenv.Config{Dir: dir, BinDir: bin, AdminAddr: addr, Out: &bytes.Buffer{},
+		done <- devenv.Run(ctx2, devenv.Config{Dir: dir, BinDir: bin, AdminAddr: addr, AgentAddr: agentAddr, Out: &bytes.Buffer{},
 			Ready: func(s string) { steps <- s }})
 	}()
 	select {
 	case s := <-steps:
-		if !strings.Contains(s, strings.Split(strings.Split(text, "config document ")[1], "\n")[0]) {
-			t.Fatalf("second run made a new demo document:\n%s", s)
+		for _, key := range []string{"config document ", "agent       "} {
+			if !strings.Contains(s, strings.Split(strings.Split(text, key)[1], "\n")[0]) {
+				t.Fatalf("second run did not reuse the demo %s:\n%s", strings.TrimSpace(key), s)
+			}
 		}
 	case err := <-done:
 		t.Fatalf("second run failed: %v", err)

@@ -7,6 +7,7 @@ package devenv
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +34,8 @@ type Config struct {
 	BinDir string
 	// AdminAddr is the admin API address, e.g. 127.0.0.1:7443. Required.
 	AdminAddr string
+	// AgentAddr is the agent API address, e.g. 127.0.0.1:7444. Required.
+	AgentAddr string
 	// Out receives the next steps. Required.
 	Out io.Writer
 	// Ready, if set, is called with the printed next steps once the
@@ -50,8 +53,8 @@ const (
 
 // Run starts the environment and blocks until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
-	if cfg.Dir == "" || cfg.BinDir == "" || cfg.AdminAddr == "" || cfg.Out == nil {
-		return errors.New("devenv: Dir, BinDir, AdminAddr and Out are required")
+	if cfg.Dir == "" || cfg.BinDir == "" || cfg.AdminAddr == "" || cfg.AgentAddr == "" || cfg.Out == nil {
+		return errors.New("devenv: Dir, BinDir, AdminAddr, AgentAddr and Out are required")
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return fmt.Errorf("devenv: %w", err)
@@ -64,24 +67,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer logFile.Close()
 
-	cp := exec.Command(filepath.Join(cfg.BinDir, "cairn-controlplane"),
-		"--insecure", "--admin-addr", cfg.AdminAddr, "--data-dir", cfg.Dir,
+	cp, exited, err := startProcess(filepath.Join(cfg.BinDir, "cairn-controlplane"), logFile,
+		"--insecure", "--admin-addr", cfg.AdminAddr, "--agent-addr", cfg.AgentAddr, "--data-dir", cfg.Dir,
 		"--bootstrap-token-file", tokenFile, "--log-format", "text")
-	cp.Stdout, cp.Stderr = logFile, logFile
-	if err := cp.Start(); err != nil {
+	if err != nil {
 		return fmt.Errorf("devenv: start control plane: %w", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cp.Wait() }()
-	defer func() {
-		_ = cp.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = cp.Process.Kill()
-			<-exited
-		}
-	}()
+	defer stopProcess(cp, exited)
 
 	base := "http://" + cfg.AdminAddr
 	if err := waitReady(ctx, base, exited); err != nil {
@@ -96,6 +88,29 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("devenv: seed demo objects: %w", err)
 	}
 	ids.Addr, ids.Dir, ids.TokenFile, ids.Log = cfg.AdminAddr, cfg.Dir, tokenFile, logPath
+
+	agentDir := filepath.Join(cfg.Dir, "agent")
+	agentLogPath := filepath.Join(cfg.Dir, "agent.log")
+	agentLog, err := os.OpenFile(agentLogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("devenv: %w", err)
+	}
+	defer agentLog.Close()
+	agentArgs, err := agentStartArgs(ctx, base, strings.TrimSpace(string(tok)), ids.DataPlaneID, agentDir, cfg)
+	if err != nil {
+		return fmt.Errorf("devenv: prepare agent: %w", err)
+	}
+	ag, agentExited, err := startProcess(filepath.Join(cfg.BinDir, "cairn-agent"), agentLog, agentArgs...)
+	if err != nil {
+		return fmt.Errorf("devenv: start agent: %w", err)
+	}
+	defer stopProcess(ag, agentExited)
+	info, err := waitEnrolled(ctx, filepath.Join(agentDir, "identity", "identity.json"), agentExited)
+	_ = os.Remove(filepath.Join(cfg.Dir, "join.token"))
+	if err != nil {
+		return fmt.Errorf("devenv: agent did not enroll (see %s): %w", agentLogPath, err)
+	}
+	ids.AgentAddr, ids.AgentID, ids.AgentSPIFFEID, ids.AgentDir, ids.AgentLog = cfg.AgentAddr, info.AgentID, info.SPIFFEID, agentDir, agentLogPath
 	var steps strings.Builder
 	if err := nextSteps.Execute(&steps, ids); err != nil {
 		return fmt.Errorf("devenv: %w", err)
@@ -109,6 +124,85 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	case err := <-exited:
 		return fmt.Errorf("devenv: control plane exited (see %s): %v", logPath, err)
+	case err := <-agentExited:
+		return fmt.Errorf("devenv: agent exited (see %s): %v", agentLogPath, err)
+	}
+}
+
+// startProcess starts a binary with its output in log; exited receives
+// Wait's result once.
+func startProcess(bin string, log *os.File, args ...string) (*exec.Cmd, chan error, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	return cmd, exited, nil
+}
+
+// stopProcess interrupts a process and waits up to 15 s before killing it.
+func stopProcess(cmd *exec.Cmd, exited chan error) {
+	_ = cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-exited:
+		exited <- err // let a concurrent reader see it too
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+}
+
+// agentStartArgs returns cairn-agent's arguments: with a fresh join token
+// and the CA pin when the agent has not enrolled yet, else just its
+// address and directory.
+func agentStartArgs(ctx context.Context, base, tok, dataPlaneID, agentDir string, cfg Config) ([]string, error) {
+	args := []string{"--control-plane", cfg.AgentAddr, "--data-dir", agentDir, "--log-format", "text"}
+	if _, err := os.Stat(filepath.Join(agentDir, "identity", "identity.json")); err == nil {
+		return args, nil
+	}
+	agents := adminv1connect.NewAgentServiceClient(http.DefaultClient, base, bearer(tok))
+	jt, err := agents.CreateJoinToken(ctx, connect.NewRequest(&adminv1.CreateJoinTokenRequest{DataPlaneId: dataPlaneID}))
+	if err != nil {
+		return nil, err
+	}
+	tb, err := agents.GetTrustBundle(ctx, connect.NewRequest(&adminv1.GetTrustBundleRequest{}))
+	if err != nil {
+		return nil, err
+	}
+	// A file, not an argument: arguments are visible to other users.
+	tokenFile := filepath.Join(cfg.Dir, "join.token")
+	if err := os.WriteFile(tokenFile, []byte(jt.Msg.JoinToken), 0o600); err != nil {
+		return nil, err
+	}
+	return append(args, "--join-token-file", tokenFile, "--ca-pin", tb.Msg.Pins[0]), nil
+}
+
+type agentInfo struct {
+	AgentID  string `json:"agent_id"`
+	SPIFFEID string `json:"spiffe_id"`
+}
+
+// waitEnrolled waits for the agent to persist its identity.
+func waitEnrolled(ctx context.Context, path string, exited chan error) (agentInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		if b, err := os.ReadFile(path); err == nil {
+			var info agentInfo
+			if err := json.Unmarshal(b, &info); err == nil && info.AgentID != "" {
+				return info, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return agentInfo{}, ctx.Err()
+		case err := <-exited:
+			exited <- err
+			return agentInfo{}, fmt.Errorf("agent exited: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
@@ -135,8 +229,9 @@ func waitReady(ctx context.Context, base string, exited <-chan error) error {
 
 // demoIDs are what the next steps refer to.
 type demoIDs struct {
-	Addr, Dir, TokenFile, Log         string
-	TenantID, DataPlaneID, DocumentID string
+	Addr, Dir, TokenFile, Log                             string
+	TenantID, DataPlaneID, DocumentID                     string
+	AgentAddr, AgentID, AgentSPIFFEID, AgentDir, AgentLog string
 }
 
 func bearer(tok string) connect.Option {
@@ -219,10 +314,13 @@ func seed(ctx context.Context, base, tok string) (demoIDs, error) {
 var nextSteps = template.Must(template.New("steps").Parse(`
 Cairn is running locally.
   admin API   http://{{.Addr}}  (gRPC, gRPC-Web and Connect/JSON; plaintext because --insecure)
-  logs        {{.Log}}
+  agent API   {{.AgentAddr}}  (grpc-go, SPIFFE mTLS)
+  logs        {{.Log}}, {{.AgentLog}}
   demo        tenant {{.TenantID}}
               data plane {{.DataPlaneID}}
               config document {{.DocumentID}}
+  agent       {{.AgentID}} (enrolled with a join token, running; identity in {{.AgentDir}}/identity)
+              {{.AgentSPIFFEID}}
 
 Try it (in another terminal, from this directory):
 
@@ -243,6 +341,12 @@ Try it (in another terminal, from this directory):
 
   # who changed what
   curl -s -H "authorization: Bearer $CAIRN_TOKEN" -H 'content-type: application/json' -d '{"resourceId":"{{.DocumentID}}"}' http://{{.Addr}}/cairn.admin.v1.AuditService/ListAuditEvents
+
+  # the enrolled agent, as the control plane sees it
+  curl -s -H "authorization: Bearer $CAIRN_TOKEN" -H 'content-type: application/json' -d '{"dataPlaneId":"{{.DataPlaneID}}"}' http://{{.Addr}}/cairn.admin.v1.AgentService/ListAgents
+
+  # the agent API, with the agent's own SVID as client certificate
+  go tool grpcurl -cert {{.AgentDir}}/identity/svid.pem -key {{.AgentDir}}/identity/svid.pem -cacert {{.AgentDir}}/identity/bundle.pem {{.AgentAddr}} list
 
   # health, readiness, metrics
   curl -s http://{{.Addr}}/readyz; curl -s http://{{.Addr}}/metrics | grep cairn_admin_rpc
