@@ -37,6 +37,8 @@ type Config struct {
 	// JoinTokenTTL is the lifetime of a join token created without one;
 	// 0 means DefaultJoinTokenTTL.
 	JoinTokenTTL time.Duration
+	// Now is the clock for expiry times; nil means time.Now.
+	Now func() time.Time
 }
 
 // Services are the admin API's connect services.
@@ -46,6 +48,7 @@ type Services struct {
 	opts         []connect.HandlerOption
 	ca           *ca.Authority
 	joinTokenTTL time.Duration
+	now          func() time.Time
 }
 
 // New checks cfg and returns the services.
@@ -61,7 +64,11 @@ func New(cfg Config) (*Services, error) {
 	if ttl == 0 {
 		ttl = DefaultJoinTokenTTL
 	}
-	return &Services{st: cfg.Store, log: log, opts: cfg.HandlerOptions, ca: cfg.CA, joinTokenTTL: ttl}, nil
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Services{st: cfg.Store, log: log, opts: cfg.HandlerOptions, ca: cfg.CA, joinTokenTTL: ttl, now: now}, nil
 }
 
 // ServiceNames lists the fully-qualified service names, for reflection.

@@ -117,14 +117,14 @@ func (s *configs) GetConfigDocument(ctx context.Context, req *connect.Request[ad
 	}
 	var v violations
 	m := req.Msg
-	var scopeID string
+	var scopeType, scopeID string
 	switch {
 	case m.Id != "" && m.Key != nil:
 		v.add("id", "set id or key, not both")
 	case m.Id != "":
 		v.id("id", m.Id)
 	case m.Key != nil:
-		_, scopeID = v.scope("key.scope", m.Key.Scope, true)
+		scopeType, scopeID = v.scope("key.scope", m.Key.Scope, true)
 		v.kind("key.kind", m.Key.Kind)
 		v.name("key.name", m.Key.Name)
 	default:
@@ -137,7 +137,7 @@ func (s *configs) GetConfigDocument(ctx context.Context, req *connect.Request[ad
 	if m.Id != "" {
 		out, err = s.st.GetConfigDocument(ctx, p.Visible(), m.Id)
 	} else {
-		out, err = s.st.GetConfigDocumentByKey(ctx, p.Visible(), scopeID, m.Key.Kind, m.Key.Name)
+		out, err = s.st.GetConfigDocumentByKey(ctx, p.Visible(), scopeType, scopeID, m.Key.Kind, m.Key.Name)
 	}
 	if err != nil {
 		return nil, s.toConnect(ctx, err)
@@ -154,7 +154,7 @@ func (s *configs) ListConfigDocuments(ctx context.Context, req *connect.Request[
 	m := req.Msg
 	page, sel := v.listArgs(m.PageSize, m.PageToken, m.LabelSelector)
 	v.optionalID("tenant_id", m.TenantId)
-	_, scopeID := v.scope("scope", m.Scope, false)
+	scopeType, scopeID := v.scope("scope", m.Scope, false)
 	if m.Kind != "" {
 		v.kind("kind", m.Kind)
 	}
@@ -162,7 +162,7 @@ func (s *configs) ListConfigDocuments(ctx context.Context, req *connect.Request[
 		return nil, err
 	}
 	list, next, err := s.st.ListConfigDocuments(ctx, store.Filter{Visible: p.Visible(), TenantID: m.TenantId, Selector: sel},
-		store.ConfigFilter{ScopeID: scopeID, Kind: m.Kind}, page)
+		store.ConfigFilter{ScopeType: scopeType, ScopeID: scopeID, Kind: m.Kind}, page)
 	if err != nil {
 		return nil, s.toConnect(ctx, err)
 	}

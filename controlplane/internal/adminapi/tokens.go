@@ -49,7 +49,7 @@ func (s *tokens) CreateToken(ctx context.Context, req *connect.Request[adminv1.C
 		if err := m.Ttl.CheckValid(); err != nil || ttl <= 0 || ttl > maxTokenTTL {
 			v.add("ttl", "must be positive and at most 10 years")
 		}
-		e := time.Now().Add(ttl)
+		e := s.now().Add(ttl)
 		expire = &e
 	}
 	if err := v.err(); err != nil {

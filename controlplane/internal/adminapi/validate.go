@@ -83,9 +83,11 @@ func (v *violations) optionalID(field, s string) {
 	}
 }
 
+// isUUID accepts only the canonical form (lowercase, hyphenated) that the
+// server hands out, so every backend compares ids the same way.
 func isUUID(s string) bool {
-	_, err := uuid.Parse(s)
-	return err == nil && len(s) == 36
+	u, err := uuid.Parse(s)
+	return err == nil && u.String() == s
 }
 
 func (v *violations) labels(field string, m map[string]string) {
@@ -100,9 +102,13 @@ func (v *violations) maxLen(field, s string, n int) {
 	}
 }
 
+// fullVersion is MAJOR.MINOR.PATCH with optional pre-release and build;
+// semver.IsValid alone also takes the shorthands "1" and "1.2".
+var fullVersion = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+([-+].*)?$`)
+
 func (v *violations) version(field, s string) {
-	if s != "" && (strings.HasPrefix(s, "v") || !semver.IsValid("v"+s)) {
-		v.add(field, "must be a semantic version without a leading v, e.g. 1.4.2")
+	if s != "" && (!fullVersion.MatchString(s) || !semver.IsValid("v"+s)) {
+		v.add(field, "must be a semantic version MAJOR.MINOR.PATCH without a leading v, e.g. 1.4.2")
 	}
 }
 
@@ -111,8 +117,8 @@ func (v *violations) mediaType(field, s string) {
 		v.add(field, "required")
 		return
 	}
-	if _, _, err := mime.ParseMediaType(s); err != nil {
-		v.add(field, "must be a media type, e.g. application/yaml")
+	if mt, _, err := mime.ParseMediaType(s); err != nil || !strings.Contains(mt, "/") {
+		v.add(field, "must be a media type type/subtype, e.g. application/yaml")
 	}
 }
 

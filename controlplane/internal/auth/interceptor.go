@@ -38,8 +38,9 @@ var errUnauthenticated = errors.New(`missing or invalid API token; send "authori
 // Authenticate returns the principal of a bearer token from an
 // Authorization header value.
 func (a *Authenticator) Authenticate(ctx context.Context, header string) (Principal, error) {
-	raw, ok := strings.CutPrefix(header, "Bearer ")
-	if !ok {
+	// The scheme is case-insensitive (RFC 9110 section 11.1).
+	scheme, raw, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return Principal{}, connect.NewError(connect.CodeUnauthenticated, errUnauthenticated)
 	}
 	sec, err := ParseSecret(raw)

@@ -84,6 +84,7 @@ func New(cfg Config) (*Server, error) {
 		Logger:       log,
 		CA:           cfg.CA,
 		JoinTokenTTL: cfg.JoinTokenTTL,
+		Now:          cfg.Now,
 		HandlerOptions: []connect.HandlerOption{
 			connect.WithInterceptors(metrics, logInterceptor{log}, authn.Interceptor()),
 			connect.WithReadMaxBytes(cfg.MaxMessageBytes),

@@ -62,6 +62,7 @@ func encodeProperties(p map[string]any) (string, error) {
 func (s *Store) CreateCluster(ctx context.Context, a Actor, visible string, c Cluster) (Cluster, error) {
 	now := s.now()
 	c.ID, c.Etag, c.CreateTime, c.UpdateTime = newID(), newEtag(), now, now
+	c.Labels, c.Properties = nonNil(c.Labels), nonNil(c.Properties)
 	props, err := encodeProperties(c.Properties)
 	if err != nil {
 		return Cluster{}, fmt.Errorf("create cluster: %w", err)
@@ -158,6 +159,7 @@ func (s *Store) UpdateCluster(ctx context.Context, a Actor, visible, id, etag st
 		c.ID, c.TenantID, c.DataPlaneID, c.Name, c.ReportedVersion, c.CreateTime =
 			old.ID, old.TenantID, old.DataPlaneID, old.Name, old.ReportedVersion, old.CreateTime
 		c.Etag, c.UpdateTime = newEtag(), s.now()
+		c.Labels, c.Properties = nonNil(c.Labels), nonNil(c.Properties)
 		props, err := encodeProperties(c.Properties)
 		if err != nil {
 			return err

@@ -71,6 +71,15 @@ func digest(v any) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
+// nonNil returns m, or an empty map for nil: objects keep {} rather than
+// null, in memory as they read back, so audit digests of one state agree.
+func nonNil[K comparable, V any](m map[K]V) map[K]V {
+	if m == nil {
+		return map[K]V{}
+	}
+	return m
+}
+
 func encodeLabels(m map[string]string) string {
 	if len(m) == 0 {
 		return "{}"
@@ -220,8 +229,8 @@ func isUniqueViolation(err error) bool {
 // isValidID reports whether id can be a primary key. Checking first keeps
 // PostgreSQL from failing a query on a malformed UUID.
 func isValidID(id string) bool {
-	_, err := uuid.Parse(id)
-	return err == nil && len(id) == 36
+	u, err := uuid.Parse(id)
+	return err == nil && u.String() == id
 }
 
 func utc(t time.Time) time.Time { return t.UTC() }

@@ -56,6 +56,9 @@ func scanConfig(r row) (ConfigDocument, error) {
 		return ConfigDocument{}, err
 	}
 	d.CreateTime, d.UpdateTime = utc(d.CreateTime), utc(d.UpdateTime)
+	if d.Content == nil {
+		d.Content = []byte{} // SQLite reads an empty blob as nil
+	}
 	var err error
 	d.Labels, err = decodeLabels(labels)
 	return d, err
@@ -80,6 +83,10 @@ func resolveScope(ctx context.Context, q querier, visible, scopeType, scopeID st
 func (s *Store) CreateConfigDocument(ctx context.Context, a Actor, visible string, d ConfigDocument) (ConfigDocument, error) {
 	now := s.now()
 	d.ID, d.Etag, d.Version, d.CreateTime, d.UpdateTime = newID(), newEtag(), 1, now, now
+	d.Labels = nonNil(d.Labels)
+	if d.Content == nil {
+		d.Content = []byte{}
+	}
 	err := s.b.inTx(ctx, func(q querier) (err error) {
 		if d.TenantID, d.DataPlaneID, err = resolveScope(ctx, q, visible, d.ScopeType, d.ScopeID); err != nil {
 			return err
@@ -131,15 +138,15 @@ func (s *Store) GetConfigDocument(ctx context.Context, visible, id string) (Conf
 }
 
 // GetConfigDocumentByKey returns one document by (scope, kind, name).
-func (s *Store) GetConfigDocumentByKey(ctx context.Context, visible, scopeID, kind, name string) (ConfigDocument, error) {
-	notFound := fmt.Errorf("get config document: %s/%s in scope %q: %w", kind, name, scopeID, ErrNotFound)
+func (s *Store) GetConfigDocumentByKey(ctx context.Context, visible, scopeType, scopeID, kind, name string) (ConfigDocument, error) {
+	notFound := fmt.Errorf("get config document: %s/%s in %s %q: %w", kind, name, scopeType, scopeID, ErrNotFound)
 	if !isValidID(scopeID) {
 		return ConfigDocument{}, notFound
 	}
 	var d ConfigDocument
 	err := s.b.read(ctx, func(q querier) (err error) {
 		d, err = scanConfig(q.queryRow(ctx, `SELECT `+configCols+` FROM config_documents t
-			WHERE t.scope_id = $1 AND t.kind = $2 AND t.name = $3`, scopeID, kind, name))
+			WHERE t.scope_type = $1 AND t.scope_id = $2 AND t.kind = $3 AND t.name = $4`, scopeType, scopeID, kind, name))
 		return err
 	})
 	if isNoRows(err) || (err == nil && visible != "" && d.TenantID != visible) {
@@ -153,8 +160,10 @@ func (s *Store) GetConfigDocumentByKey(ctx context.Context, visible, scopeID, ki
 
 // ConfigFilter narrows ListConfigDocuments beyond Filter.
 type ConfigFilter struct {
-	// ScopeID keeps documents of this data plane or cluster scope.
-	ScopeID string
+	// ScopeType and ScopeID keep documents of this data plane or cluster
+	// scope; both or neither.
+	ScopeType string
+	ScopeID   string
 	// Kind keeps documents of this kind.
 	Kind string
 }
@@ -164,6 +173,7 @@ func (s *Store) ListConfigDocuments(ctx context.Context, f Filter, cf ConfigFilt
 	var w where
 	w.filter(f)
 	if cf.ScopeID != "" {
+		w.add("t.scope_type = " + w.arg(cf.ScopeType))
 		w.add("t.scope_id = " + w.arg(cf.ScopeID))
 	}
 	if cf.Kind != "" {
@@ -194,7 +204,10 @@ func (s *Store) UpdateConfigDocument(ctx context.Context, a Actor, visible, id, 
 			return fmt.Errorf("config document %q: %w", id, ErrEtagMismatch)
 		}
 		d := old
-		d.Content, d.MediaType, d.Structured, d.Labels = c.Content, c.MediaType, c.Structured, c.Labels
+		d.Content, d.MediaType, d.Structured, d.Labels = c.Content, c.MediaType, c.Structured, nonNil(c.Labels)
+		if d.Content == nil {
+			d.Content = []byte{}
+		}
 		d.Version, d.Etag, d.UpdateTime = old.Version+1, newEtag(), s.now()
 		// The version condition makes a lost update impossible even if the
 		// isolation level were weaker than serializable.

@@ -39,6 +39,7 @@ func scanDataPlane(r row) (DataPlane, error) {
 func (s *Store) CreateDataPlane(ctx context.Context, a Actor, visible string, d DataPlane) (DataPlane, error) {
 	now := s.now()
 	d.ID, d.Etag, d.CreateTime, d.UpdateTime = newID(), newEtag(), now, now
+	d.Labels = nonNil(d.Labels)
 	err := s.b.inTx(ctx, func(q querier) error {
 		if _, err := getTenant(ctx, q, visible, d.TenantID); err != nil {
 			return err
@@ -122,6 +123,7 @@ func (s *Store) UpdateDataPlane(ctx context.Context, a Actor, visible, id, etag 
 		}
 		d.ID, d.TenantID, d.Name, d.Region, d.Cloud, d.CreateTime = old.ID, old.TenantID, old.Name, old.Region, old.Cloud, old.CreateTime
 		d.Etag, d.UpdateTime = newEtag(), s.now()
+		d.Labels = nonNil(d.Labels)
 		if _, err := q.exec(ctx, `UPDATE data_planes SET labels = $2, etag = $3, update_time = $4 WHERE id = $1`,
 			d.ID, encodeLabels(d.Labels), d.Etag, d.UpdateTime); err != nil {
 			return err

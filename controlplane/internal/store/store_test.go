@@ -220,11 +220,14 @@ func TestConfigDocuments(t *testing.T) {
 		_, err = s.CreateConfigDocument(ctx, actor, "", store.ConfigDocument{ScopeType: store.ScopeCluster, ScopeID: dp.ID, Kind: "k", Name: "n", Content: []byte{}})
 		wantErr(t, err, store.ErrNotFound)
 
-		byKey := must[store.ConfigDocument](t)(s.GetConfigDocumentByKey(ctx, acme.ID, dp.ID, "cairn.dev/ingress", "main"))
+		byKey := must[store.ConfigDocument](t)(s.GetConfigDocumentByKey(ctx, acme.ID, store.ScopeDataPlane, dp.ID, "cairn.dev/ingress", "main"))
 		if byKey.ID != doc.ID || string(byKey.Content) != `{"port":443}` || !byKey.Structured {
 			t.Fatalf("by key %+v", byKey)
 		}
-		_, err = s.GetConfigDocumentByKey(ctx, "", dp.ID, "cairn.dev/ingress", "nope")
+		_, err = s.GetConfigDocumentByKey(ctx, "", store.ScopeDataPlane, dp.ID, "cairn.dev/ingress", "nope")
+		wantErr(t, err, store.ErrNotFound)
+		// The scope type is part of the key.
+		_, err = s.GetConfigDocumentByKey(ctx, "", store.ScopeCluster, dp.ID, "cairn.dev/ingress", "main")
 		wantErr(t, err, store.ErrNotFound)
 
 		_, err = s.UpdateConfigDocument(ctx, actor, "", doc.ID, "stale", store.ConfigContent{Content: []byte("x"), MediaType: "text/plain"})
@@ -233,7 +236,7 @@ func TestConfigDocuments(t *testing.T) {
 		if v2.Version != 2 || v2.Etag == doc.Etag || v2.Structured || len(v2.Labels) != 0 {
 			t.Fatalf("v2 = %+v", v2)
 		}
-		list, _, err := s.ListConfigDocuments(ctx, store.Filter{}, store.ConfigFilter{ScopeID: dp.ID, Kind: "cairn.dev/ingress"}, store.Page{Size: 10})
+		list, _, err := s.ListConfigDocuments(ctx, store.Filter{}, store.ConfigFilter{ScopeType: store.ScopeDataPlane, ScopeID: dp.ID, Kind: "cairn.dev/ingress"}, store.Page{Size: 10})
 		if err != nil || len(list) != 1 || list[0].Version != 2 {
 			t.Fatalf("list = %+v, %v", list, err)
 		}

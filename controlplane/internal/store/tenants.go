@@ -36,6 +36,7 @@ func scanTenant(r row) (Tenant, error) {
 func (s *Store) CreateTenant(ctx context.Context, a Actor, t Tenant) (Tenant, error) {
 	now := s.now()
 	t.ID, t.Etag, t.CreateTime, t.UpdateTime = newID(), newEtag(), now, now
+	t.Labels = nonNil(t.Labels)
 	err := s.b.inTx(ctx, func(q querier) error {
 		_, err := q.exec(ctx, `INSERT INTO tenants (id, name, display_name, labels, etag, create_time, update_time)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
@@ -121,6 +122,7 @@ func (s *Store) UpdateTenant(ctx context.Context, a Actor, visible, id, etag str
 			return err
 		}
 		t.ID, t.Name, t.CreateTime = old.ID, old.Name, old.CreateTime
+		t.Labels = nonNil(t.Labels)
 		t.Etag, t.UpdateTime = newEtag(), s.now()
 		if _, err := q.exec(ctx, `UPDATE tenants SET display_name = $2, labels = $3, etag = $4, update_time = $5 WHERE id = $1`,
 			t.ID, t.DisplayName, encodeLabels(t.Labels), t.Etag, t.UpdateTime); err != nil {

@@ -48,6 +48,10 @@ func nullTime(t *time.Time) any {
 // token's tenant must exist and be visible.
 func (s *Store) CreateToken(ctx context.Context, a Actor, visible string, t APIToken, secretHash []byte) (APIToken, error) {
 	t.CreateTime = s.now()
+	if t.ExpireTime != nil {
+		e := t.ExpireTime.UTC().Truncate(time.Microsecond)
+		t.ExpireTime = &e
+	}
 	err := s.b.inTx(ctx, func(q querier) error {
 		if visible != "" && t.TenantID != visible {
 			return fmt.Errorf("tenant %q: %w", t.TenantID, ErrNotFound)
