@@ -12,6 +12,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/cairnhq/cairn/agent/internal/daemon"
 	"github.com/cairnhq/cairn/agent/internal/identity"
 	"github.com/cairnhq/cairn/internal/flagenv"
@@ -29,6 +31,8 @@ type flags struct {
 	joinTokenFile string
 	caBundle      string
 	caPin         string
+	spiffeSocket  string
+	trustDomain   string
 	logLevel      string
 	logFormat     string
 }
@@ -43,6 +47,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs.StringVar(&f.joinTokenFile, "join-token-file", "", "file holding the join token")
 	fs.StringVar(&f.caBundle, "ca-bundle", "", "PEM file of the control plane's CA certificates, to trust it at enrollment")
 	fs.StringVar(&f.caPin, "ca-pin", "", "sha256:<hex> pin of the control plane CA's public key, instead of --ca-bundle")
+	fs.StringVar(&f.spiffeSocket, "spiffe-socket", "", "take the SVID from this SPIFFE Workload API (SPIRE agent), e.g. unix:///run/spire/sockets/agent.sock, instead of enrolling; needs --ca-bundle")
+	fs.StringVar(&f.trustDomain, "trust-domain", "cairn.local", "Cairn's trust domain (used with --spiffe-socket)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fs.Usage = flagenv.Usage(fs, envPrefix, "usage: cairn-agent [flags]\n\nRuns the Cairn agent in a data plane.", stderr)
@@ -57,6 +63,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	}
 	if f.joinToken != "" && f.joinTokenFile != "" {
 		return flags{}, errors.New("--join-token and --join-token-file are exclusive")
+	}
+	if f.spiffeSocket != "" && (f.caBundle == "" || f.caPin != "" || f.joinToken != "" || f.joinTokenFile != "") {
+		return flags{}, errors.New("--spiffe-socket needs --ca-bundle and takes no join token or pin")
+	}
+	if _, err := spiffeid.TrustDomainFromString(f.trustDomain); err != nil {
+		return flags{}, fmt.Errorf("--trust-domain: %w", err)
 	}
 	return f, nil
 }
@@ -105,6 +117,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Addr: f.controlPlane, Dir: f.dataDir, JoinToken: token,
 		Trust:   identity.Trust{BundleFile: f.caBundle, Pin: f.caPin},
 		Version: Version, Logger: log,
+		SPIFFESocket: f.spiffeSocket, TrustDomain: spiffeid.RequireTrustDomainFromString(f.trustDomain),
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "cairn-agent:", err)

@@ -37,6 +37,9 @@ type flags struct {
 	caDir              string
 	svidTTL            time.Duration
 	agentNames         string
+	spireTrustDomain   string
+	spireBundle        string
+	spireAgents        string
 	dataDir            string
 	databaseURL        string
 	tlsCert, tlsKey    string
@@ -56,6 +59,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs.StringVar(&f.trustDomain, "trust-domain", "cairn.local", "SPIFFE trust domain of agents and the control plane")
 	fs.StringVar(&f.caDir, "ca-dir", "", "directory of the agent CA's certificates and keys (0600); empty means <data-dir>/ca. Replicas must share it")
 	fs.StringVar(&f.agentNames, "agent-api-names", "localhost,127.0.0.1", "comma-separated DNS names and IPs of the agent API for its serving certificate (agents check its SPIFFE ID; grpcurl checks these)")
+	fs.StringVar(&f.spireTrustDomain, "spire-trust-domain", "", "also admit agents whose SVIDs come from this SPIRE trust domain (with --spire-bundle and --spire-agents)")
+	fs.StringVar(&f.spireBundle, "spire-bundle", "", "PEM file of the SPIRE trust domain's CA certificates (spire-server bundle show)")
+	fs.StringVar(&f.spireAgents, "spire-agents", "", `JSON file mapping SPIRE SPIFFE IDs to data planes: [{"spiffe_id" or "spiffe_id_prefix", "tenant_id", "data_plane_id"}]`)
 	fs.DurationVar(&f.svidTTL, "svid-ttl", agentapi.DefaultSVIDTTL, "lifetime of agent X.509-SVIDs")
 	fs.StringVar(&f.dataDir, "data-dir", ".cairn", "directory for the embedded SQLite database and local state")
 	fs.StringVar(&f.databaseURL, "database-url", "", "database: postgres://… or cockroachdb://… for a PostgreSQL-wire server; empty means SQLite at <data-dir>/cairn.db")
@@ -85,6 +91,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	}
 	if _, err := spiffeid.TrustDomainFromString(f.trustDomain); err != nil {
 		return flags{}, fmt.Errorf("--trust-domain: %w", err)
+	}
+	if set := []bool{f.spireTrustDomain != "", f.spireBundle != "", f.spireAgents != ""}; set[0] != set[1] || set[1] != set[2] {
+		return flags{}, errors.New("--spire-trust-domain, --spire-bundle and --spire-agents go together")
 	}
 	if f.caDir == "" {
 		f.caDir = filepath.Join(f.dataDir, "ca")
@@ -165,6 +174,13 @@ func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
+	var spire *agentapi.SPIRE
+	if f.spireTrustDomain != "" {
+		if spire, err = agentapi.LoadSPIRE(f.spireTrustDomain, f.spireBundle, f.spireAgents); err != nil {
+			return err
+		}
+		log.Info("admitting SPIRE agents", "trust_domain", f.spireTrustDomain, "mappings", len(spire.Agents))
+	}
 	lis, err := net.Listen("tcp", f.adminAddr)
 	if err != nil {
 		return fmt.Errorf("admin listener: %w", err)
@@ -183,7 +199,7 @@ func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error
 	}
 	agents, err := agentapi.New(agentapi.Config{
 		Listener: agentLis, Store: st, CA: authority, TrustDomain: td, SVIDTTL: f.svidTTL, Logger: log,
-		ServingNames: strings.Split(f.agentNames, ","),
+		ServingNames: strings.Split(f.agentNames, ","), SPIRE: spire,
 	})
 	if err != nil {
 		return err

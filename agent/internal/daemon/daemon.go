@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -36,15 +37,22 @@ type Config struct {
 	Trust identity.Trust
 	// Version is reported to the control plane.
 	Version string
+	// SPIFFESocket, when set, takes the SVID from this SPIFFE Workload API
+	// (SPIRE) instead of enrolling; Trust.BundleFile must then hold Cairn's
+	// CA bundle and TrustDomain name Cairn's trust domain.
+	SPIFFESocket string
+	// TrustDomain is Cairn's trust domain, needed with SPIFFESocket.
+	TrustDomain spiffeid.TrustDomain
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// MaxBackoff caps reconnect delays; 0 means 30 seconds.
 	MaxBackoff time.Duration
 }
 
-// ErrRevoked is returned by Run when the control plane has revoked this
-// agent; it must be enrolled again with a new join token.
-var ErrRevoked = errors.New("agent revoked by the control plane; enroll again with a new join token")
+// ErrRevoked is returned by Run when the control plane refuses this
+// agent's identity (revoked, or for a SPIRE agent, not mapped); it must be
+// enrolled again with a new join token, or mapped.
+var ErrRevoked = errors.New("agent refused by the control plane (revoked or unknown); enroll again with a new join token")
 
 // Daemon is a running agent.
 type Daemon struct {
@@ -71,13 +79,27 @@ func (d *Daemon) identityDir() string { return d.cfg.Dir + "/identity" }
 
 // Run runs until ctx ends or the agent is revoked.
 func (d *Daemon) Run(ctx context.Context) error {
-	src, err := d.identity(ctx)
-	if err != nil {
-		return err
+	var src *identity.Source
+	if d.cfg.SPIFFESocket != "" {
+		var closeSource func() error
+		var err error
+		src, closeSource, err = identity.FromWorkloadAPI(ctx, identity.WorkloadAPIConfig{
+			Socket: d.cfg.SPIFFESocket, Dir: d.identityDir(), TrustDomain: d.cfg.TrustDomain, BundleFile: d.cfg.Trust.BundleFile,
+		})
+		if err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		defer closeSource()
+		d.log.Info("agent identity from the SPIFFE Workload API", "spiffe_id", src.Info().SPIFFEID)
+	} else {
+		var err error
+		if src, err = d.identity(ctx); err != nil {
+			return err
+		}
+		info := src.Info()
+		d.log.Info("agent identity", "agent_id", info.AgentID, "tenant_id", info.TenantID,
+			"data_plane_id", info.DataPlaneID, "spiffe_id", info.SPIFFEID, "svid_expires", src.SVID().Certificates[0].NotAfter)
 	}
-	info := src.Info()
-	d.log.Info("agent identity", "agent_id", info.AgentID, "tenant_id", info.TenantID,
-		"data_plane_id", info.DataPlaneID, "spiffe_id", info.SPIFFEID, "svid_expires", src.SVID().Certificates[0].NotAfter)
 	conn, err := src.Dial(d.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("agent: dial %s: %w", d.cfg.Addr, err)
@@ -85,11 +107,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer conn.Close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	go func() {
-		if err := d.renewLoop(ctx, src, conn); err != nil {
-			cancel(err)
-		}
-	}()
+	if !src.External() { // SPIRE renews external SVIDs itself
+		go func() {
+			if err := d.renewLoop(ctx, src, conn); err != nil {
+				cancel(err)
+			}
+		}()
+	}
 	err = d.bundleLoop(ctx, src, conn)
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
@@ -183,7 +207,7 @@ func (d *Daemon) bundleLoop(ctx context.Context, src *identity.Source, conn *grp
 			return nil
 		}
 		if status.Code(err) == codes.PermissionDenied {
-			return ErrRevoked
+			return fmt.Errorf("%w: %s", ErrRevoked, status.Convert(err).Message())
 		}
 		delay := d.backoff(attempt)
 		attempt++

@@ -48,10 +48,17 @@ type Source struct {
 	info Info
 	td   spiffeid.TrustDomain
 
+	// workload, when set, supplies the SVID (SPIRE); svid is unused.
+	workload x509svid.Source
+
 	mu     sync.RWMutex
 	svid   *x509svid.SVID
 	bundle *x509bundle.Bundle
 }
+
+// External reports whether the SVID comes from a SPIFFE Workload API, so
+// that Cairn neither renews nor persists it.
+func (s *Source) External() bool { return s.workload != nil }
 
 // Info returns the agent's identity.
 func (s *Source) Info() Info { return s.info }
@@ -61,6 +68,9 @@ func (s *Source) TrustDomain() spiffeid.TrustDomain { return s.td }
 
 // GetX509SVID implements x509svid.Source.
 func (s *Source) GetX509SVID() (*x509svid.SVID, error) {
+	if s.workload != nil {
+		return s.workload.GetX509SVID()
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.svid, nil
@@ -78,6 +88,10 @@ func (s *Source) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bund
 
 // SVID returns the current SVID.
 func (s *Source) SVID() *x509svid.SVID {
+	if s.workload != nil {
+		svid, _ := s.workload.GetX509SVID()
+		return svid
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.svid
@@ -127,9 +141,12 @@ func (s *Source) set(chain []*x509.Certificate, key crypto.Signer, bundle []*x50
 // setBundle replaces the trust bundle, refusing one that no longer
 // verifies the current SVID (that would cut the agent off).
 func (s *Source) setBundle(bundle []*x509.Certificate) error {
-	svid := s.SVID()
-	if _, _, err := x509svid.Verify(svid.Certificates, x509bundle.FromX509Authorities(s.td, bundle)); err != nil {
-		return fmt.Errorf("identity: new bundle does not verify the current SVID: %w", err)
+	// An SVID from SPIRE chains to SPIRE's bundle, not this one.
+	if s.workload == nil {
+		svid := s.SVID()
+		if _, _, err := x509svid.Verify(svid.Certificates, x509bundle.FromX509Authorities(s.td, bundle)); err != nil {
+			return fmt.Errorf("identity: new bundle does not verify the current SVID: %w", err)
+		}
 	}
 	s.mu.Lock()
 	s.bundle = x509bundle.FromX509Authorities(s.td, bundle)

@@ -67,6 +67,9 @@ type Config struct {
 	// agents authorize by SPIFFE ID and ignore them. Empty means
 	// localhost and 127.0.0.1.
 	ServingNames []string
+	// SPIRE, when set, also admits agents holding SVIDs of a SPIRE trust
+	// domain, mapped to data planes; nil admits only enrolled agents.
+	SPIRE *SPIRE
 	// Logger; nil discards. Certificates and keys are never logged.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -90,6 +93,14 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	if cfg.Listener == nil || cfg.Store == nil || cfg.CA == nil || cfg.TrustDomain.IsZero() {
 		return nil, errors.New("agentapi: Listener, Store, CA and TrustDomain are required")
+	}
+	if cfg.SPIRE != nil {
+		if cfg.SPIRE.TrustDomain == cfg.TrustDomain {
+			return nil, errors.New("agentapi: the SPIRE trust domain must differ from Cairn's")
+		}
+		if err := cfg.SPIRE.check(); err != nil {
+			return nil, fmt.Errorf("agentapi: %w", err)
+		}
 	}
 	if cfg.SVIDTTL == 0 {
 		cfg.SVIDTTL = DefaultSVIDTTL
@@ -149,7 +160,16 @@ func (s *Server) verifyPeer(raw [][]byte, _ [][]*x509.Certificate) error {
 	if len(raw) == 0 {
 		return nil
 	}
-	return tlsconfig.VerifyPeerCertificate(s.cfg.CA.Bundle(), tlsconfig.AuthorizeMemberOf(s.cfg.TrustDomain))(raw, nil)
+	authorize := tlsconfig.AuthorizeMemberOf(s.cfg.TrustDomain)
+	if s.cfg.SPIRE != nil {
+		authorize = func(id spiffeid.ID, chains [][]*x509.Certificate) error {
+			if id.MemberOf(s.cfg.TrustDomain) || id.MemberOf(s.cfg.SPIRE.TrustDomain) {
+				return nil
+			}
+			return fmt.Errorf("%s is in neither trust domain", id)
+		}
+	}
+	return tlsconfig.VerifyPeerCertificate(s.bundles(), authorize)(raw, nil)
 }
 
 // renewServing issues the control plane's own serving SVID; its chain

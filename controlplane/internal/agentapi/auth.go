@@ -22,6 +22,9 @@ import (
 type caller struct {
 	certs.AgentIdentity
 	Agent store.Agent
+	// External is true for agents whose SVIDs come from SPIRE; they renew
+	// there, not here.
+	External bool
 }
 
 type callerKey struct{}
@@ -51,6 +54,9 @@ func (s *Server) authenticate(ctx context.Context) (caller, error) {
 	id, err := x509svid.IDFromCert(info.State.PeerCertificates[0])
 	if err != nil {
 		return caller{}, status.Error(codes.Unauthenticated, "client certificate is not an X.509-SVID")
+	}
+	if s.cfg.SPIRE != nil && id.MemberOf(s.cfg.SPIRE.TrustDomain) {
+		return s.authenticateSPIRE(ctx, id)
 	}
 	ai, err := certs.ParseAgentID(id)
 	if err != nil || ai.TrustDomain != s.cfg.TrustDomain {

@@ -102,6 +102,9 @@ func (i *identity) RenewSVID(ctx context.Context, req *agentv1.RenewSVIDRequest)
 	if !ok {
 		return nil, status.Error(codes.Internal, "no caller")
 	}
+	if c.External {
+		return nil, status.Error(codes.FailedPrecondition, "this agent's SVID comes from SPIRE; renew it there")
+	}
 	var chain [][]byte
 	_, err := s.cfg.Store.RenewAgent(ctx, c.AgentID, func(ag store.Agent) (time.Time, error) {
 		sid, err := spiffeid.FromString(ag.SPIFFEID)

@@ -329,3 +329,48 @@ func (s *Store) RevokedSince(ctx context.Context, since time.Time) ([]string, er
 	}
 	return ids, nil
 }
+
+// RegisterExternalAgent returns the agent a.ID, registering it on first
+// contact: for agents whose identity comes from outside Cairn (SPIRE),
+// mapped to a data plane by configuration. The data plane must exist and
+// belong to a.TenantID (ErrNotFound otherwise); an agent registered
+// earlier under another tenant or data plane is refused with
+// ErrFailedPrecondition, since its mapping changed.
+func (s *Store) RegisterExternalAgent(ctx context.Context, a Agent) (Agent, error) {
+	var out Agent
+	check := func(got Agent) error {
+		if got.TenantID != a.TenantID || got.DataPlaneID != a.DataPlaneID || got.SPIFFEID != a.SPIFFEID {
+			return fmt.Errorf("registered for data plane %s, now mapped to %s: revoke it first: %w", got.DataPlaneID, a.DataPlaneID, ErrFailedPrecondition)
+		}
+		out = got
+		return nil
+	}
+	got, err := s.GetAgent(ctx, "", a.ID)
+	if err == nil {
+		return out, check(got)
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return Agent{}, err
+	}
+	err = s.b.inTx(ctx, func(q querier) error {
+		if got, err := getAgent(ctx, q, "", a.ID); err == nil {
+			return check(got) // registered concurrently
+		}
+		if _, err := getDataPlane(ctx, q, a.TenantID, a.DataPlaneID); err != nil {
+			return err
+		}
+		now := s.now()
+		out = Agent{ID: a.ID, TenantID: a.TenantID, DataPlaneID: a.DataPlaneID, SPIFFEID: a.SPIFFEID,
+			AgentVersion: a.AgentVersion, Hostname: a.Hostname, CreateTime: now, SVIDExpireTime: now}
+		if _, err := q.exec(ctx, `INSERT INTO agents (id, tenant_id, data_plane_id, spiffe_id, agent_version, hostname,
+			create_time, svid_expire_time, revoke_time, revoke_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, '')`,
+			out.ID, out.TenantID, out.DataPlaneID, out.SPIFFEID, out.AgentVersion, out.Hostname, out.CreateTime, out.SVIDExpireTime); err != nil {
+			return err
+		}
+		return s.audit(ctx, q, Actor{ID: "agent:" + out.ID}, "agent.register", "agent", out.ID, out.TenantID, nil, out)
+	})
+	if err != nil {
+		return Agent{}, fmt.Errorf("register external agent: %w", err)
+	}
+	return out, nil
+}

@@ -164,3 +164,30 @@ func TestDeleteDataPlaneRevokesAgents(t *testing.T) {
 		wantErr(t, err, store.ErrJoinTokenInvalid)
 	})
 }
+
+func TestRegisterExternalAgent(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f := newEnrollFixture(t, s)
+		id := uuid.NewString()
+		in := store.Agent{ID: id, TenantID: f.tenant.ID, DataPlaneID: f.dp.ID, SPIFFEID: "spiffe://spire.test/agent/a"}
+		a := must[store.Agent](t)(s.RegisterExternalAgent(ctx, in))
+		again := must[store.Agent](t)(s.RegisterExternalAgent(ctx, in))
+		if a.ID != id || again.CreateTime != a.CreateTime {
+			t.Fatalf("second registration changed the agent: %+v vs %+v", again, a)
+		}
+		if n := auditCount(t, s, id); n != 1 {
+			t.Fatalf("audit events = %d; want 1 registration", n)
+		}
+		other := must[store.DataPlane](t)(s.CreateDataPlane(ctx, actor, "", store.DataPlane{TenantID: f.tenant.ID, Name: "dp2", Region: "r"}))
+		moved := in
+		moved.DataPlaneID = other.ID
+		_, err := s.RegisterExternalAgent(ctx, moved)
+		wantErr(t, err, store.ErrFailedPrecondition)
+		// A mapping to another tenant's data plane is refused.
+		t2 := must[store.Tenant](t)(s.CreateTenant(ctx, actor, store.Tenant{Name: "t2"}))
+		wrong := store.Agent{ID: uuid.NewString(), TenantID: t2.ID, DataPlaneID: f.dp.ID, SPIFFEID: "spiffe://spire.test/agent/b"}
+		_, err = s.RegisterExternalAgent(ctx, wrong)
+		wantErr(t, err, store.ErrNotFound)
+	})
+}

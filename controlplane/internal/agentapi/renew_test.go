@@ -1,0 +1,125 @@
+package agentapi_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+)
+
+// TestRenewalKeepsConnections renews an agent's SVID while it has a
+// WatchBundle stream open: the open connection keeps working (old streams
+// and new ones), a new connection presents the new SVID, and when the CA
+// rotates every stream, old or new, is told.
+func TestRenewalKeepsConnections(t *testing.T) {
+	// The CA's clock is moved to its rotation point at the end. CATTL is
+	// the shortest the CA allows with its default 24h MaxSVIDTTL.
+	const caTTL = 6 * 24 * time.Hour
+	caClock := &clock{}
+	e := start(t, options{CAClock: caClock, CATTL: caTTL})
+	ctx, cancel := context.WithTimeout(t.Context(), 4*waitLimit)
+	defer cancel()
+	a := e.enrollAgent(t, e.DP.ID)
+	oldLeaf := a.Src.svid.Certificates[0]
+
+	conn1 := e.dialMTLS(t, a.Src)
+	client1 := agentv1.NewIdentityServiceClient(conn1)
+	streamA, first, err := watchFirst(ctx, client1)
+	if err != nil {
+		t.Fatalf("WatchBundle before renewal: %v", err)
+	}
+	if got := len(first.Bundle); got != 1 {
+		t.Fatalf("bundle has %d CAs; want 1 before rotation", got)
+	}
+
+	svid2, err := renew(ctx, t, client1, a.ID, a.Src.bundle)
+	if err != nil {
+		t.Fatalf("RenewSVID: %v", err)
+	}
+	a.Src.set(svid2)
+
+	// The old connection still carries the old handshake, and is served.
+	streamB, _, err := watchFirst(ctx, client1)
+	if err != nil {
+		t.Fatalf("WatchBundle on the old connection after renewal: %v", err)
+	}
+	if _, err := renew(ctx, t, client1, a.ID, a.Src.bundle); err != nil {
+		t.Errorf("RenewSVID on the old connection after renewal: %v", err)
+	}
+
+	// A new connection presents the new SVID and is served too.
+	client2 := agentv1.NewIdentityServiceClient(e.dialMTLS(t, a.Src))
+	streamC, _, err := watchFirst(ctx, client2)
+	if err != nil {
+		t.Fatalf("WatchBundle on a new connection: %v", err)
+	}
+	if got := a.Src.lastServed(); got == nil || !got.Equal(svid2.Certificates[0]) || got.Equal(oldLeaf) {
+		t.Errorf("the new connection did not present the renewed SVID")
+	}
+	if n := e.Server.OpenStreams(); n != 3 {
+		t.Errorf("server tracks %d streams; want 3", n)
+	}
+
+	// Rotate: at half the CA's life MaybeRotate prepares the next CA,
+	// which every open stream must receive.
+	caClock.Advance(caTTL/2 + time.Minute)
+	e.Server.MaintainCA()
+	want := derList(e.CA.BundleCerts())
+	if len(want) != 2 {
+		t.Fatalf("CA bundle has %d CAs after MaintainCA; want 2 (active and prepared)", len(want))
+	}
+	for name, s := range map[string]grpc.ServerStreamingClient[agentv1.WatchBundleResponse]{
+		"stream opened before renewal":                streamA,
+		"stream opened after renewal, old connection": streamB,
+		"stream on the new connection":                streamC,
+	} {
+		msg, err := s.Recv()
+		if err != nil {
+			t.Errorf("%s: %v; want the new bundle", name, err)
+			continue
+		}
+		if diff := cmp.Diff(want, msg.Bundle); diff != "" {
+			t.Errorf("%s: bundle after rotation (-want +got):\n%s", name, diff)
+		}
+	}
+}
+
+// TestRenewSVIDRefusesBadCSR checks that RenewSVID vets the CSR as
+// Enroll does and that a refused renewal records nothing.
+func TestRenewSVIDRefusesBadCSR(t *testing.T) {
+	e := start(t, options{})
+	a := e.enrollAgent(t, e.DP.ID)
+	client := agentv1.NewIdentityServiceClient(e.dialMTLS(t, a.Src))
+	other := e.enrollAgent(t, e.DP.ID)
+	before, err := e.Store.GetAgent(t.Context(), "", a.Resp.AgentId)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		csr  []byte
+		code codes.Code
+	}{
+		{"empty csr", nil, codes.InvalidArgument},
+		{"garbage csr", []byte("garbage"), codes.InvalidArgument},
+		{"csr names another agent", csrFor(t, csrTemplateURI(other.ID.URL())), codes.PermissionDenied},
+		{"csr asks to be a CA", csrFor(t, csrTemplateCA(t)), codes.PermissionDenied},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := client.RenewSVID(t.Context(), &agentv1.RenewSVIDRequest{Csr: tc.csr})
+			wantCode(t, err, tc.code)
+		})
+	}
+	after, err := e.Store.GetAgent(t.Context(), "", a.Resp.AgentId)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.SVIDExpireTime.Equal(before.SVIDExpireTime) {
+		t.Errorf("refused renewals moved the registered SVID expiry from %v to %v", before.SVIDExpireTime, after.SVIDExpireTime)
+	}
+}
