@@ -221,3 +221,6 @@ func sortCAs(cas []*authorityCA) {
 		)
 	})
 }
+
+// MaxSVIDTTL is the longest lifetime SignSVID grants.
+func (a *Authority) MaxSVIDTTL() time.Duration { return a.maxSVIDTTL }

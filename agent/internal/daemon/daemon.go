@@ -100,21 +100,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("agent identity", "agent_id", info.AgentID, "tenant_id", info.TenantID,
 			"data_plane_id", info.DataPlaneID, "spiffe_id", info.SPIFFEID, "svid_expires", src.SVID().Certificates[0].NotAfter)
 	}
-	conn, err := src.Dial(d.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("agent: dial %s: %w", d.cfg.Addr, err)
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if !src.External() { // SPIRE renews external SVIDs itself
 		go func() {
-			if err := d.renewLoop(ctx, src, conn); err != nil {
+			if err := d.renewLoop(ctx, src); err != nil {
 				cancel(err)
 			}
 		}()
 	}
-	err = d.bundleLoop(ctx, src, conn)
+	err := d.bundleLoop(ctx, src)
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
@@ -162,16 +157,26 @@ func retryable(err error) bool {
 	return false
 }
 
-// renewLoop renews the SVID when half its lifetime remains (±10%).
-func (d *Daemon) renewLoop(ctx context.Context, src *identity.Source, conn *grpc.ClientConn) error {
-	client := agentv1.NewIdentityServiceClient(conn)
+// renewLoop renews the SVID when half its lifetime remains (±10%). Each
+// renewal dials afresh: the control plane refuses calls on a connection
+// whose handshake SVID has expired, and long-lived connections outlive
+// the SVID they opened with.
+func (d *Daemon) renewLoop(ctx context.Context, src *identity.Source) error {
+	renew := func() error {
+		conn, err := src.Dial(d.cfg.Addr)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		return src.Renew(ctx, agentv1.NewIdentityServiceClient(conn))
+	}
 	for {
 		at := identity.RenewAt(src.SVID().Certificates[0])
 		if err := sleep(ctx, time.Until(at)); err != nil {
 			return nil
 		}
 		for attempt := 0; ; attempt++ {
-			err := src.Renew(ctx, client)
+			err := renew()
 			if err == nil {
 				d.log.Info("SVID renewed", "expires", src.SVID().Certificates[0].NotAfter)
 				break
@@ -189,11 +194,23 @@ func (d *Daemon) renewLoop(ctx context.Context, src *identity.Source, conn *grpc
 }
 
 // bundleLoop keeps a WatchBundle stream open, installing each bundle it
-// sends, and reconnects with backoff.
-func (d *Daemon) bundleLoop(ctx context.Context, src *identity.Source, conn *grpc.ClientConn) error {
-	client := agentv1.NewIdentityServiceClient(conn)
+// sends, and reconnects with backoff: on a new connection (and so with the
+// current SVID) when the old one was refused.
+func (d *Daemon) bundleLoop(ctx context.Context, src *identity.Source) error {
+	var conn *grpc.ClientConn
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
 	for attempt := 0; ; {
-		stream, err := client.WatchBundle(ctx, &agentv1.WatchBundleRequest{})
+		if conn == nil {
+			var err error
+			if conn, err = src.Dial(d.cfg.Addr); err != nil {
+				return fmt.Errorf("agent: dial %s: %w", d.cfg.Addr, err)
+			}
+		}
+		stream, err := agentv1.NewIdentityServiceClient(conn).WatchBundle(ctx, &agentv1.WatchBundleRequest{})
 		for err == nil {
 			var msg *agentv1.WatchBundleResponse
 			if msg, err = stream.Recv(); err == nil {
@@ -208,6 +225,10 @@ func (d *Daemon) bundleLoop(ctx context.Context, src *identity.Source, conn *grp
 		}
 		if status.Code(err) == codes.PermissionDenied {
 			return fmt.Errorf("%w: %s", ErrRevoked, status.Convert(err).Message())
+		}
+		if status.Code(err) == codes.Unauthenticated {
+			conn.Close()
+			conn = nil
 		}
 		delay := d.backoff(attempt)
 		attempt++

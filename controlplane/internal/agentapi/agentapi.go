@@ -38,10 +38,16 @@ const (
 	DefaultRevocationPoll       = 250 * time.Millisecond
 	DefaultMaxConcurrentStreams = 16
 	defaultServingTTL           = 24 * time.Hour
-	// revocationLookback is how far back each poll looks: long enough to
-	// cover clock skew between replicas and a stream registered just after
-	// the poll that should have closed it.
+	// revocationLookback is how far back each poll looks, before the
+	// start of the last successful poll: it covers ordinary clock skew
+	// between replicas and a stream registered just after the poll that
+	// should have closed it.
 	revocationLookback = 5 * time.Second
+	// reconcileEvery is how often every agent with an open stream is
+	// rechecked against the store, which bounds the time to close a
+	// revoked agent's streams even when clocks disagree by more than the
+	// lookback.
+	reconcileEvery = 2 * time.Second
 )
 
 // Config configures the agent API server.
@@ -86,6 +92,10 @@ type Server struct {
 
 	mu      sync.Mutex
 	serving *tls.Certificate
+
+	// lastPoll is the start of the last successful revocation poll; only
+	// Run's goroutine touches it.
+	lastPoll time.Time
 }
 
 // New checks cfg, issues the control plane's serving SVID and builds the
@@ -103,7 +113,10 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	if cfg.SVIDTTL == 0 {
-		cfg.SVIDTTL = DefaultSVIDTTL
+		cfg.SVIDTTL = min(DefaultSVIDTTL, cfg.CA.MaxSVIDTTL())
+	}
+	if cfg.SVIDTTL > cfg.CA.MaxSVIDTTL() {
+		return nil, fmt.Errorf("agentapi: SVIDTTL %v exceeds the CA's maximum %v", cfg.SVIDTTL, cfg.CA.MaxSVIDTTL())
 	}
 	if cfg.RevocationPoll == 0 {
 		cfg.RevocationPoll = DefaultRevocationPoll
@@ -193,7 +206,8 @@ func (s *Server) renewServing() error {
 			dns = append(dns, n)
 		}
 	}
-	chain, err := s.cfg.CA.SignServingSVID(csr, certs.ControlPlaneID(s.cfg.TrustDomain), defaultServingTTL, dns, ips)
+	ttl := min(defaultServingTTL, s.cfg.CA.MaxSVIDTTL())
+	chain, err := s.cfg.CA.SignServingSVID(csr, certs.ControlPlaneID(s.cfg.TrustDomain), ttl, dns, ips)
 	if err != nil {
 		return fmt.Errorf("agentapi: serving svid: %w", err)
 	}
@@ -217,6 +231,8 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("agent API serving", "addr", s.cfg.Listener.Addr().String(), "trust_domain", s.cfg.TrustDomain.String())
 	revTick := time.NewTicker(s.cfg.RevocationPoll)
 	defer revTick.Stop()
+	reconcileTick := time.NewTicker(reconcileEvery)
+	defer reconcileTick.Stop()
 	caTick := time.NewTicker(time.Minute)
 	defer caTick.Stop()
 	for {
@@ -224,6 +240,10 @@ func (s *Server) Run(ctx context.Context) error {
 		case err := <-errc:
 			return fmt.Errorf("agent API: %w", err)
 		case <-ctx.Done():
+			// Streams such as WatchBundle never end by themselves: end them
+			// (agents see Unavailable and reconnect elsewhere), then let
+			// unary calls finish.
+			s.streams.closeAll(errShutdown)
 			stopped := make(chan struct{})
 			go func() { s.grpc.GracefulStop(); close(stopped) }()
 			select {
@@ -234,18 +254,46 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		case <-revTick.C:
 			s.closeRevoked(ctx)
+		case <-reconcileTick.C:
+			s.reconcileRevoked(ctx)
 		case <-caTick.C:
 			s.maintainCA()
 		}
 	}
 }
 
+// closeRevoked closes the streams of agents revoked since shortly before
+// the last successful poll; a failed poll leaves the window to grow.
 func (s *Server) closeRevoked(ctx context.Context) {
-	ids, err := s.cfg.Store.RevokedSince(ctx, s.cfg.Now().Add(-revocationLookback))
+	start := s.cfg.Now()
+	since := s.lastPoll
+	if since.IsZero() {
+		since = start
+	}
+	ids, err := s.cfg.Store.RevokedSince(ctx, since.Add(-revocationLookback))
 	if err != nil {
 		s.log.Warn("poll revocations", "error", err)
 		return
 	}
+	s.lastPoll = start
+	s.closeAgents(ids)
+}
+
+// reconcileRevoked rechecks every agent with an open stream.
+func (s *Server) reconcileRevoked(ctx context.Context) {
+	open := s.streams.agents()
+	if len(open) == 0 {
+		return
+	}
+	ids, err := s.cfg.Store.RevokedAmong(ctx, open)
+	if err != nil {
+		s.log.Warn("recheck revocations", "error", err)
+		return
+	}
+	s.closeAgents(ids)
+}
+
+func (s *Server) closeAgents(ids []string) {
 	for _, id := range ids {
 		if n := s.streams.closeAgent(id); n > 0 {
 			s.log.Info("closed streams of revoked agent", "agent_id", id, "streams", n)

@@ -34,7 +34,10 @@ func callerFrom(ctx context.Context) (caller, bool) {
 	return c, ok
 }
 
-var errRevoked = errors.New("agent revoked")
+var (
+	errRevoked  = errors.New("agent revoked")
+	errShutdown = errors.New("control plane shutting down")
+)
 
 // authenticate finds the calling agent from its verified client
 // certificate and checks it is registered, unrevoked, and that its
@@ -51,7 +54,13 @@ func (s *Server) authenticate(ctx context.Context) (caller, error) {
 	// go-spiffe verified the chain in the handshake (VerifiedChains stays
 	// empty because Go's own verification is not used), so the leaf's ID
 	// can be trusted here.
-	id, err := x509svid.IDFromCert(info.State.PeerCertificates[0])
+	leaf := info.State.PeerCertificates[0]
+	// The handshake checked validity then; a connection may outlive its
+	// SVID, and an expired SVID may do nothing more.
+	if now := s.cfg.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		return caller{}, status.Error(codes.Unauthenticated, "client SVID is expired or not yet valid; reconnect with a renewed SVID")
+	}
+	id, err := x509svid.IDFromCert(leaf)
 	if err != nil {
 		return caller{}, status.Error(codes.Unauthenticated, "client certificate is not an X.509-SVID")
 	}
@@ -111,8 +120,11 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	done := s.streams.add(c.AgentID, cancel)
 	defer done()
 	err = handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
-	if errors.Is(context.Cause(ctx), errRevoked) {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errRevoked):
 		return status.Error(codes.PermissionDenied, "agent revoked")
+	case errors.Is(cause, errShutdown):
+		return status.Error(codes.Unavailable, "control plane shutting down; reconnect")
 	}
 	return err
 }
@@ -163,6 +175,28 @@ func (r *streamRegistry) closeAgent(agentID string) int {
 		cancel(errRevoked)
 	}
 	return len(r.m[agentID])
+}
+
+// closeAll cancels every open stream with cause.
+func (r *streamRegistry) closeAll(cause error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.m {
+		for _, cancel := range m {
+			cancel(cause)
+		}
+	}
+}
+
+// agents returns the ids of agents with open streams.
+func (r *streamRegistry) agents() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.m))
+	for id := range r.m {
+		out = append(out, id)
+	}
+	return out
 }
 
 // count returns the number of open streams, for tests and metrics.

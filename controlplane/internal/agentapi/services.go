@@ -36,11 +36,15 @@ func signErr(err error) error {
 
 func (e *enrollment) Enroll(ctx context.Context, req *agentv1.EnrollRequest) (*agentv1.EnrollResponse, error) {
 	s := e.s
+	refuse := func(tokenID string, err error) error {
+		s.cfg.Store.AuditRefusal(ctx, store.Actor{ID: "anonymous"}, "agent.enroll.refused", "join_token", tokenID, "", status.Convert(err).Message())
+		return err
+	}
 	if len(req.Csr) == 0 {
-		return nil, status.Error(codes.InvalidArgument, "csr: required")
+		return nil, refuse("", status.Error(codes.InvalidArgument, "csr: required"))
 	}
 	if len(req.AgentVersion) > 100 || len(req.Hostname) > 255 {
-		return nil, status.Error(codes.InvalidArgument, "agent_version or hostname too long")
+		return nil, refuse("", status.Error(codes.InvalidArgument, "agent_version or hostname too long"))
 	}
 	sec, err := auth.ParseJoinSecret(req.JoinToken)
 	if err != nil {
@@ -78,8 +82,7 @@ func (e *enrollment) Enroll(ctx context.Context, req *agentv1.EnrollRequest) (*a
 	}
 	if err != nil {
 		if _, ok := status.FromError(err); ok && status.Code(err) != codes.Unknown {
-			s.cfg.Store.AuditRefusal(ctx, store.Actor{ID: "anonymous"}, "agent.enroll.refused", "join_token", sec.ID, "", err.Error())
-			return nil, err
+			return nil, refuse(sec.ID, err)
 		}
 		s.log.ErrorContext(ctx, "enroll", "error", err)
 		return nil, status.Error(codes.Internal, "enrollment failed")

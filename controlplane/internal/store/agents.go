@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -371,6 +372,45 @@ func (s *Store) RegisterExternalAgent(ctx context.Context, a Agent) (Agent, erro
 	})
 	if err != nil {
 		return Agent{}, fmt.Errorf("register external agent: %w", err)
+	}
+	return out, nil
+}
+
+// RevokedAmong returns which of the given agents are revoked. Replicas use
+// it to recheck the agents they hold streams for, whatever the clocks of
+// the replicas that revoked them said.
+func (s *Store) RevokedAmong(ctx context.Context, ids []string) ([]string, error) {
+	var out []string
+	for start := 0; start < len(ids); start += 500 {
+		chunk := ids[start:min(start+500, len(ids))]
+		var w where
+		ph := make([]string, 0, len(chunk))
+		for _, id := range chunk {
+			if isValidID(id) {
+				ph = append(ph, w.arg(id))
+			}
+		}
+		if len(ph) == 0 {
+			continue
+		}
+		err := s.b.read(ctx, func(q querier) error {
+			rs, err := q.query(ctx, `SELECT id FROM agents WHERE revoke_time IS NOT NULL AND id IN (`+strings.Join(ph, ", ")+`)`, w.args...)
+			if err != nil {
+				return err
+			}
+			defer rs.Close()
+			for rs.Next() {
+				var id string
+				if err := rs.Scan(&id); err != nil {
+					return err
+				}
+				out = append(out, id)
+			}
+			return rs.Err()
+		})
+		if err != nil {
+			return nil, fmt.Errorf("revoked agents: %w", err)
+		}
 	}
 	return out, nil
 }
