@@ -1,7 +1,7 @@
 package agentapi_test
 
-// Tests of known bugs. Each is skipped with "BUG:" and the reason; remove
-// the skip with the fix.
+// Regression tests for bugs the suite found in the first agent API: each
+// failed before its fix.
 
 import (
 	"context"
