@@ -90,13 +90,36 @@ func anonymousOK(method string) bool {
 	return method == agentv1.EnrollmentService_Enroll_FullMethodName
 }
 
+// refused logs and audits a refused call. Calls without a verified
+// certificate are only logged: there is nobody to attribute them to.
+func (s *Server) refused(ctx context.Context, method string, err error) {
+	s.log.InfoContext(ctx, "agent call refused", "method", method, "error", err)
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return
+	}
+	actor, agentID := "certificate:"+info.State.PeerCertificates[0].SerialNumber.Text(16), ""
+	if id, err := x509svid.IDFromCert(info.State.PeerCertificates[0]); err == nil {
+		actor = "spiffe:" + id.String()
+		if ai, err := certs.ParseAgentID(id); err == nil {
+			agentID = ai.AgentID
+		}
+	}
+	s.cfg.Store.AuditRefusal(ctx, store.Actor{ID: actor}, "agent.call.refused", "agent", agentID, "",
+		method+": "+status.Convert(err).Message())
+}
+
 func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if anonymousOK(info.FullMethod) {
 		return handler(ctx, req)
 	}
 	c, err := s.authenticate(ctx)
 	if err != nil {
-		s.log.InfoContext(ctx, "agent call refused", "method", info.FullMethod, "error", err)
+		s.refused(ctx, info.FullMethod, err)
 		return nil, err
 	}
 	return handler(context.WithValue(ctx, callerKey{}, c), req)
@@ -106,13 +129,14 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	if strings.HasPrefix(info.FullMethod, "/grpc.reflection.") {
 		// Reflection is served to any verified agent; grpcurl uses it.
 		if _, err := s.authenticate(ss.Context()); err != nil {
+			s.refused(ss.Context(), info.FullMethod, err)
 			return err
 		}
 		return handler(srv, ss)
 	}
 	c, err := s.authenticate(ss.Context())
 	if err != nil {
-		s.log.InfoContext(ss.Context(), "agent stream refused", "method", info.FullMethod, "error", err)
+		s.refused(ss.Context(), info.FullMethod, err)
 		return err
 	}
 	ctx, cancel := context.WithCancelCause(context.WithValue(ss.Context(), callerKey{}, c))
