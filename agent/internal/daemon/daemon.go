@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -102,14 +103,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	var renewing sync.WaitGroup
 	if !src.External() { // SPIRE renews external SVIDs itself
+		renewing.Add(1)
 		go func() {
+			defer renewing.Done()
 			if err := d.renewLoop(ctx, src); err != nil {
 				cancel(err)
 			}
 		}()
 	}
 	err := d.bundleLoop(ctx, src)
+	// Stop renewing before returning: a renewal in flight writes the
+	// identity directory.
+	cancel(nil)
+	renewing.Wait()
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
@@ -184,7 +192,12 @@ func (d *Daemon) renewLoop(ctx context.Context, src *identity.Source) error {
 			if status.Code(err) == codes.PermissionDenied {
 				return ErrRevoked
 			}
-			delay := min(d.backoff(attempt), time.Until(src.SVID().Certificates[0].NotAfter)/10+time.Second)
+			// Retry sooner as expiry nears, but never in a tight loop, also
+			// once the SVID has expired: at least a tenth of its lifetime,
+			// at most a second.
+			leaf := src.SVID().Certificates[0]
+			floor := min(time.Second, leaf.NotAfter.Sub(leaf.NotBefore)/10)
+			delay := max(min(d.backoff(attempt), time.Until(leaf.NotAfter)/10+time.Second), floor)
 			d.log.Warn("SVID renewal failed; retrying", "error", err, "in", delay)
 			if err := sleep(ctx, delay); err != nil {
 				return nil

@@ -2,11 +2,13 @@ package identity
 
 import (
 	"context"
-	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/cairnhq/cairn/certs"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
@@ -41,7 +43,11 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
-	conn, err := dialEnroll(ctx, cfg.Addr, cfg.Trust)
+	tlsConf, trust, err := cfg.Trust.tlsConfig()
+	if err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	conn, err := grpc.NewClient(cfg.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
@@ -50,6 +56,12 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Source, error) {
 		JoinToken: cfg.JoinToken, Csr: csr, AgentVersion: cfg.Version, Hostname: hostname(),
 	})
 	if err != nil {
+		// grpc reports a failed handshake as Unavailable, which a caller
+		// would retry; a control plane we do not trust will not become
+		// trustworthy by waiting.
+		if terr := trust.failure(); terr != nil {
+			return nil, fmt.Errorf("enroll: %w: %v", ErrUntrusted, terr)
+		}
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
 	chain, err := parseDERs(resp.SvidChain)
@@ -64,9 +76,6 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Source, error) {
 	src, err := newSource(cfg.Dir, info, chain, key, bundle)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
-	}
-	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(chain[0].PublicKey) {
-		return nil, errors.New("enroll: the SVID is not for the key this agent made")
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)

@@ -131,6 +131,9 @@ func (s *Source) set(chain []*x509.Certificate, key crypto.Signer, bundle []*x50
 	if id.String() != s.info.SPIFFEID {
 		return fmt.Errorf("identity: SVID names %s; this agent is %s", id, s.info.SPIFFEID)
 	}
+	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(chain[0].PublicKey) {
+		return errors.New("identity: the SVID is not for this agent's private key")
+	}
 	svid := &x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}
 	s.mu.Lock()
 	s.svid, s.bundle = svid, b

@@ -1,13 +1,13 @@
 package identity
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -39,22 +39,49 @@ func (t Trust) check() error {
 	return nil
 }
 
+// ErrUntrusted: the control plane's certificate failed the CA bundle or
+// pin check at enrollment. Retrying does not help.
+var ErrUntrusted = errors.New("the control plane's certificate is not trusted by the given CA bundle or pin")
+
+// trustResult remembers why the handshake's verification failed, since
+// grpc reports only a generic transport error.
+type trustResult struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (r *trustResult) set(err error) error {
+	if err != nil {
+		r.mu.Lock()
+		r.err = err
+		r.mu.Unlock()
+	}
+	return err
+}
+
+func (r *trustResult) failure() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
 // tlsConfig verifies the control plane's serving SVID before enrollment:
 // its chain must lead to a trusted CA (from the bundle file, or the
 // pinned CA found in the presented chain), and its SPIFFE ID must be the
 // control plane's.
-func (t Trust) tlsConfig() (*tls.Config, error) {
+func (t Trust) tlsConfig() (*tls.Config, *trustResult, error) {
 	if err := t.check(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	result := &trustResult{}
 	var fileCAs []*x509.Certificate
 	if t.BundleFile != "" {
 		b, err := os.ReadFile(t.BundleFile)
 		if err != nil {
-			return nil, fmt.Errorf("CA bundle: %w", err)
+			return nil, nil, fmt.Errorf("CA bundle: %w", err)
 		}
 		if fileCAs, err = certs.ParseCertsPEM(b); err != nil {
-			return nil, fmt.Errorf("CA bundle %s: %w", t.BundleFile, err)
+			return nil, nil, fmt.Errorf("CA bundle %s: %w", t.BundleFile, err)
 		}
 	}
 	verify := func(raw [][]byte, _ [][]*x509.Certificate) error {
@@ -96,9 +123,11 @@ func (t Trust) tlsConfig() (*tls.Config, error) {
 		MinVersion: tls.VersionTLS12,
 		// Verification is done above, by SPIFFE rules rather than host
 		// names: agents may reach the control plane by any address.
-		InsecureSkipVerify:    true, //nolint:gosec // replaced by verify
-		VerifyPeerCertificate: verify,
-	}, nil
+		InsecureSkipVerify: true, //nolint:gosec // replaced by verify
+		VerifyPeerCertificate: func(raw [][]byte, chains [][]*x509.Certificate) error {
+			return result.set(verify(raw, chains))
+		},
+	}, result, nil
 }
 
 func controlPlaneID(td spiffeid.TrustDomain) spiffeid.ID {
@@ -116,14 +145,6 @@ func (s *Source) MTLSConfig() *tls.Config {
 func (s *Source) Dial(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(s.MTLSConfig()))}, opts...)
 	return grpc.NewClient(addr, opts...)
-}
-
-func dialEnroll(_ context.Context, addr string, t Trust) (*grpc.ClientConn, error) {
-	cfg, err := t.tlsConfig()
-	if err != nil {
-		return nil, err
-	}
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 }
 
 func hostname() string {
