@@ -105,6 +105,9 @@ func (s *Store) CreateConfigDocument(ctx context.Context, a Actor, visible strin
 		if err := setLabels(ctx, q, d.ID, d.Labels); err != nil {
 			return err
 		}
+		if err := s.appendRevision(ctx, q, OpPut, d); err != nil {
+			return err
+		}
 		return s.audit(ctx, q, a, "config.create", "config_document", d.ID, d.TenantID, nil, d)
 	})
 	if err != nil {
@@ -223,6 +226,9 @@ func (s *Store) UpdateConfigDocument(ctx context.Context, a Actor, visible, id, 
 		if err := setLabels(ctx, q, d.ID, d.Labels); err != nil {
 			return err
 		}
+		if err := s.appendRevision(ctx, q, OpPut, d); err != nil {
+			return err
+		}
 		out = d
 		return s.audit(ctx, q, a, "config.update", "config_document", d.ID, d.TenantID, old, d)
 	})
@@ -258,6 +264,9 @@ func (s *Store) deleteConfig(ctx context.Context, q querier, a Actor, d ConfigDo
 		if _, err := q.exec(ctx, stmt, d.ID); err != nil {
 			return err
 		}
+	}
+	if err := s.appendRevision(ctx, q, OpDelete, d); err != nil {
+		return err
 	}
 	return s.audit(ctx, q, a, "config.delete", "config_document", d.ID, d.TenantID, d, nil)
 }

@@ -56,6 +56,9 @@ func (s *Store) CreateDataPlane(ctx context.Context, a Actor, visible string, d 
 		if err := setLabels(ctx, q, d.ID, d.Labels); err != nil {
 			return err
 		}
+		if err := s.createHead(ctx, q, d.ID); err != nil {
+			return err
+		}
 		return s.audit(ctx, q, a, "data_plane.create", "data_plane", d.ID, d.TenantID, nil, d)
 	})
 	if err != nil {
@@ -166,6 +169,8 @@ func (s *Store) DeleteDataPlane(ctx context.Context, a Actor, visible, id, etag 
 		}
 		for _, stmt := range []string{
 			`DELETE FROM labels WHERE object_id = $1`,
+			`DELETE FROM config_revisions WHERE data_plane_id = $1`,
+			`DELETE FROM data_plane_heads WHERE data_plane_id = $1`,
 			`DELETE FROM data_planes WHERE id = $1`,
 		} {
 			if _, err := q.exec(ctx, stmt, id); err != nil {

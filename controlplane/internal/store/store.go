@@ -35,6 +35,8 @@ var (
 	ErrFailedPrecondition = errors.New("failed precondition")
 	// ErrBadPageToken: Page.After is not a cursor this store handed out.
 	ErrBadPageToken = errors.New("bad page token")
+	// ErrCompacted: the revision log no longer reaches back that far.
+	ErrCompacted = errors.New("revision log compacted")
 )
 
 // Config configures Open.
@@ -79,6 +81,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s.b = b
 	if err := s.migrate(ctx); err != nil {
+		b.close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if err := s.repairHeads(ctx); err != nil {
 		b.close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}

@@ -498,6 +498,10 @@ func TestConcurrentWritersNoLostUpdate(t *testing.T) {
 		if n := auditCount(t, s, doc.ID); n != writers+1 {
 			t.Fatalf("audit events = %d; want %d", n, writers+1)
 		}
+		// Every write is in the revision log, gapless, its hashes chained.
+		if revs := checkLog(t, s, dp.ID); len(revs) != writers+1 {
+			t.Fatalf("revision log has %d entries; want %d", len(revs), writers+1)
+		}
 	})
 }
 
