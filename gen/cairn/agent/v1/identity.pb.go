@@ -105,9 +105,12 @@ type EnrollResponse struct {
 	// The SVID and any intermediates, leaf first, DER.
 	SvidChain [][]byte `protobuf:"bytes,5,rep,name=svid_chain,json=svidChain,proto3" json:"svid_chain,omitempty"`
 	// The CA certificates agents must trust, DER.
-	Bundle        [][]byte `protobuf:"bytes,6,rep,name=bundle,proto3" json:"bundle,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Bundle [][]byte `protobuf:"bytes,6,rep,name=bundle,proto3" json:"bundle,omitempty"`
+	// The Ed25519 root public key that signs the config-signing key set
+	// (raw 32 bytes). Agents trust key sets signed by it only.
+	SigningRootKey []byte `protobuf:"bytes,7,opt,name=signing_root_key,json=signingRootKey,proto3" json:"signing_root_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *EnrollResponse) Reset() {
@@ -178,6 +181,13 @@ func (x *EnrollResponse) GetSvidChain() [][]byte {
 func (x *EnrollResponse) GetBundle() [][]byte {
 	if x != nil {
 		return x.Bundle
+	}
+	return nil
+}
+
+func (x *EnrollResponse) GetSigningRootKey() []byte {
+	if x != nil {
+		return x.SigningRootKey
 	}
 	return nil
 }
@@ -376,7 +386,7 @@ const file_cairn_agent_v1_identity_proto_rawDesc = "" +
 	"join_token\x18\x01 \x01(\tR\tjoinToken\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\x12#\n" +
 	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\x12\x1a\n" +
-	"\bhostname\x18\x04 \x01(\tR\bhostname\"\xc0\x01\n" +
+	"\bhostname\x18\x04 \x01(\tR\bhostname\"\xea\x01\n" +
 	"\x0eEnrollResponse\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\"\n" +
@@ -384,7 +394,8 @@ const file_cairn_agent_v1_identity_proto_rawDesc = "" +
 	"\tspiffe_id\x18\x04 \x01(\tR\bspiffeId\x12\x1d\n" +
 	"\n" +
 	"svid_chain\x18\x05 \x03(\fR\tsvidChain\x12\x16\n" +
-	"\x06bundle\x18\x06 \x03(\fR\x06bundle\"$\n" +
+	"\x06bundle\x18\x06 \x03(\fR\x06bundle\x12(\n" +
+	"\x10signing_root_key\x18\a \x01(\fR\x0esigningRootKey\"$\n" +
 	"\x10RenewSVIDRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"J\n" +
 	"\x11RenewSVIDResponse\x12\x1d\n" +
