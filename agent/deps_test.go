@@ -24,6 +24,7 @@ func TestAgentDependencies(t *testing.T) {
 		"github.com/cockroachdb/",
 		"connectrpc.com/",
 		"github.com/cairnhq/cairn/certs/ca",
+		"github.com/cairnhq/cairn/certs/signer",
 	}
 	deps := strings.Fields(string(out))
 	if len(deps) < 10 {
