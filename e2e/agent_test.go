@@ -332,7 +332,7 @@ func svidLeaf(t *testing.T, dataDir string) *x509.Certificate {
 func checkIdentityFiles(t *testing.T, dataDir string) {
 	t.Helper()
 	dir := filepath.Join(dataDir, "identity")
-	for name, want := range map[string]os.FileMode{"": 0o700, "svid.pem": 0o600, "identity.json": 0o600, "bundle.pem": 0o644} {
+	for name, want := range map[string]os.FileMode{"": 0o700, "svid.pem": 0o600, "identity.json": 0o600, "bundle.pem": 0o644, "signing-root.pem": 0o644} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)

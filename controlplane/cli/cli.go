@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cairnhq/cairn/certs/ca"
+	"github.com/cairnhq/cairn/certs/signer"
 	"github.com/cairnhq/cairn/controlplane/internal/agentapi"
 	"github.com/cairnhq/cairn/controlplane/internal/auth"
 	"github.com/cairnhq/cairn/controlplane/internal/server"
@@ -35,6 +36,7 @@ type flags struct {
 	agentAddr          string
 	trustDomain        string
 	caDir              string
+	signingDir         string
 	svidTTL            time.Duration
 	agentNames         string
 	spireTrustDomain   string
@@ -59,6 +61,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs.StringVar(&f.trustDomain, "trust-domain", "cairn.local", "SPIFFE trust domain of agents and the control plane")
 	fs.StringVar(&f.caDir, "ca-dir", "", "directory of the agent CA's certificates and keys (0600); empty means <data-dir>/ca. Replicas must share it")
 	fs.StringVar(&f.agentNames, "agent-api-names", "localhost,127.0.0.1", "comma-separated DNS names and IPs of the agent API for its serving certificate (agents check its SPIFFE ID; grpcurl checks these)")
+	fs.StringVar(&f.signingDir, "signing-dir", "", "directory of the config-signing root and signing keys (0600); empty means <data-dir>/signing. Replicas must share it")
 	fs.StringVar(&f.spireTrustDomain, "spire-trust-domain", "", "also admit agents whose SVIDs come from this SPIRE trust domain (with --spire-bundle and --spire-agents)")
 	fs.StringVar(&f.spireBundle, "spire-bundle", "", "PEM file of the SPIRE trust domain's CA certificates (spire-server bundle show)")
 	fs.StringVar(&f.spireAgents, "spire-agents", "", `JSON file mapping SPIRE SPIFFE IDs to data planes: [{"spiffe_id" or "spiffe_id_prefix", "tenant_id", "data_plane_id"}]`)
@@ -97,6 +100,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	}
 	if f.caDir == "" {
 		f.caDir = filepath.Join(f.dataDir, "ca")
+	}
+	if f.signingDir == "" {
+		f.signingDir = filepath.Join(f.dataDir, "signing")
 	}
 	return f, nil
 }
@@ -174,6 +180,10 @@ func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
+	keys, err := signer.Open(signer.Config{Dir: f.signingDir, Logger: log})
+	if err != nil {
+		return err
+	}
 	var spire *agentapi.SPIRE
 	if f.spireTrustDomain != "" {
 		if spire, err = agentapi.LoadSPIRE(f.spireTrustDomain, f.spireBundle, f.spireAgents); err != nil {
@@ -198,7 +208,7 @@ func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error
 		return err
 	}
 	agents, err := agentapi.New(agentapi.Config{
-		Listener: agentLis, Store: st, CA: authority, TrustDomain: td, SVIDTTL: f.svidTTL, Logger: log,
+		Listener: agentLis, Store: st, CA: authority, Signer: keys, TrustDomain: td, SVIDTTL: f.svidTTL, Logger: log,
 		ServingNames: strings.Split(f.agentNames, ","), SPIRE: spire,
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -76,6 +77,12 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Source, error) {
 	src, err := newSource(cfg.Dir, info, chain, key, bundle)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	if len(resp.SigningRootKey) != 0 {
+		if len(resp.SigningRootKey) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("enroll: signing root key has %d bytes; want %d", len(resp.SigningRootKey), ed25519.PublicKeySize)
+		}
+		src.signingRoot = ed25519.PublicKey(resp.SigningRootKey)
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)

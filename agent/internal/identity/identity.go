@@ -6,6 +6,7 @@ package identity
 
 import (
 	"crypto"
+	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -34,9 +35,10 @@ type Info struct {
 
 // File names inside the identity directory.
 const (
-	svidFile   = "svid.pem" // certificate chain and private key, 0600
-	bundleFile = "bundle.pem"
-	infoFile   = "identity.json"
+	svidFile    = "svid.pem" // certificate chain and private key, 0600
+	bundleFile  = "bundle.pem"
+	infoFile    = "identity.json"
+	rootKeyFile = "signing-root.pem" // the config-signing root public key
 )
 
 // Source holds the agent's current SVID and trust bundle. It implements
@@ -51,10 +53,18 @@ type Source struct {
 	// workload, when set, supplies the SVID (SPIRE); svid is unused.
 	workload x509svid.Source
 
+	// signingRoot verifies config-signing key sets; nil when the control
+	// plane gave none.
+	signingRoot ed25519.PublicKey
+
 	mu     sync.RWMutex
 	svid   *x509svid.SVID
 	bundle *x509bundle.Bundle
 }
+
+// SigningRoot is the public key that signs config-signing key sets, as
+// received at enrollment; nil if none was.
+func (s *Source) SigningRoot() ed25519.PublicKey { return s.signingRoot }
 
 // External reports whether the SVID comes from a SPIFFE Workload API, so
 // that Cairn neither renews nor persists it.
@@ -191,7 +201,39 @@ func Load(dir string) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load identity: %s: %w", bundleFile, err)
 	}
-	return newSource(dir, info, chain, key, bundle)
+	src, err := newSource(dir, info, chain, key, bundle)
+	if err != nil {
+		return nil, err
+	}
+	if src.signingRoot, err = readRootKey(filepath.Join(dir, rootKeyFile)); err != nil {
+		return nil, fmt.Errorf("load identity: %w", err)
+	}
+	return src, nil
+}
+
+// readRootKey reads the signing root public key; a missing file (an
+// identity from before signing existed) gives nil.
+func readRootKey(path string) (ed25519.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("%s: want a PEM PUBLIC KEY", rootKeyFile)
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", rootKeyFile, err)
+	}
+	pub, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%s: not an Ed25519 key", rootKeyFile)
+	}
+	return pub, nil
 }
 
 // save persists the identity: the SVID file (chain and key together, so a
@@ -212,6 +254,15 @@ func (s *Source) save() error {
 	}
 	if err := s.saveBundle(); err != nil {
 		return err
+	}
+	if s.signingRoot != nil {
+		der, err := x509.MarshalPKIXPublicKey(s.signingRoot)
+		if err != nil {
+			return fmt.Errorf("save identity: %w", err)
+		}
+		if err := certs.WriteFileAtomic(filepath.Join(s.dir, rootKeyFile), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+			return fmt.Errorf("save identity: %w", err)
+		}
 	}
 	info, _ := json.MarshalIndent(s.info, "", "  ")
 	if err := certs.WriteFileAtomic(filepath.Join(s.dir, infoFile), append(info, '\n'), 0o600); err != nil {

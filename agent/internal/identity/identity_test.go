@@ -3,6 +3,7 @@ package identity
 import (
 	"bytes"
 	"crypto"
+	"crypto/ed25519"
 	"crypto/x509"
 	"errors"
 	"io/fs"
@@ -25,10 +26,15 @@ func TestLoadRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rootPub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.signingRoot = rootPub
 	if err := src.save(); err != nil {
 		t.Fatalf("save: %v", err)
 	}
-	for name, want := range map[string]os.FileMode{svidFile: 0o600, infoFile: 0o600, bundleFile: 0o644} {
+	for name, want := range map[string]os.FileMode{svidFile: 0o600, infoFile: 0o600, bundleFile: 0o644, rootKeyFile: 0o644} {
 		if got := fileMode(t, filepath.Join(dir, name)); got != want {
 			t.Errorf("%s mode %v; want %v", name, got, want)
 		}
@@ -43,6 +49,9 @@ func TestLoadRoundTrip(t *testing.T) {
 	}
 	if got.Info() != f.info {
 		t.Errorf("Info %+v; want %+v", got.Info(), f.info)
+	}
+	if !got.SigningRoot().Equal(rootPub) {
+		t.Errorf("loaded signing root %x; want %x", []byte(got.SigningRoot()), []byte(rootPub))
 	}
 	if got.TrustDomain() != td {
 		t.Errorf("TrustDomain %v; want %v", got.TrustDomain(), td)

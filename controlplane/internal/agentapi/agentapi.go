@@ -28,6 +28,7 @@ import (
 
 	"github.com/cairnhq/cairn/certs"
 	"github.com/cairnhq/cairn/certs/ca"
+	"github.com/cairnhq/cairn/certs/signer"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 )
@@ -58,6 +59,10 @@ type Config struct {
 	Store *store.Store
 	// CA issues SVIDs and holds the trust bundle. Required.
 	CA *ca.Authority
+	// Signer holds the config-signing keys; its root public key is given
+	// to agents at enrollment. Nil gives agents no root key (they cannot
+	// receive signed config then).
+	Signer *signer.Signer
 	// TrustDomain is the agents' and control plane's trust domain. Required.
 	TrustDomain spiffeid.TrustDomain
 	// SVIDTTL is the lifetime of agent SVIDs; 0 means DefaultSVIDTTL.

@@ -1,6 +1,7 @@
 package agentapi_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -64,6 +65,9 @@ func TestEnroll(t *testing.T) {
 			wantID := "spiffe://cairn.test/tenant/" + e.Tenant.ID + "/dataplane/" + e.DP.ID + "/agent/" + resp.AgentId
 			if resp.SpiffeId != wantID {
 				t.Errorf("got spiffe id %q; want %q", resp.SpiffeId, wantID)
+			}
+			if !bytes.Equal(resp.SigningRootKey, e.Signer.RootPublicKey()) {
+				t.Errorf("got signing root key %x; want the signer's %x", resp.SigningRootKey, []byte(e.Signer.RootPublicKey()))
 			}
 
 			// The SVID: a leaf for our key that verifies against the

@@ -27,6 +27,7 @@ import (
 
 	"github.com/cairnhq/cairn/certs"
 	"github.com/cairnhq/cairn/certs/ca"
+	"github.com/cairnhq/cairn/certs/signer"
 	"github.com/cairnhq/cairn/controlplane/internal/agentapi"
 	"github.com/cairnhq/cairn/controlplane/internal/auth"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
@@ -96,6 +97,7 @@ type options struct {
 type env struct {
 	Store  *store.Store
 	CA     *ca.Authority
+	Signer *signer.Signer
 	Server *agentapi.Server
 	Addr   string
 	Tenant store.Tenant
@@ -138,12 +140,16 @@ func start(tb testing.TB, o options) *env {
 	if err != nil {
 		tb.Fatalf("ca.Open: %v", err)
 	}
+	keys, err := signer.Open(signer.Config{Dir: filepath.Join(tb.TempDir(), "signing"), Logger: logger})
+	if err != nil {
+		tb.Fatalf("signer.Open: %v", err)
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	srv, err := agentapi.New(agentapi.Config{
-		Listener: lis, Store: st, CA: authority, TrustDomain: td,
+		Listener: lis, Store: st, CA: authority, Signer: keys, TrustDomain: td,
 		SVIDTTL: o.SVIDTTL, RevocationPoll: o.RevocationPoll, Logger: logger, Now: caNow,
 	})
 	if err != nil {
@@ -173,7 +179,7 @@ func start(tb testing.TB, o options) *env {
 	}
 	tb.Cleanup(func() { stop() })
 
-	e := &env{Store: st, CA: authority, Server: srv, Addr: lis.Addr().String(), Stop: stop}
+	e := &env{Store: st, CA: authority, Signer: keys, Server: srv, Addr: lis.Addr().String(), Stop: stop}
 	e.Tenant, err = st.CreateTenant(ctx, admin, store.Tenant{Name: "acme"})
 	if err != nil {
 		tb.Fatalf("CreateTenant: %v", err)

@@ -88,10 +88,14 @@ func (e *enrollment) Enroll(ctx context.Context, req *agentv1.EnrollRequest) (*a
 		return nil, status.Error(codes.Internal, "enrollment failed")
 	}
 	s.log.InfoContext(ctx, "agent enrolled", "agent_id", ag.ID, "tenant_id", ag.TenantID, "data_plane_id", ag.DataPlaneID)
-	return &agentv1.EnrollResponse{
+	resp := &agentv1.EnrollResponse{
 		AgentId: ag.ID, TenantId: ag.TenantID, DataPlaneId: ag.DataPlaneID, SpiffeId: ag.SPIFFEID,
 		SvidChain: chain, Bundle: derList(s.cfg.CA.BundleCerts()),
-	}, nil
+	}
+	if s.cfg.Signer != nil {
+		resp.SigningRootKey = s.cfg.Signer.RootPublicKey()
+	}
+	return resp, nil
 }
 
 type identity struct {
