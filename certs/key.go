@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // maxKeyFile bounds what ReadKeyFile reads; a PKCS#8 key is well under 1 KiB.
@@ -135,7 +136,7 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(dir)
+	return SyncDir(dir)
 }
 
 // writeSyncClose sets f's mode, writes data and makes it durable. It closes
@@ -154,8 +155,8 @@ func writeSyncClose(f *os.File, data []byte, perm os.FileMode) error {
 	return err
 }
 
-// syncDir makes a rename or removal in dir durable.
-func syncDir(dir string) error {
+// SyncDir makes a rename or removal in dir durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -168,4 +169,25 @@ func syncDir(dir string) error {
 		return fmt.Errorf("sync directory: %w", err)
 	}
 	return nil
+}
+
+// RemoveTempFiles deletes what an interrupted WriteFileAtomic left in dir:
+// hidden files named ".<name>.tmp-<random>", which may hold a copy of a
+// key. It returns the names it removed.
+func RemoveTempFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for _, e := range entries {
+		n := e.Name()
+		if e.Type().IsRegular() && strings.HasPrefix(n, ".") && strings.Contains(n, ".tmp-") {
+			if err := os.Remove(filepath.Join(dir, n)); err != nil {
+				return removed, err
+			}
+			removed = append(removed, n)
+		}
+	}
+	return removed, nil
 }

@@ -371,7 +371,7 @@ func (a *Authority) removeCAFiles(id string) error {
 			return err
 		}
 	}
-	return syncDir(a.dir)
+	return certs.SyncDir(a.dir)
 }
 
 // caFiles lists the names of *.crt and *.key files in Dir.
@@ -393,37 +393,15 @@ func (a *Authority) caFiles() ([]string, error) {
 	return out, nil
 }
 
-// removeTempFiles deletes what an interrupted certs.WriteFileAtomic left:
-// hidden files named ".<name>.tmp-<random>". One may hold a copy of a CA key.
-func (a *Authority) removeTempFiles() error {
-	entries, err := os.ReadDir(a.dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		n := e.Name()
-		if e.Type().IsRegular() && strings.HasPrefix(n, ".") && strings.Contains(n, ".tmp-") {
-			if err := os.Remove(filepath.Join(a.dir, n)); err != nil {
-				return err
-			}
-			a.log.Warn("removed leftover temporary file", slog.String("file", n))
-		}
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
 func (a *Authority) statePath() string         { return filepath.Join(a.dir, stateFileName) }
 func (a *Authority) certPath(id string) string { return filepath.Join(a.dir, id+".crt") }
 func (a *Authority) keyPath(id string) string  { return filepath.Join(a.dir, id+".key") }
+
+// removeTempFiles deletes what an interrupted write left behind.
+func (a *Authority) removeTempFiles() error {
+	removed, err := certs.RemoveTempFiles(a.dir)
+	for _, n := range removed {
+		a.log.Warn("removed leftover temporary file", slog.String("file", n))
+	}
+	return err
+}

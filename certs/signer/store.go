@@ -395,7 +395,7 @@ func (s *Signer) removeKeyFile(id string) error {
 	if err := os.Remove(s.keyPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	return syncDir(s.dir)
+	return certs.SyncDir(s.dir)
 }
 
 // keyFiles lists the names of *.key files in Dir.
@@ -414,36 +414,14 @@ func (s *Signer) keyFiles() ([]string, error) {
 	return out, nil
 }
 
-// removeTempFiles deletes what an interrupted certs.WriteFileAtomic left:
-// hidden files named ".<name>.tmp-<random>". One may hold a copy of a key.
-func (s *Signer) removeTempFiles() error {
-	entries, err := os.ReadDir(s.dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		n := e.Name()
-		if e.Type().IsRegular() && strings.HasPrefix(n, ".") && strings.Contains(n, ".tmp-") {
-			if err := os.Remove(filepath.Join(s.dir, n)); err != nil {
-				return err
-			}
-			s.log.Warn("removed leftover temporary file", slog.String("file", n))
-		}
-	}
-	return nil
-}
+func (s *Signer) statePath() string        { return filepath.Join(s.dir, stateFileName) }
+func (s *Signer) keyPath(id string) string { return filepath.Join(s.dir, id+".key") }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
+// removeTempFiles deletes what an interrupted write left behind.
+func (s *Signer) removeTempFiles() error {
+	removed, err := certs.RemoveTempFiles(s.dir)
+	for _, n := range removed {
+		s.log.Warn("removed leftover temporary file", slog.String("file", n))
 	}
 	return err
 }
-
-func (s *Signer) statePath() string        { return filepath.Join(s.dir, stateFileName) }
-func (s *Signer) keyPath(id string) string { return filepath.Join(s.dir, id+".key") }
