@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/cairnhq/cairn/agent/internal/daemon"
 	"github.com/cairnhq/cairn/agent/internal/identity"
 	"github.com/cairnhq/cairn/internal/flagenv"
+	"github.com/cairnhq/cairn/internal/logging"
 )
 
 const envPrefix = "CAIRN_AGENT"
@@ -73,21 +73,6 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	return f, nil
 }
 
-func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: l}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format must be json or text, not %q", format)
-}
-
 // Run runs cairn-agent and returns its exit code: 0 after a clean stop, 2
 // for bad usage, 3 when the agent is revoked, 1 for any other failure.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -99,7 +84,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stderr, "cairn-agent:", err)
 		return 2
 	}
-	log, err := newLogger(f.logLevel, f.logFormat, stderr)
+	log, err := logging.New(f.logLevel, f.logFormat, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "cairn-agent:", err)
 		return 2

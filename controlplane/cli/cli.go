@@ -27,6 +27,7 @@ import (
 	"github.com/cairnhq/cairn/controlplane/internal/server"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
 	"github.com/cairnhq/cairn/internal/flagenv"
+	"github.com/cairnhq/cairn/internal/logging"
 )
 
 const envPrefix = "CAIRN"
@@ -107,22 +108,6 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	return f, nil
 }
 
-func newLogger(f flags, w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch f.logFormat {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	default:
-		return nil, fmt.Errorf("--log-format must be json or text, not %q", f.logFormat)
-	}
-}
-
 // Run runs cairn-controlplane and returns its exit code: 0 after a clean
 // shutdown, 2 for bad usage, 1 for any other failure.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -134,7 +119,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stderr, "cairn-controlplane:", err)
 		return 2
 	}
-	log, err := newLogger(f, stderr)
+	log, err := logging.New(f.logLevel, f.logFormat, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "cairn-controlplane:", err)
 		return 2
