@@ -336,14 +336,18 @@ func TestRenewalRetries(t *testing.T) {
 // TestRunWaitsForRenewal: when Run returns, the daemon must be done with
 // its identity directory; a renewal still writing svid.pem could race a
 // restart (or a test's cleanup) reading or removing it.
+//
+// One-second SVIDs keep renewals back to back, so Run is usually stopped
+// mid-renewal, which is what catches a Run that does not wait. Certificate
+// times have whole seconds, though, and a stalled (loaded) machine can let
+// such an SVID expire before it is renewed; an iteration where that
+// happens proves nothing and is not counted, but enough must count.
 func TestRunWaitsForRenewal(t *testing.T) {
 	f := startFakeCP(t)
-	// Renewals back to back. Certificate times have whole seconds, so a
-	// 1 s lifetime can leave a few milliseconds to renew in, and a loaded
-	// machine misses them: 2 s leaves at least one.
-	f.setSVIDLife(2 * time.Second)
+	f.setSVIDLife(time.Second)
 	root := t.TempDir()
-	for i := range 8 {
+	exercised := 0
+	for i := range 20 {
 		cfg, log := config(t, f, f.newToken())
 		cfg.Dir = filepath.Join(root, fmt.Sprint(i))
 		d, err := New(cfg)
@@ -353,7 +357,13 @@ func TestRunWaitsForRenewal(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- d.Run(ctx) }()
-		waitFor(t, 10*time.Second, "renewals", func() bool { return log.count("SVID renewed") >= 2 })
+		renewed := false
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if log.count("SVID renewed") >= 2 {
+				renewed = true
+				break
+			}
+		}
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatalf("Run: %v", err)
@@ -361,7 +371,14 @@ func TestRunWaitsForRenewal(t *testing.T) {
 		if goroutineRunning("(*Daemon).renewLoop") {
 			t.Fatalf("iteration %d: Run returned while renewLoop was still running", i)
 		}
+		if renewed {
+			exercised++
+		}
 	}
+	if exercised < 5 {
+		t.Fatalf("only %d of 20 iterations got two renewals in; the machine is too loaded for this test to mean anything", exercised)
+	}
+	t.Logf("%d of 20 iterations stopped Run during back-to-back renewals", exercised)
 }
 
 // goroutineRunning reports whether any goroutine's stack contains fn.
