@@ -25,6 +25,7 @@ fuzz-short:
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=10s ./controlplane/internal/selector
 	$(GO) test -run='^$$' -fuzz=FuzzUnmarshalEnvelope -fuzztime=10s ./certs/sign
 	$(GO) test -run='^$$' -fuzz=FuzzVerify -fuzztime=10s ./certs/sign
+	$(GO) test -run='^$$' -fuzz=FuzzApplyDelta -fuzztime=10s ./agent/internal/cache
 
 ## postgres: make sure PostgreSQL answers at 127.0.0.1:5432 (installs/starts it)
 postgres:
