@@ -191,3 +191,24 @@ func TestRegisterExternalAgent(t *testing.T) {
 		wantErr(t, err, store.ErrNotFound)
 	})
 }
+
+func TestAgentSync(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		id := uuid.NewString()
+		_, err := s.GetAgentSync(ctx, id)
+		wantErr(t, err, store.ErrNotFound)
+		in := store.AgentSync{AgentID: id, DataPlaneID: uuid.NewString(), Epoch: "e1", LastSentRevision: 5, LastAppliedRevision: 4}
+		if err := s.PutAgentSync(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+		in.LastAppliedRevision, in.LastNackRevision, in.LastNackReason, in.LastNackDetail = 5, 6, "NACK_REASON_CHAIN_BROKEN", "x"
+		if err := s.PutAgentSync(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+		got := must[store.AgentSync](t)(s.GetAgentSync(ctx, id))
+		if got.LastAppliedRevision != 5 || got.LastNackRevision != 6 || got.LastNackReason != "NACK_REASON_CHAIN_BROKEN" || got.Epoch != "e1" || got.LastSeen.IsZero() {
+			t.Fatalf("got %+v", got)
+		}
+	})
+}
