@@ -29,6 +29,7 @@ import (
 	"github.com/cairnhq/cairn/certs"
 	"github.com/cairnhq/cairn/certs/ca"
 	"github.com/cairnhq/cairn/certs/signer"
+	"github.com/cairnhq/cairn/controlplane/internal/fanout"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 )
@@ -78,6 +79,14 @@ type Config struct {
 	// agents authorize by SPIFFE ID and ignore them. Empty means
 	// localhost and 127.0.0.1.
 	ServingNames []string
+	// Envelopes and Hub, when both set, serve ConfigService.Stream: the
+	// signed config of the caller's data plane. Nil leaves it
+	// unimplemented.
+	Envelopes *fanout.Envelopes
+	Hub       *fanout.Hub
+	// HeartbeatEvery is how often idle streams get a signed heartbeat; 0
+	// means DefaultHeartbeatEvery.
+	HeartbeatEvery time.Duration
 	// SPIRE, when set, also admits agents holding SVIDs of a SPIRE trust
 	// domain, mapped to data planes; nil admits only enrolled agents.
 	SPIRE *SPIRE
@@ -132,6 +141,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.HeartbeatEvery == 0 {
+		cfg.HeartbeatEvery = DefaultHeartbeatEvery
+	}
 	if len(cfg.ServingNames) == 0 {
 		cfg.ServingNames = []string{"localhost", "127.0.0.1"}
 	}
@@ -168,6 +180,9 @@ func New(cfg Config) (*Server, error) {
 	)
 	agentv1.RegisterEnrollmentServiceServer(s.grpc, &enrollment{s: s})
 	agentv1.RegisterIdentityServiceServer(s.grpc, &identity{s: s})
+	if cfg.Envelopes != nil && cfg.Hub != nil {
+		agentv1.RegisterConfigServiceServer(s.grpc, &configService{s: s})
+	}
 	reflection.Register(s.grpc)
 	return s, nil
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/cairnhq/cairn/certs"
 	"github.com/cairnhq/cairn/certs/ca"
 	"github.com/cairnhq/cairn/certs/signer"
+	"github.com/cairnhq/cairn/controlplane/internal/fanout"
 	"github.com/cairnhq/cairn/controlplane/internal/agentapi"
 	"github.com/cairnhq/cairn/controlplane/internal/auth"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
@@ -89,6 +90,8 @@ type options struct {
 	SVIDTTL time.Duration
 	// RevocationPoll is agentapi.Config.RevocationPoll; 0 means 50ms.
 	RevocationPoll time.Duration
+	// HeartbeatEvery is agentapi.Config.HeartbeatEvery; 0 means the default.
+	HeartbeatEvery time.Duration
 }
 
 // env is a running agent API: a real store, a real CA in a temporary
@@ -144,11 +147,24 @@ func start(tb testing.TB, o options) *env {
 	if err != nil {
 		tb.Fatalf("signer.Open: %v", err)
 	}
+	envelopes, err := fanout.NewEnvelopes(fanout.Config{Store: st, Signer: keys, Logger: logger})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	hub, err := fanout.NewHub(st, 20*time.Millisecond, logger, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	hubCtx, hubCancel := context.WithCancel(context.Background())
+	hubDone := make(chan struct{})
+	go func() { _ = hub.Run(hubCtx); close(hubDone) }()
+	tb.Cleanup(func() { hubCancel(); <-hubDone })
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	srv, err := agentapi.New(agentapi.Config{
+		Envelopes: envelopes, Hub: hub, HeartbeatEvery: o.HeartbeatEvery,
 		Listener: lis, Store: st, CA: authority, Signer: keys, TrustDomain: td,
 		SVIDTTL: o.SVIDTTL, RevocationPoll: o.RevocationPoll, Logger: logger, Now: caNow,
 	})

@@ -3,6 +3,8 @@ package agentapi_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"io"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -168,7 +170,9 @@ func listServices(ctx context.Context, conn *grpc.ClientConn) ([]string, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{ListServices: "*"}}); err != nil {
+	// Send reports io.EOF when the server has already ended the stream (a
+	// refusal can be that quick); Recv then returns the real status.
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{ListServices: "*"}}); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
 	resp, err := stream.Recv()

@@ -1,0 +1,225 @@
+package agentapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cairnhq/cairn/certs/sign"
+	"github.com/cairnhq/cairn/controlplane/internal/store"
+	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+	"github.com/cairnhq/cairn/internal/configstate"
+)
+
+// DefaultHeartbeatEvery is how often an idle stream gets a signed
+// heartbeat.
+const DefaultHeartbeatEvery = 10 * time.Second
+
+type configService struct {
+	agentv1.UnimplementedConfigServiceServer
+	s *Server
+}
+
+// streamState is one stream's position. Only the sending goroutine
+// touches sent and nacked; acks arrive on their own goroutine and are
+// passed over a channel.
+type streamState struct {
+	c       caller
+	hello   *agentv1.Hello
+	sent    int64 // newest revision sent
+	nacked  int64 // newest revision refused; not resent until a newer one exists
+	applied int64
+}
+
+func keySetVersion(env *agentv1.SignedEnvelope) int64 {
+	var ks sign.KeySet
+	if json.Unmarshal(env.Payload, &ks) != nil {
+		return 0
+	}
+	return ks.Version
+}
+
+// Stream serves one agent's config stream: hello, key set, catch-up by
+// deltas or snapshot, then live deltas and heartbeats. The data plane is
+// the caller's, from its certificate.
+func (cs *configService) Stream(stream agentv1.ConfigService_StreamServer) error {
+	s := cs.s
+	ctx := stream.Context()
+	c, ok := callerFrom(ctx)
+	if !ok {
+		return status.Error(codes.Internal, "no caller")
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "the first message must be a Hello")
+	}
+	st := &streamState{c: c, hello: hello, sent: hello.AppliedRevision, applied: hello.AppliedRevision}
+	sub := s.cfg.Hub.Subscribe(c.DataPlaneID)
+	defer sub.Close()
+
+	// Acks and Nacks arrive concurrently with sends.
+	acks := make(chan *agentv1.StreamRequest, 64)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case acks <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	if ks := s.cfg.Envelopes.KeySet(); keySetVersion(ks) > hello.KeySetVersion {
+		if err := stream.Send(&agentv1.StreamResponse{Nonce: "keyset", Msg: &agentv1.StreamResponse_KeySet{KeySet: ks}}); err != nil {
+			return err
+		}
+	}
+	if err := cs.catchUp(ctx, stream, st); err != nil {
+		return err
+	}
+	heartbeat := time.NewTicker(s.cfg.HeartbeatEvery)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case m := <-acks:
+			cs.record(ctx, st, m)
+		case <-sub.C:
+			if err := cs.catchUp(ctx, stream, st); err != nil {
+				return err
+			}
+		case <-heartbeat.C:
+			head, err := s.cfg.Store.GetHead(ctx, c.DataPlaneID)
+			if err != nil {
+				return status.Error(codes.Unavailable, "store unavailable")
+			}
+			hb, err := s.cfg.Envelopes.Heartbeat(ctx, head)
+			if err != nil {
+				return status.Error(codes.Internal, "heartbeat")
+			}
+			if err := stream.Send(&agentv1.StreamResponse{Msg: &agentv1.StreamResponse_Heartbeat{Heartbeat: hb}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// catchUp sends what the agent lacks: deltas from its position, or a
+// snapshot when the log does not reach back, the agent's state is not on
+// the log, or it refused an update that a newer revision now supersedes.
+func (cs *configService) catchUp(ctx context.Context, stream agentv1.ConfigService_StreamServer, st *streamState) error {
+	s := cs.s
+	dp := st.c.DataPlaneID
+	head, err := s.cfg.Store.GetHead(ctx, dp)
+	if err != nil {
+		return status.Error(codes.Unavailable, "store unavailable")
+	}
+	if head.Revision <= st.sent || head.Revision <= st.nacked {
+		return nil
+	}
+	snapshot := st.nacked > 0 || st.sent > head.Revision
+	if !snapshot && st.sent == st.hello.AppliedRevision {
+		// First catch-up: the agent's state must be the log's at its revision.
+		want := configstate.EmptyHash
+		if st.sent > 0 {
+			revs, err := s.cfg.Store.RevisionsAfter(ctx, dp, st.sent-1, 1)
+			if err != nil || len(revs) == 0 {
+				snapshot = true
+			} else {
+				want = revs[0].StateHash
+			}
+		}
+		snapshot = snapshot || st.hello.StateHash != want
+	}
+	if !snapshot {
+		for rev := st.sent + 1; rev <= head.Revision; rev++ {
+			env, err := s.cfg.Envelopes.Delta(ctx, dp, rev)
+			if errors.Is(err, store.ErrCompacted) {
+				snapshot = true
+				break
+			}
+			if err != nil {
+				return status.Error(codes.Unavailable, "delta unavailable")
+			}
+			if err := stream.Send(&agentv1.StreamResponse{Nonce: fmt.Sprint(rev), Msg: &agentv1.StreamResponse_Update{Update: env}}); err != nil {
+				return err
+			}
+			st.sent = rev
+		}
+	}
+	if snapshot {
+		envs, snapHead, err := s.cfg.Envelopes.Snapshot(ctx, dp)
+		if err != nil {
+			return status.Error(codes.Unavailable, "snapshot unavailable")
+		}
+		for i, env := range envs {
+			nonce := ""
+			if i == len(envs)-1 {
+				nonce = fmt.Sprint(snapHead.Revision)
+			}
+			if err := stream.Send(&agentv1.StreamResponse{Nonce: nonce, Msg: &agentv1.StreamResponse_Update{Update: env}}); err != nil {
+				return err
+			}
+		}
+		st.sent, st.nacked = snapHead.Revision, 0
+	}
+	cs.save(ctx, st, "", "", 0)
+	return nil
+}
+
+// record notes an Ack or Nack.
+func (cs *configService) record(ctx context.Context, st *streamState, m *agentv1.StreamRequest) {
+	switch msg := m.Msg.(type) {
+	case *agentv1.StreamRequest_Ack:
+		if msg.Ack.Revision > st.applied {
+			st.applied = msg.Ack.Revision
+			cs.save(ctx, st, "", "", 0)
+		}
+	case *agentv1.StreamRequest_Nack:
+		n := msg.Nack
+		cs.s.log.WarnContext(ctx, "agent refused an update", "agent_id", st.c.AgentID, "revision", n.Revision,
+			"reason", n.Reason.String(), "detail", n.Detail)
+		if n.Revision > st.nacked {
+			st.nacked = n.Revision
+		}
+		cs.save(ctx, st, n.Reason.String(), n.Detail, n.Revision)
+	}
+}
+
+func (cs *configService) save(ctx context.Context, st *streamState, reason, detail string, nackRev int64) {
+	prev, err := cs.s.cfg.Store.GetAgentSync(ctx, st.c.AgentID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return
+	}
+	rec := store.AgentSync{AgentID: st.c.AgentID, DataPlaneID: st.c.DataPlaneID, Epoch: st.hello.Epoch,
+		LastSentRevision: st.sent, LastAppliedRevision: st.applied,
+		LastNackRevision: prev.LastNackRevision, LastNackReason: prev.LastNackReason, LastNackDetail: prev.LastNackDetail}
+	if nackRev > 0 {
+		rec.LastNackRevision, rec.LastNackReason, rec.LastNackDetail = nackRev, reason, detail
+	}
+	if err := cs.s.cfg.Store.PutAgentSync(ctx, rec); err != nil {
+		cs.s.log.WarnContext(ctx, "record agent sync", "agent_id", st.c.AgentID, "error", err)
+	}
+}
