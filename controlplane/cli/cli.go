@@ -24,6 +24,7 @@ import (
 	"github.com/cairnhq/cairn/certs/signer"
 	"github.com/cairnhq/cairn/controlplane/internal/agentapi"
 	"github.com/cairnhq/cairn/controlplane/internal/auth"
+	"github.com/cairnhq/cairn/controlplane/internal/fanout"
 	"github.com/cairnhq/cairn/controlplane/internal/server"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
 	"github.com/cairnhq/cairn/internal/flagenv"
@@ -192,7 +193,16 @@ func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
+	envelopes, err := fanout.NewEnvelopes(fanout.Config{Store: st, Signer: keys, Logger: log})
+	if err != nil {
+		return err
+	}
+	hub, err := fanout.NewHub(st, 0, log, nil)
+	if err != nil {
+		return err
+	}
 	agents, err := agentapi.New(agentapi.Config{
+		Envelopes: envelopes, Hub: hub,
 		Listener: agentLis, Store: st, CA: authority, Signer: keys, TrustDomain: td, SVIDTTL: f.svidTTL, Logger: log,
 		ServingNames: strings.Split(f.agentNames, ","), SPIRE: spire,
 	})
@@ -202,5 +212,39 @@ func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(ctx) })
 	g.Go(func() error { return agents.Run(ctx) })
+	g.Go(func() error { return hub.Run(ctx) })
+	g.Go(func() error { return maintain(ctx, st, keys, log) })
 	return g.Wait()
+}
+
+// Revision log retention: entries beyond the newest keepRevisions of a
+// data plane, or older than keepRevisionsFor, are compacted; agents further
+// behind get a snapshot.
+const (
+	keepRevisions    = 1000
+	keepRevisionsFor = 7 * 24 * time.Hour
+)
+
+// maintain rotates the config-signing keys on schedule and compacts the
+// revision log, once a minute, until ctx ends.
+func maintain(ctx context.Context, st *store.Store, keys *signer.Signer, log *slog.Logger) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if changed, err := keys.MaybeRotate(); err != nil {
+			log.Error("rotate signing keys", "error", err)
+		} else if changed {
+			log.Info("signing key set changed")
+		}
+		if n, err := st.CompactRevisions(ctx, keepRevisions, keepRevisionsFor); err != nil {
+			log.Warn("compact revision log", "error", err)
+		} else if n > 0 {
+			log.Info("compacted revision log", "entries", n)
+		}
+	}
 }

@@ -85,10 +85,18 @@ func (cs *configService) Stream(stream agentv1.ConfigService_StreamServer) error
 		}
 	}()
 
-	if ks := s.cfg.Envelopes.KeySet(); keySetVersion(ks) > hello.KeySetVersion {
-		if err := stream.Send(&agentv1.StreamResponse{Nonce: "keyset", Msg: &agentv1.StreamResponse_KeySet{KeySet: ks}}); err != nil {
-			return err
+	keySetSent := hello.KeySetVersion
+	sendKeySet := func() error {
+		ks := s.cfg.Envelopes.KeySet()
+		v := keySetVersion(ks)
+		if v <= keySetSent {
+			return nil
 		}
+		keySetSent = v
+		return stream.Send(&agentv1.StreamResponse{Nonce: "keyset", Msg: &agentv1.StreamResponse_KeySet{KeySet: ks}})
+	}
+	if err := sendKeySet(); err != nil {
+		return err
 	}
 	if err := cs.catchUp(ctx, stream, st); err != nil {
 		return err
@@ -111,6 +119,11 @@ func (cs *configService) Stream(stream agentv1.ConfigService_StreamServer) error
 				return err
 			}
 		case <-heartbeat.C:
+			// Signing keys rotate: a long-lived stream learns the new key
+			// set before updates signed by the new key reach it.
+			if err := sendKeySet(); err != nil {
+				return err
+			}
 			head, err := s.cfg.Store.GetHead(ctx, c.DataPlaneID)
 			if err != nil {
 				return status.Error(codes.Unavailable, "store unavailable")
@@ -185,7 +198,7 @@ func (cs *configService) catchUp(ctx context.Context, stream agentv1.ConfigServi
 		}
 		st.sent, st.nacked = snapHead.Revision, 0
 	}
-	cs.save(ctx, st, "", "", 0)
+	cs.save(ctx, st)
 	return nil
 }
 
@@ -195,7 +208,7 @@ func (cs *configService) record(ctx context.Context, st *streamState, m *agentv1
 	case *agentv1.StreamRequest_Ack:
 		if msg.Ack.Revision > st.applied {
 			st.applied = msg.Ack.Revision
-			cs.save(ctx, st, "", "", 0)
+			cs.save(ctx, st)
 		}
 	case *agentv1.StreamRequest_Nack:
 		n := msg.Nack
@@ -204,21 +217,20 @@ func (cs *configService) record(ctx context.Context, st *streamState, m *agentv1
 		if n.Revision > st.nacked {
 			st.nacked = n.Revision
 		}
-		cs.save(ctx, st, n.Reason.String(), n.Detail, n.Revision)
+		detail := n.Detail
+		if len(detail) > 1024 {
+			detail = detail[:1024]
+		}
+		if err := cs.s.cfg.Store.RecordNack(ctx, st.c.AgentID, st.c.DataPlaneID, n.Revision, n.Reason.String(), detail); err != nil {
+			cs.s.log.WarnContext(ctx, "record nack", "agent_id", st.c.AgentID, "error", err)
+		}
 	}
 }
 
-func (cs *configService) save(ctx context.Context, st *streamState, reason, detail string, nackRev int64) {
-	prev, err := cs.s.cfg.Store.GetAgentSync(ctx, st.c.AgentID)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return
-	}
+// save records the stream's position.
+func (cs *configService) save(ctx context.Context, st *streamState) {
 	rec := store.AgentSync{AgentID: st.c.AgentID, DataPlaneID: st.c.DataPlaneID, Epoch: st.hello.Epoch,
-		LastSentRevision: st.sent, LastAppliedRevision: st.applied,
-		LastNackRevision: prev.LastNackRevision, LastNackReason: prev.LastNackReason, LastNackDetail: prev.LastNackDetail}
-	if nackRev > 0 {
-		rec.LastNackRevision, rec.LastNackReason, rec.LastNackDetail = nackRev, reason, detail
-	}
+		LastSentRevision: st.sent, LastAppliedRevision: st.applied}
 	if err := cs.s.cfg.Store.PutAgentSync(ctx, rec); err != nil {
 		cs.s.log.WarnContext(ctx, "record agent sync", "agent_id", st.c.AgentID, "error", err)
 	}

@@ -202,7 +202,11 @@ func TestAgentSync(t *testing.T) {
 		if err := s.PutAgentSync(ctx, in); err != nil {
 			t.Fatal(err)
 		}
-		in.LastAppliedRevision, in.LastNackRevision, in.LastNackReason, in.LastNackDetail = 5, 6, "NACK_REASON_CHAIN_BROKEN", "x"
+		if err := s.RecordNack(ctx, id, in.DataPlaneID, 6, "NACK_REASON_CHAIN_BROKEN", "x"); err != nil {
+			t.Fatal(err)
+		}
+		// A position update does not erase the NACK.
+		in.LastAppliedRevision = 5
 		if err := s.PutAgentSync(ctx, in); err != nil {
 			t.Fatal(err)
 		}
