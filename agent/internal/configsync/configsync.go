@@ -499,7 +499,7 @@ func (s *Syncer) handleDelta(nonce string, pb *agentv1.SignedEnvelope) *agentv1.
 		return s.refuse(nonce, rev, cacheReason(err), detail)
 	}
 	s.applied()
-	s.log.Debug("config delta applied", "from_revision", p.GetFromRevision(), "revision", rev)
+	s.log.Info("config delta applied", "revision", rev, "state_hash", p.GetStateHash(), "operations", len(p.GetOperations()))
 	return ack(nonce, rev)
 }
 

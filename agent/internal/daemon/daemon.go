@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -20,6 +21,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cairnhq/cairn/agent/internal/cache"
+	"github.com/cairnhq/cairn/agent/internal/configsync"
 	"github.com/cairnhq/cairn/agent/internal/identity"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 )
@@ -59,6 +62,8 @@ var ErrRevoked = errors.New("agent refused by the control plane (revoked or unkn
 type Daemon struct {
 	cfg Config
 	log *slog.Logger
+	// cache is the config cache while Run runs; nil without a syncer.
+	cache *cache.Cache
 }
 
 // New checks cfg.
@@ -113,7 +118,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	err := d.bundleLoop(ctx, src)
+	syncer, closeCache, err := d.openSync(src)
+	if err != nil {
+		return err
+	}
+	defer closeCache()
+	if syncer != nil {
+		renewing.Add(1)
+		go func() {
+			defer renewing.Done()
+			if err := d.configLoop(ctx, src, syncer); err != nil {
+				cancel(err)
+			}
+		}()
+	}
+	err = d.bundleLoop(ctx, src)
 	// Stop renewing before returning: a renewal in flight writes the
 	// identity directory.
 	cancel(nil)
@@ -269,5 +288,76 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	case <-t.C:
 		return nil
+	}
+}
+
+// openSync opens the config cache and the stream syncer. Agents without a
+// signing root or data plane (SPIRE agents, for now) run without one.
+func (d *Daemon) openSync(src *identity.Source) (*configsync.Syncer, func(), error) {
+	info := src.Info()
+	if src.SigningRoot() == nil || info.DataPlaneID == "" {
+		d.log.Warn("no signing root or data plane in this identity: config is not synced")
+		return nil, func() {}, nil
+	}
+	c, err := cache.Open(filepath.Join(d.cfg.Dir, "cache.db"))
+	var corrupt *cache.CorruptError
+	if errors.As(err, &corrupt) {
+		d.log.Error("config cache was corrupt; starting afresh and asking for a snapshot", "reason", corrupt.Reason, "moved_to", corrupt.MovedTo)
+	} else if err != nil {
+		return nil, nil, fmt.Errorf("agent: config cache: %w", err)
+	}
+	st := c.State()
+	d.log.Info("config cache", "revision", st.Revision, "state_hash", st.StateHash, "documents", len(c.List("")))
+	s, err := configsync.New(configsync.Config{DataPlaneID: info.DataPlaneID, Root: src.SigningRoot(), Cache: c, Logger: d.log})
+	if err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("agent: %w", err)
+	}
+	d.cache = c
+	return s, func() { c.Close() }, nil
+}
+
+// configLoop keeps a config stream open with backoff, re-dialing when the
+// control plane no longer accepts the connection's SVID.
+func (d *Daemon) configLoop(ctx context.Context, src *identity.Source, syncer *configsync.Syncer) error {
+	var conn *grpc.ClientConn
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	for attempt := 0; ; {
+		if conn == nil {
+			var err error
+			if conn, err = src.Dial(d.cfg.Addr); err != nil {
+				return fmt.Errorf("agent: dial %s: %w", d.cfg.Addr, err)
+			}
+		}
+		sctx, scancel := context.WithCancel(ctx)
+		stream, err := agentv1.NewConfigServiceClient(conn).Stream(sctx)
+		if err == nil {
+			before := syncer.Stats().Applied
+			err = syncer.Session(sctx, stream)
+			if syncer.Stats().Applied > before {
+				attempt = 0
+			}
+		}
+		scancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch status.Code(err) {
+		case codes.PermissionDenied:
+			return fmt.Errorf("%w: %s", ErrRevoked, status.Convert(err).Message())
+		case codes.Unauthenticated:
+			conn.Close()
+			conn = nil
+		}
+		delay := d.backoff(attempt)
+		attempt++
+		d.log.Warn("config stream ended; reconnecting", "error", err, "in", delay)
+		if err := sleep(ctx, delay); err != nil {
+			return nil
+		}
 	}
 }
