@@ -132,6 +132,20 @@ func TestDevFlowPrintedStepsWork(t *testing.T) {
 			}
 		})
 	}
+	// The printed steps changed the demo document (revision 2); the local
+	// agent received both revisions as signed deltas and applied them.
+	agentLog := filepath.Join(dir, "agent.log")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := os.ReadFile(agentLog)
+		if strings.Contains(string(b), `msg="config delta applied" revision=2`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not apply revision 2 within 30s:\n%s", b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("dev environment: %v", err)

@@ -333,6 +333,9 @@ Try it (in another terminal, from this directory):
   # the demo config document, over gRPC
   go tool grpcurl -plaintext -H "authorization: Bearer $CAIRN_TOKEN" -d '{"id":"{{.DocumentID}}"}' {{.Addr}} cairn.admin.v1.ConfigService/GetConfigDocument
 
+  # watch the agent apply what you change (signed deltas over mTLS; its cache is {{.AgentDir}}/cache.db)
+  #   tail -f {{.AgentLog}}
+
   # change it (the etag from the previous answer makes the write conditional; omit it to overwrite)
   go tool grpcurl -plaintext -H "authorization: Bearer $CAIRN_TOKEN" -d '{"id":"{{.DocumentID}}","structured":{"message":"changed","replicas":5}}' {{.Addr}} cairn.admin.v1.ConfigService/UpdateConfigDocument
 
