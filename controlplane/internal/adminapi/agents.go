@@ -35,6 +35,13 @@ func agentPB(a store.Agent) *adminv1.Agent {
 	if a.RevokeTime != nil {
 		out.RevokeTime = timestamppb.New(*a.RevokeTime)
 	}
+	if s := a.Sync; s != nil {
+		out.Sync = &adminv1.AgentSync{
+			LastSentRevision: s.LastSentRevision, LastAppliedRevision: s.LastAppliedRevision,
+			LastNackRevision: s.LastNackRevision, LastNackReason: s.LastNackReason, LastNackDetail: s.LastNackDetail,
+			LastSeenTime: timestamppb.New(s.LastSeen), Epoch: s.Epoch,
+		}
+	}
 	return out
 }
 
@@ -93,10 +100,21 @@ func (s *agents) ListAgents(ctx context.Context, req *connect.Request[adminv1.Li
 	page, _ := v.listArgs(m.PageSize, m.PageToken, "")
 	v.optionalID("tenant_id", m.TenantId)
 	v.optionalID("data_plane_id", m.DataPlaneId)
+	if m.BehindRevision < 0 {
+		v.add("behind_revision", "must not be negative")
+	}
+	af := store.AgentFilter{DataPlaneID: m.DataPlaneId, BehindRevision: m.BehindRevision, WithNack: m.WithNack, ActiveOnly: m.ActiveOnly}
+	if m.NotSeenFor != nil {
+		d := m.NotSeenFor.AsDuration()
+		if m.NotSeenFor.CheckValid() != nil || d <= 0 {
+			v.add("not_seen_for", "must be a positive duration")
+		}
+		af.NotSeenSince = s.now().Add(-d)
+	}
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	list, next, err := s.st.ListAgents(ctx, store.Filter{Visible: p.Visible(), TenantID: m.TenantId}, m.DataPlaneId, page)
+	list, next, err := s.st.ListAgents(ctx, store.Filter{Visible: p.Visible(), TenantID: m.TenantId}, af, page)
 	if err != nil {
 		return nil, s.toConnect(ctx, err)
 	}

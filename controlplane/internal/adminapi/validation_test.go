@@ -428,6 +428,8 @@ func invalidCases(tb testing.TB, f admintest.Tenant) []invalidCase {
 		{"CreateJoinToken negative ttl", "ttl", createJoinToken(&adminv1.CreateJoinTokenRequest{DataPlaneId: dpID, Ttl: durationpb.New(-time.Minute)})},
 		{"CreateJoinToken ttl over 7 days", "ttl", createJoinToken(&adminv1.CreateJoinTokenRequest{DataPlaneId: dpID, Ttl: durationpb.New(8 * 24 * time.Hour)})},
 		{"ListAgents bad data_plane_id", "data_plane_id", listAgents(&adminv1.ListAgentsRequest{DataPlaneId: badUUID})},
+		{"ListAgents negative behind_revision", "behind_revision", listAgents(&adminv1.ListAgentsRequest{BehindRevision: -1})},
+		{"ListAgents zero not_seen_for", "not_seen_for", listAgents(&adminv1.ListAgentsRequest{NotSeenFor: durationpb.New(0)})},
 		{"RevokeAgent reason too long", "reason", func(ctx context.Context, c admintest.Clients) error {
 			_, err := c.Agents.RevokeAgent(ctx, connect.NewRequest(&adminv1.RevokeAgentRequest{Id: unknownID(), Reason: long201}))
 			return err

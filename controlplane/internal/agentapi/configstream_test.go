@@ -130,6 +130,15 @@ func TestConfigStream(t *testing.T) {
 				s, err := e.Store.GetAgentSync(context.Background(), a.Resp.AgentId)
 				return err == nil && s.LastAppliedRevision == 2 && s.LastSentRevision == 2 && s.Epoch == "e1"
 			})
+			// The admin API's view: GetAgent carries the position, and the
+			// agent is no longer behind revision 2.
+			ag, err := e.Store.GetAgent(context.Background(), "", a.Resp.AgentId)
+			if err != nil || ag.Sync == nil || ag.Sync.LastAppliedRevision != 2 {
+				t.Fatalf("GetAgent sync %+v, %v", ag.Sync, err)
+			}
+			if behind, _, _ := e.Store.ListAgents(context.Background(), store.Filter{}, store.AgentFilter{BehindRevision: 2}, store.Page{Size: 10}); len(behind) != 0 {
+				t.Fatalf("%d agents behind revision 2 after the ack; want 0", len(behind))
+			}
 
 			// A current agent resumes without a snapshot and gets only what is new.
 			c2 := openStream(t, e, a, &agentv1.Hello{AppliedRevision: 2, StateHash: last.StateHash, Epoch: "e1", KeySetVersion: ver.KeySet().Version}, ver)

@@ -460,7 +460,7 @@ func TestEnrollOneTokenConcurrently(t *testing.T) {
 			if len(won) != 1 {
 				t.Fatalf("%d enrollments succeeded; want exactly 1", len(won))
 			}
-			as, _, err := e.Store.ListAgents(ctx, store.Filter{}, e.DP.ID, store.Page{Size: 100})
+			as, _, err := e.Store.ListAgents(ctx, store.Filter{}, store.AgentFilter{DataPlaneID: e.DP.ID}, store.Page{Size: 100})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -446,7 +446,7 @@ func (e *env) agentCount(tb testing.TB) int {
 	tb.Helper()
 	n, after := 0, ""
 	for {
-		as, next, err := e.Store.ListAgents(context.Background(), store.Filter{}, "", store.Page{After: after, Size: 100})
+		as, next, err := e.Store.ListAgents(context.Background(), store.Filter{}, store.AgentFilter{}, store.Page{After: after, Size: 100})
 		if err != nil {
 			tb.Fatalf("ListAgents: %v", err)
 		}

@@ -29,6 +29,9 @@ type Agent struct {
 	SVIDExpireTime time.Time  `json:"svid_expire_time"`
 	RevokeTime     *time.Time `json:"revoke_time,omitempty"`
 	RevokeReason   string     `json:"revoke_reason"`
+	// Sync is the agent's config stream position; nil until it streamed.
+	// Read-only: not part of audit digests.
+	Sync *AgentSync `json:"-"`
 }
 
 // Enrollment refusals, wrapped with detail.
@@ -184,30 +187,91 @@ func getAgent(ctx context.Context, q querier, visible, id string) (Agent, error)
 	return a, err
 }
 
-// GetAgent returns one agent.
+// agentSyncFrom joins each agent with its stream position, if any.
+const agentSyncFrom = `FROM agents t LEFT JOIN agent_sync s ON s.agent_id = t.id`
+
+const agentSyncCols = agentCols + `, s.last_sent_revision, s.last_applied_revision, s.last_nack_revision,
+	s.last_nack_reason, s.last_nack_detail, s.last_seen, s.epoch`
+
+func scanAgentWithSync(r row) (Agent, error) {
+	var a Agent
+	var sent, applied, nackRev *int64
+	var reason, detail, epoch *string
+	var seen *time.Time
+	if err := r.Scan(&a.ID, &a.TenantID, &a.DataPlaneID, &a.SPIFFEID, &a.AgentVersion, &a.Hostname,
+		&a.CreateTime, &a.SVIDExpireTime, &a.RevokeTime, &a.RevokeReason,
+		&sent, &applied, &nackRev, &reason, &detail, &seen, &epoch); err != nil {
+		return Agent{}, err
+	}
+	a.CreateTime, a.SVIDExpireTime = utc(a.CreateTime), utc(a.SVIDExpireTime)
+	if a.RevokeTime != nil {
+		*a.RevokeTime = utc(*a.RevokeTime)
+	}
+	if sent != nil {
+		a.Sync = &AgentSync{AgentID: a.ID, DataPlaneID: a.DataPlaneID, LastSentRevision: *sent, LastAppliedRevision: *applied,
+			LastNackRevision: *nackRev, LastNackReason: *reason, LastNackDetail: *detail, LastSeen: utc(*seen), Epoch: *epoch}
+	}
+	return a, nil
+}
+
+// GetAgent returns one agent with its stream position.
 func (s *Store) GetAgent(ctx context.Context, visible, id string) (Agent, error) {
+	if !isValidID(id) {
+		return Agent{}, fmt.Errorf("get agent: agent %q: %w", id, ErrNotFound)
+	}
 	var a Agent
 	err := s.b.read(ctx, func(q querier) (err error) {
-		a, err = getAgent(ctx, q, visible, id)
+		a, err = scanAgentWithSync(q.queryRow(ctx, `SELECT `+agentSyncCols+` `+agentSyncFrom+` WHERE t.id = $1`, id))
 		return err
 	})
+	if isNoRows(err) || (err == nil && visible != "" && a.TenantID != visible) {
+		return Agent{}, fmt.Errorf("get agent: agent %q: %w", id, ErrNotFound)
+	}
 	if err != nil {
 		return Agent{}, fmt.Errorf("get agent: %w", err)
 	}
 	return a, nil
 }
 
-// ListAgents returns one page of agents, optionally of one data plane.
-func (s *Store) ListAgents(ctx context.Context, f Filter, dataPlaneID string, p Page) ([]Agent, string, error) {
+// AgentFilter narrows ListAgents beyond Filter: the fleet questions.
+type AgentFilter struct {
+	// DataPlaneID keeps one data plane's agents.
+	DataPlaneID string
+	// BehindRevision keeps agents that have not applied it (or never
+	// streamed); 0 means no filter.
+	BehindRevision int64
+	// WithNack keeps agents whose newest refusal is past what they applied.
+	WithNack bool
+	// NotSeenSince keeps agents not seen on a stream since then (or never);
+	// zero means no filter.
+	NotSeenSince time.Time
+	// ActiveOnly leaves out revoked agents.
+	ActiveOnly bool
+}
+
+// ListAgents returns one page of agents with their stream positions.
+func (s *Store) ListAgents(ctx context.Context, f Filter, af AgentFilter, p Page) ([]Agent, string, error) {
 	var w where
 	w.filter(Filter{Visible: f.Visible, TenantID: f.TenantID})
-	if dataPlaneID != "" {
-		w.add("t.data_plane_id = " + w.arg(dataPlaneID))
+	if af.DataPlaneID != "" {
+		w.add("t.data_plane_id = " + w.arg(af.DataPlaneID))
+	}
+	if af.BehindRevision > 0 {
+		w.add("(s.agent_id IS NULL OR s.last_applied_revision < " + w.arg(af.BehindRevision) + ")")
+	}
+	if af.WithNack {
+		w.add("s.last_nack_revision > s.last_applied_revision")
+	}
+	if !af.NotSeenSince.IsZero() {
+		w.add("(s.agent_id IS NULL OR s.last_seen < " + w.arg(af.NotSeenSince.UTC()) + ")")
+	}
+	if af.ActiveOnly {
+		w.add("t.revoke_time IS NULL")
 	}
 	var out []Agent
 	var next string
 	err := s.b.read(ctx, func(q querier) (err error) {
-		out, next, err = list(ctx, q, agentCols, "FROM agents t", &w, p, scanAgent, func(a Agent) string { return a.ID })
+		out, next, err = list(ctx, q, agentSyncCols, agentSyncFrom, &w, p, scanAgentWithSync, func(a Agent) string { return a.ID })
 		return err
 	})
 	if err != nil {

@@ -108,7 +108,7 @@ func TestEnrollAgent(t *testing.T) {
 		if len(ids) != 1 || ids[0] != a.ID {
 			t.Fatalf("RevokedSince = %v; want [%s]", ids, a.ID)
 		}
-		list, _, err := s.ListAgents(ctx, store.Filter{Visible: other.ID}, "", store.Page{Size: 10})
+		list, _, err := s.ListAgents(ctx, store.Filter{Visible: other.ID}, store.AgentFilter{}, store.Page{Size: 10})
 		if err != nil || len(list) != 0 {
 			t.Fatalf("other tenant lists %v, %v", list, err)
 		}
@@ -213,6 +213,71 @@ func TestAgentSync(t *testing.T) {
 		got := must[store.AgentSync](t)(s.GetAgentSync(ctx, id))
 		if got.LastAppliedRevision != 5 || got.LastNackRevision != 6 || got.LastNackReason != "NACK_REASON_CHAIN_BROKEN" || got.Epoch != "e1" || got.LastSeen.IsZero() {
 			t.Fatalf("got %+v", got)
+		}
+	})
+}
+
+// TestListAgentsFleetQuestions: agents behind a revision, with a NACK, not
+// seen lately, active only.
+func TestListAgentsFleetQuestions(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f := newEnrollFixture(t, s)
+		enroll := func() store.Agent {
+			return must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		}
+		current, behind, nacked, silent, revoked := enroll(), enroll(), enroll(), enroll(), enroll()
+		for _, a := range []struct {
+			ag      store.Agent
+			applied int64
+		}{{current, 5}, {behind, 3}, {nacked, 4}, {revoked, 5}} {
+			if err := s.PutAgentSync(ctx, store.AgentSync{AgentID: a.ag.ID, DataPlaneID: f.dp.ID, Epoch: "e", LastSentRevision: 5, LastAppliedRevision: a.applied}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.RecordNack(ctx, nacked.ID, f.dp.ID, 5, "NACK_REASON_CHAIN_BROKEN", "x"); err != nil {
+			t.Fatal(err)
+		}
+		must[store.Agent](t)(s.RevokeAgent(ctx, actor, "", revoked.ID, "gone"))
+		ids := func(af store.AgentFilter) map[string]bool {
+			t.Helper()
+			list, _, err := s.ListAgents(ctx, store.Filter{}, af, store.Page{Size: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := map[string]bool{}
+			for _, a := range list {
+				out[a.ID] = true
+			}
+			return out
+		}
+		for _, tc := range []struct {
+			name string
+			af   store.AgentFilter
+			want []store.Agent
+		}{
+			{"behind 5", store.AgentFilter{BehindRevision: 5}, []store.Agent{behind, nacked, silent}},
+			{"behind 4", store.AgentFilter{BehindRevision: 4}, []store.Agent{behind, silent}},
+			{"with nack", store.AgentFilter{WithNack: true}, []store.Agent{nacked}},
+			{"not seen in the last minute", store.AgentFilter{NotSeenSince: time.Now().Add(-time.Minute)}, []store.Agent{silent}},
+			{"active only", store.AgentFilter{ActiveOnly: true, DataPlaneID: f.dp.ID}, []store.Agent{current, behind, nacked, silent}},
+		} {
+			got := ids(tc.af)
+			if len(got) != len(tc.want) {
+				t.Errorf("%s: got %d agents; want %d", tc.name, len(got), len(tc.want))
+			}
+			for _, a := range tc.want {
+				if !got[a.ID] {
+					t.Errorf("%s: %s missing", tc.name, a.ID)
+				}
+			}
+		}
+		got := must[store.Agent](t)(s.GetAgent(ctx, "", nacked.ID))
+		if got.Sync == nil || got.Sync.LastAppliedRevision != 4 || got.Sync.LastNackRevision != 5 {
+			t.Fatalf("GetAgent sync %+v", got.Sync)
+		}
+		if fresh := must[store.Agent](t)(s.GetAgent(ctx, "", silent.ID)); fresh.Sync != nil {
+			t.Fatalf("agent that never streamed has sync %+v", fresh.Sync)
 		}
 	})
 }

@@ -37,8 +37,10 @@ type Agent struct {
 	// Expiry of the newest SVID issued to the agent.
 	SvidExpireTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=svid_expire_time,json=svidExpireTime,proto3" json:"svid_expire_time,omitempty"`
 	// Set once revoked.
-	RevokeTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
-	RevokeReason  string                 `protobuf:"bytes,10,opt,name=revoke_reason,json=revokeReason,proto3" json:"revoke_reason,omitempty"`
+	RevokeTime   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	RevokeReason string                 `protobuf:"bytes,10,opt,name=revoke_reason,json=revokeReason,proto3" json:"revoke_reason,omitempty"`
+	// Where the agent's config stream stands; unset until it has streamed.
+	Sync          *AgentSync `protobuf:"bytes,11,opt,name=sync,proto3" json:"sync,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -143,6 +145,109 @@ func (x *Agent) GetRevokeReason() string {
 	return ""
 }
 
+func (x *Agent) GetSync() *AgentSync {
+	if x != nil {
+		return x.Sync
+	}
+	return nil
+}
+
+// AgentSync is an agent's config stream position as the control plane
+// last recorded it.
+type AgentSync struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	LastSentRevision    int64                  `protobuf:"varint,1,opt,name=last_sent_revision,json=lastSentRevision,proto3" json:"last_sent_revision,omitempty"`
+	LastAppliedRevision int64                  `protobuf:"varint,2,opt,name=last_applied_revision,json=lastAppliedRevision,proto3" json:"last_applied_revision,omitempty"`
+	// The newest update the agent refused; 0 for none.
+	LastNackRevision int64                  `protobuf:"varint,3,opt,name=last_nack_revision,json=lastNackRevision,proto3" json:"last_nack_revision,omitempty"`
+	LastNackReason   string                 `protobuf:"bytes,4,opt,name=last_nack_reason,json=lastNackReason,proto3" json:"last_nack_reason,omitempty"`
+	LastNackDetail   string                 `protobuf:"bytes,5,opt,name=last_nack_detail,json=lastNackDetail,proto3" json:"last_nack_detail,omitempty"`
+	LastSeenTime     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
+	// The agent's cache epoch: changes when its cache was rebuilt.
+	Epoch         string `protobuf:"bytes,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentSync) Reset() {
+	*x = AgentSync{}
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentSync) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentSync) ProtoMessage() {}
+
+func (x *AgentSync) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentSync.ProtoReflect.Descriptor instead.
+func (*AgentSync) Descriptor() ([]byte, []int) {
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AgentSync) GetLastSentRevision() int64 {
+	if x != nil {
+		return x.LastSentRevision
+	}
+	return 0
+}
+
+func (x *AgentSync) GetLastAppliedRevision() int64 {
+	if x != nil {
+		return x.LastAppliedRevision
+	}
+	return 0
+}
+
+func (x *AgentSync) GetLastNackRevision() int64 {
+	if x != nil {
+		return x.LastNackRevision
+	}
+	return 0
+}
+
+func (x *AgentSync) GetLastNackReason() string {
+	if x != nil {
+		return x.LastNackReason
+	}
+	return ""
+}
+
+func (x *AgentSync) GetLastNackDetail() string {
+	if x != nil {
+		return x.LastNackDetail
+	}
+	return ""
+}
+
+func (x *AgentSync) GetLastSeenTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeenTime
+	}
+	return nil
+}
+
+func (x *AgentSync) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
 type CreateJoinTokenRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	DataPlaneId string                 `protobuf:"bytes,1,opt,name=data_plane_id,json=dataPlaneId,proto3" json:"data_plane_id,omitempty"`
@@ -155,7 +260,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[1]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -167,7 +272,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[1]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -180,7 +285,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateJoinTokenRequest) GetDataPlaneId() string {
@@ -209,7 +314,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[2]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -221,7 +326,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[2]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -234,7 +339,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateJoinTokenResponse) GetId() string {
@@ -267,7 +372,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[3]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -279,7 +384,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[3]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -292,7 +397,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetAgentRequest) GetId() string {
@@ -311,7 +416,7 @@ type GetAgentResponse struct {
 
 func (x *GetAgentResponse) Reset() {
 	*x = GetAgentResponse{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[4]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -323,7 +428,7 @@ func (x *GetAgentResponse) String() string {
 func (*GetAgentResponse) ProtoMessage() {}
 
 func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[4]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -336,7 +441,7 @@ func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetAgentResponse) GetAgent() *Agent {
@@ -347,18 +452,28 @@ func (x *GetAgentResponse) GetAgent() *Agent {
 }
 
 type ListAgentsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	TenantId      string                 `protobuf:"bytes,3,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
-	DataPlaneId   string                 `protobuf:"bytes,4,opt,name=data_plane_id,json=dataPlaneId,proto3" json:"data_plane_id,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	PageSize    int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken   string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	TenantId    string                 `protobuf:"bytes,3,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	DataPlaneId string                 `protobuf:"bytes,4,opt,name=data_plane_id,json=dataPlaneId,proto3" json:"data_plane_id,omitempty"`
+	// Only agents that have not applied this revision (including agents
+	// that never streamed).
+	BehindRevision int64 `protobuf:"varint,5,opt,name=behind_revision,json=behindRevision,proto3" json:"behind_revision,omitempty"`
+	// Only agents whose newest refusal is later than what they applied.
+	WithNack bool `protobuf:"varint,6,opt,name=with_nack,json=withNack,proto3" json:"with_nack,omitempty"`
+	// Only agents not seen on a config stream for this long (including
+	// agents that never streamed).
+	NotSeenFor *durationpb.Duration `protobuf:"bytes,7,opt,name=not_seen_for,json=notSeenFor,proto3" json:"not_seen_for,omitempty"`
+	// Leave out revoked agents.
+	ActiveOnly    bool `protobuf:"varint,8,opt,name=active_only,json=activeOnly,proto3" json:"active_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[5]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +485,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[5]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +498,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListAgentsRequest) GetPageSize() int32 {
@@ -414,6 +529,34 @@ func (x *ListAgentsRequest) GetDataPlaneId() string {
 	return ""
 }
 
+func (x *ListAgentsRequest) GetBehindRevision() int64 {
+	if x != nil {
+		return x.BehindRevision
+	}
+	return 0
+}
+
+func (x *ListAgentsRequest) GetWithNack() bool {
+	if x != nil {
+		return x.WithNack
+	}
+	return false
+}
+
+func (x *ListAgentsRequest) GetNotSeenFor() *durationpb.Duration {
+	if x != nil {
+		return x.NotSeenFor
+	}
+	return nil
+}
+
+func (x *ListAgentsRequest) GetActiveOnly() bool {
+	if x != nil {
+		return x.ActiveOnly
+	}
+	return false
+}
+
 type ListAgentsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Agents        []*Agent               `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
@@ -424,7 +567,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[6]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +579,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[6]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +592,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -477,7 +620,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[7]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +632,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[7]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +645,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RevokeAgentRequest) GetId() string {
@@ -528,7 +671,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[8]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +683,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[8]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +696,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RevokeAgentResponse) GetAgent() *Agent {
@@ -571,7 +714,7 @@ type GetTrustBundleRequest struct {
 
 func (x *GetTrustBundleRequest) Reset() {
 	*x = GetTrustBundleRequest{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[9]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +726,7 @@ func (x *GetTrustBundleRequest) String() string {
 func (*GetTrustBundleRequest) ProtoMessage() {}
 
 func (x *GetTrustBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[9]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +739,7 @@ func (x *GetTrustBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrustBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetTrustBundleRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 type GetTrustBundleResponse struct {
@@ -614,7 +757,7 @@ type GetTrustBundleResponse struct {
 
 func (x *GetTrustBundleResponse) Reset() {
 	*x = GetTrustBundleResponse{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[10]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +769,7 @@ func (x *GetTrustBundleResponse) String() string {
 func (*GetTrustBundleResponse) ProtoMessage() {}
 
 func (x *GetTrustBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[10]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +782,7 @@ func (x *GetTrustBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrustBundleResponse.ProtoReflect.Descriptor instead.
 func (*GetTrustBundleResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetTrustBundleResponse) GetBundlePem() string {
@@ -667,7 +810,7 @@ var File_cairn_admin_v1_agent_proto protoreflect.FileDescriptor
 
 const file_cairn_admin_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1acairn/admin/v1/agent.proto\x12\x0ecairn.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x03\n" +
+	"\x1acairn/admin/v1/agent.proto\x12\x0ecairn.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x03\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\"\n" +
@@ -681,7 +824,16 @@ const file_cairn_admin_v1_agent_proto_rawDesc = "" +
 	"\vrevoke_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"revokeTime\x12#\n" +
 	"\rrevoke_reason\x18\n" +
-	" \x01(\tR\frevokeReason\"i\n" +
+	" \x01(\tR\frevokeReason\x12-\n" +
+	"\x04sync\x18\v \x01(\v2\x19.cairn.admin.v1.AgentSyncR\x04sync\"\xc7\x02\n" +
+	"\tAgentSync\x12,\n" +
+	"\x12last_sent_revision\x18\x01 \x01(\x03R\x10lastSentRevision\x122\n" +
+	"\x15last_applied_revision\x18\x02 \x01(\x03R\x13lastAppliedRevision\x12,\n" +
+	"\x12last_nack_revision\x18\x03 \x01(\x03R\x10lastNackRevision\x12(\n" +
+	"\x10last_nack_reason\x18\x04 \x01(\tR\x0elastNackReason\x12(\n" +
+	"\x10last_nack_detail\x18\x05 \x01(\tR\x0elastNackDetail\x12@\n" +
+	"\x0elast_seen_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x12\x14\n" +
+	"\x05epoch\x18\a \x01(\tR\x05epoch\"i\n" +
 	"\x16CreateJoinTokenRequest\x12\"\n" +
 	"\rdata_plane_id\x18\x01 \x01(\tR\vdataPlaneId\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\x85\x01\n" +
@@ -694,13 +846,19 @@ const file_cairn_admin_v1_agent_proto_rawDesc = "" +
 	"\x0fGetAgentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"?\n" +
 	"\x10GetAgentResponse\x12+\n" +
-	"\x05agent\x18\x01 \x01(\v2\x15.cairn.admin.v1.AgentR\x05agent\"\x90\x01\n" +
+	"\x05agent\x18\x01 \x01(\v2\x15.cairn.admin.v1.AgentR\x05agent\"\xb4\x02\n" +
 	"\x11ListAgentsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x1b\n" +
 	"\ttenant_id\x18\x03 \x01(\tR\btenantId\x12\"\n" +
-	"\rdata_plane_id\x18\x04 \x01(\tR\vdataPlaneId\"k\n" +
+	"\rdata_plane_id\x18\x04 \x01(\tR\vdataPlaneId\x12'\n" +
+	"\x0fbehind_revision\x18\x05 \x01(\x03R\x0ebehindRevision\x12\x1b\n" +
+	"\twith_nack\x18\x06 \x01(\bR\bwithNack\x12;\n" +
+	"\fnot_seen_for\x18\a \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"notSeenFor\x12\x1f\n" +
+	"\vactive_only\x18\b \x01(\bR\n" +
+	"activeOnly\"k\n" +
 	"\x12ListAgentsResponse\x12-\n" +
 	"\x06agents\x18\x01 \x03(\v2\x15.cairn.admin.v1.AgentR\x06agents\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"<\n" +
@@ -737,46 +895,50 @@ func file_cairn_admin_v1_agent_proto_rawDescGZIP() []byte {
 	return file_cairn_admin_v1_agent_proto_rawDescData
 }
 
-var file_cairn_admin_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_cairn_admin_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_cairn_admin_v1_agent_proto_goTypes = []any{
 	(*Agent)(nil),                   // 0: cairn.admin.v1.Agent
-	(*CreateJoinTokenRequest)(nil),  // 1: cairn.admin.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil), // 2: cairn.admin.v1.CreateJoinTokenResponse
-	(*GetAgentRequest)(nil),         // 3: cairn.admin.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),        // 4: cairn.admin.v1.GetAgentResponse
-	(*ListAgentsRequest)(nil),       // 5: cairn.admin.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),      // 6: cairn.admin.v1.ListAgentsResponse
-	(*RevokeAgentRequest)(nil),      // 7: cairn.admin.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),     // 8: cairn.admin.v1.RevokeAgentResponse
-	(*GetTrustBundleRequest)(nil),   // 9: cairn.admin.v1.GetTrustBundleRequest
-	(*GetTrustBundleResponse)(nil),  // 10: cairn.admin.v1.GetTrustBundleResponse
-	(*timestamppb.Timestamp)(nil),   // 11: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 12: google.protobuf.Duration
+	(*AgentSync)(nil),               // 1: cairn.admin.v1.AgentSync
+	(*CreateJoinTokenRequest)(nil),  // 2: cairn.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil), // 3: cairn.admin.v1.CreateJoinTokenResponse
+	(*GetAgentRequest)(nil),         // 4: cairn.admin.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),        // 5: cairn.admin.v1.GetAgentResponse
+	(*ListAgentsRequest)(nil),       // 6: cairn.admin.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),      // 7: cairn.admin.v1.ListAgentsResponse
+	(*RevokeAgentRequest)(nil),      // 8: cairn.admin.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),     // 9: cairn.admin.v1.RevokeAgentResponse
+	(*GetTrustBundleRequest)(nil),   // 10: cairn.admin.v1.GetTrustBundleRequest
+	(*GetTrustBundleResponse)(nil),  // 11: cairn.admin.v1.GetTrustBundleResponse
+	(*timestamppb.Timestamp)(nil),   // 12: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 13: google.protobuf.Duration
 }
 var file_cairn_admin_v1_agent_proto_depIdxs = []int32{
-	11, // 0: cairn.admin.v1.Agent.create_time:type_name -> google.protobuf.Timestamp
-	11, // 1: cairn.admin.v1.Agent.svid_expire_time:type_name -> google.protobuf.Timestamp
-	11, // 2: cairn.admin.v1.Agent.revoke_time:type_name -> google.protobuf.Timestamp
-	12, // 3: cairn.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	11, // 4: cairn.admin.v1.CreateJoinTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	0,  // 5: cairn.admin.v1.GetAgentResponse.agent:type_name -> cairn.admin.v1.Agent
-	0,  // 6: cairn.admin.v1.ListAgentsResponse.agents:type_name -> cairn.admin.v1.Agent
-	0,  // 7: cairn.admin.v1.RevokeAgentResponse.agent:type_name -> cairn.admin.v1.Agent
-	1,  // 8: cairn.admin.v1.AgentService.CreateJoinToken:input_type -> cairn.admin.v1.CreateJoinTokenRequest
-	3,  // 9: cairn.admin.v1.AgentService.GetAgent:input_type -> cairn.admin.v1.GetAgentRequest
-	5,  // 10: cairn.admin.v1.AgentService.ListAgents:input_type -> cairn.admin.v1.ListAgentsRequest
-	7,  // 11: cairn.admin.v1.AgentService.RevokeAgent:input_type -> cairn.admin.v1.RevokeAgentRequest
-	9,  // 12: cairn.admin.v1.AgentService.GetTrustBundle:input_type -> cairn.admin.v1.GetTrustBundleRequest
-	2,  // 13: cairn.admin.v1.AgentService.CreateJoinToken:output_type -> cairn.admin.v1.CreateJoinTokenResponse
-	4,  // 14: cairn.admin.v1.AgentService.GetAgent:output_type -> cairn.admin.v1.GetAgentResponse
-	6,  // 15: cairn.admin.v1.AgentService.ListAgents:output_type -> cairn.admin.v1.ListAgentsResponse
-	8,  // 16: cairn.admin.v1.AgentService.RevokeAgent:output_type -> cairn.admin.v1.RevokeAgentResponse
-	10, // 17: cairn.admin.v1.AgentService.GetTrustBundle:output_type -> cairn.admin.v1.GetTrustBundleResponse
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	12, // 0: cairn.admin.v1.Agent.create_time:type_name -> google.protobuf.Timestamp
+	12, // 1: cairn.admin.v1.Agent.svid_expire_time:type_name -> google.protobuf.Timestamp
+	12, // 2: cairn.admin.v1.Agent.revoke_time:type_name -> google.protobuf.Timestamp
+	1,  // 3: cairn.admin.v1.Agent.sync:type_name -> cairn.admin.v1.AgentSync
+	12, // 4: cairn.admin.v1.AgentSync.last_seen_time:type_name -> google.protobuf.Timestamp
+	13, // 5: cairn.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	12, // 6: cairn.admin.v1.CreateJoinTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 7: cairn.admin.v1.GetAgentResponse.agent:type_name -> cairn.admin.v1.Agent
+	13, // 8: cairn.admin.v1.ListAgentsRequest.not_seen_for:type_name -> google.protobuf.Duration
+	0,  // 9: cairn.admin.v1.ListAgentsResponse.agents:type_name -> cairn.admin.v1.Agent
+	0,  // 10: cairn.admin.v1.RevokeAgentResponse.agent:type_name -> cairn.admin.v1.Agent
+	2,  // 11: cairn.admin.v1.AgentService.CreateJoinToken:input_type -> cairn.admin.v1.CreateJoinTokenRequest
+	4,  // 12: cairn.admin.v1.AgentService.GetAgent:input_type -> cairn.admin.v1.GetAgentRequest
+	6,  // 13: cairn.admin.v1.AgentService.ListAgents:input_type -> cairn.admin.v1.ListAgentsRequest
+	8,  // 14: cairn.admin.v1.AgentService.RevokeAgent:input_type -> cairn.admin.v1.RevokeAgentRequest
+	10, // 15: cairn.admin.v1.AgentService.GetTrustBundle:input_type -> cairn.admin.v1.GetTrustBundleRequest
+	3,  // 16: cairn.admin.v1.AgentService.CreateJoinToken:output_type -> cairn.admin.v1.CreateJoinTokenResponse
+	5,  // 17: cairn.admin.v1.AgentService.GetAgent:output_type -> cairn.admin.v1.GetAgentResponse
+	7,  // 18: cairn.admin.v1.AgentService.ListAgents:output_type -> cairn.admin.v1.ListAgentsResponse
+	9,  // 19: cairn.admin.v1.AgentService.RevokeAgent:output_type -> cairn.admin.v1.RevokeAgentResponse
+	11, // 20: cairn.admin.v1.AgentService.GetTrustBundle:output_type -> cairn.admin.v1.GetTrustBundleResponse
+	16, // [16:21] is the sub-list for method output_type
+	11, // [11:16] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_cairn_admin_v1_agent_proto_init() }
@@ -790,7 +952,7 @@ func file_cairn_admin_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_admin_v1_agent_proto_rawDesc), len(file_cairn_admin_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
