@@ -314,21 +314,8 @@ func (s *Store) revokeAgent(ctx context.Context, q querier, a Actor, ag *Agent, 
 // revokeDataPlaneAgents revokes every agent of a data plane and deletes
 // its unused join tokens; DeleteDataPlane calls it in its transaction.
 func (s *Store) revokeDataPlaneAgents(ctx context.Context, q querier, a Actor, dataPlaneID string) error {
-	rs, err := q.query(ctx, `SELECT `+agentCols+` FROM agents t WHERE t.data_plane_id = $1 AND t.revoke_time IS NULL`, dataPlaneID)
+	agents, err := queryAll(ctx, q, scanAgent, `SELECT `+agentCols+` FROM agents t WHERE t.data_plane_id = $1 AND t.revoke_time IS NULL`, dataPlaneID)
 	if err != nil {
-		return err
-	}
-	var agents []Agent
-	for rs.Next() {
-		ag, err := scanAgent(rs)
-		if err != nil {
-			rs.Close()
-			return err
-		}
-		agents = append(agents, ag)
-	}
-	rs.Close()
-	if err := rs.Err(); err != nil {
 		return err
 	}
 	for i := range agents {
@@ -374,20 +361,9 @@ func (s *Store) RenewAgent(ctx context.Context, id string, issue func(Agent) (ti
 // replicas that must close those agents' streams.
 func (s *Store) RevokedSince(ctx context.Context, since time.Time) ([]string, error) {
 	var ids []string
-	err := s.b.read(ctx, func(q querier) error {
-		rs, err := q.query(ctx, `SELECT id FROM agents WHERE revoke_time >= $1`, since.UTC())
-		if err != nil {
-			return err
-		}
-		defer rs.Close()
-		for rs.Next() {
-			var id string
-			if err := rs.Scan(&id); err != nil {
-				return err
-			}
-			ids = append(ids, id)
-		}
-		return rs.Err()
+	err := s.b.read(ctx, func(q querier) (err error) {
+		ids, err = queryAll(ctx, q, scanString, `SELECT id FROM agents WHERE revoke_time >= $1`, since.UTC())
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("revoked agents: %w", err)
@@ -458,19 +434,9 @@ func (s *Store) RevokedAmong(ctx context.Context, ids []string) ([]string, error
 			continue
 		}
 		err := s.b.read(ctx, func(q querier) error {
-			rs, err := q.query(ctx, `SELECT id FROM agents WHERE revoke_time IS NOT NULL AND id IN (`+strings.Join(ph, ", ")+`)`, w.args...)
-			if err != nil {
-				return err
-			}
-			defer rs.Close()
-			for rs.Next() {
-				var id string
-				if err := rs.Scan(&id); err != nil {
-					return err
-				}
-				out = append(out, id)
-			}
-			return rs.Err()
+			ids, err := queryAll(ctx, q, scanString, `SELECT id FROM agents WHERE revoke_time IS NOT NULL AND id IN (`+strings.Join(ph, ", ")+`)`, w.args...)
+			out = append(out, ids...)
+			return err
 		})
 		if err != nil {
 			return nil, fmt.Errorf("revoked agents: %w", err)

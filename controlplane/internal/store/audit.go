@@ -73,20 +73,9 @@ func (s *Store) ListAuditEvents(ctx context.Context, f AuditFilter, p Page) ([]A
 	query := "SELECT " + auditCols + " FROM audit_events t" + w.String() +
 		fmt.Sprintf(" ORDER BY t.time DESC, t.id DESC LIMIT %d", size+1)
 	var out []AuditEvent
-	err := s.b.read(ctx, func(q querier) error {
-		rs, err := q.query(ctx, query, w.args...)
-		if err != nil {
-			return err
-		}
-		defer rs.Close()
-		for rs.Next() {
-			e, err := scanAudit(rs)
-			if err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return rs.Err()
+	err := s.b.read(ctx, func(q querier) (err error) {
+		out, err = queryAll(ctx, q, scanAudit, query, w.args...)
+		return err
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("list audit events: %w", err)

@@ -184,20 +184,8 @@ func list[T any](ctx context.Context, q querier, cols, from string, w *where, p 
 	}
 	size := max(p.Size, 1)
 	query := "SELECT " + cols + " " + from + w.String() + " ORDER BY t.id LIMIT " + strconv.Itoa(size+1)
-	rs, err := q.query(ctx, query, w.args...)
+	out, err := queryAll(ctx, q, scan, query, w.args...)
 	if err != nil {
-		return nil, "", err
-	}
-	defer rs.Close()
-	var out []T
-	for rs.Next() {
-		v, err := scan(rs)
-		if err != nil {
-			return nil, "", err
-		}
-		out = append(out, v)
-	}
-	if err := rs.Err(); err != nil {
 		return nil, "", err
 	}
 	next := ""
@@ -206,6 +194,30 @@ func list[T any](ctx context.Context, q querier, cols, from string, w *where, p 
 		next = id(out[size-1])
 	}
 	return out, next, nil
+}
+
+// queryAll runs a query and scans every row with scan.
+func queryAll[T any](ctx context.Context, q querier, scan func(row) (T, error), query string, args ...any) ([]T, error) {
+	rs, err := q.query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	var out []T
+	for rs.Next() {
+		v, err := scan(rs)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rs.Err()
+}
+
+func scanString(r row) (string, error) {
+	var s string
+	err := r.Scan(&s)
+	return s, err
 }
 
 // isNoRows reports whether err says a single-row query found nothing.

@@ -274,21 +274,8 @@ func (s *Store) deleteConfig(ctx context.Context, q querier, a Actor, d ConfigDo
 // deleteConfigWhere deletes every document whose column col equals id;
 // col is a constant chosen by the caller.
 func (s *Store) deleteConfigWhere(ctx context.Context, q querier, a Actor, col, id string) error {
-	rs, err := q.query(ctx, `SELECT `+configCols+` FROM config_documents t WHERE t.`+col+` = $1`, id)
+	docs, err := queryAll(ctx, q, scanConfig, `SELECT `+configCols+` FROM config_documents t WHERE t.`+col+` = $1`, id)
 	if err != nil {
-		return err
-	}
-	var docs []ConfigDocument
-	for rs.Next() {
-		d, err := scanConfig(rs)
-		if err != nil {
-			rs.Close()
-			return err
-		}
-		docs = append(docs, d)
-	}
-	rs.Close()
-	if err := rs.Err(); err != nil {
 		return err
 	}
 	for _, d := range docs {

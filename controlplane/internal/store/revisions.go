@@ -150,20 +150,9 @@ func (s *Store) GetHead(ctx context.Context, dataPlaneID string) (Head, error) {
 // plane, so overlap is harmless.
 func (s *Store) HeadsChangedSince(ctx context.Context, since time.Time) ([]Head, error) {
 	var out []Head
-	err := s.b.read(ctx, func(q querier) error {
-		rs, err := q.query(ctx, `SELECT `+headCols+` FROM data_plane_heads t WHERE t.update_time >= $1`, since.UTC())
-		if err != nil {
-			return err
-		}
-		defer rs.Close()
-		for rs.Next() {
-			h, err := scanHead(rs)
-			if err != nil {
-				return err
-			}
-			out = append(out, h)
-		}
-		return rs.Err()
+	err := s.b.read(ctx, func(q querier) (err error) {
+		out, err = queryAll(ctx, q, scanHead, `SELECT `+headCols+` FROM data_plane_heads t WHERE t.update_time >= $1`, since.UTC())
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("changed heads: %w", err)
@@ -206,20 +195,9 @@ func (s *Store) RevisionsAfter(ctx context.Context, dataPlaneID string, after in
 		if after < h.CompactedThrough {
 			return fmt.Errorf("revision %d of data plane %s: %w (kept from %d)", after, dataPlaneID, ErrCompacted, h.CompactedThrough+1)
 		}
-		rs, err := q.query(ctx, `SELECT `+revisionCols+` FROM config_revisions t
+		out, err = queryAll(ctx, q, scanRevision, `SELECT `+revisionCols+` FROM config_revisions t
 			WHERE t.data_plane_id = $1 AND t.revision > $2 ORDER BY t.revision LIMIT $3`, dataPlaneID, after, max(limit, 1))
-		if err != nil {
-			return err
-		}
-		defer rs.Close()
-		for rs.Next() {
-			v, err := scanRevision(rs)
-			if err != nil {
-				return err
-			}
-			out = append(out, v)
-		}
-		return rs.Err()
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("revisions: %w", err)
@@ -246,24 +224,14 @@ func (s *Store) GetSnapshot(ctx context.Context, dataPlaneID string) (Snapshot, 
 		if err != nil {
 			return err
 		}
-		rs, err := q.query(ctx, `SELECT `+configCols+` FROM config_documents t WHERE t.data_plane_id = $1 ORDER BY t.id`, dataPlaneID)
+		docs, err := queryAll(ctx, q, scanConfig, `SELECT `+configCols+` FROM config_documents t WHERE t.data_plane_id = $1 ORDER BY t.id`, dataPlaneID)
 		if err != nil {
 			return err
 		}
-		defer rs.Close()
-		var docs []ConfigDocument
-		entries := []configstate.Entry{}
-		for rs.Next() {
-			d, err := scanConfig(rs)
-			if err != nil {
-				return err
-			}
-			docs = append(docs, d)
-			entries = append(entries, configstate.Entry{Key: configstate.Key(d.ScopeType, d.ScopeID, d.Kind, d.Name),
-				Version: d.Version, MediaType: d.MediaType, Content: d.Content})
-		}
-		if err := rs.Err(); err != nil {
-			return err
+		entries := make([]configstate.Entry, len(docs))
+		for i, d := range docs {
+			entries[i] = configstate.Entry{Key: configstate.Key(d.ScopeType, d.ScopeID, d.Kind, d.Name),
+				Version: d.Version, MediaType: d.MediaType, Content: d.Content}
 		}
 		if got := configstate.Hash(entries); got != h.StateHash {
 			return fmt.Errorf("data plane %s: stored state hash %s does not match its documents (%s)", dataPlaneID, h.StateHash, got)
@@ -283,20 +251,9 @@ func (s *Store) GetSnapshot(ctx context.Context, dataPlaneID string) (Snapshot, 
 // dropped.
 func (s *Store) CompactRevisions(ctx context.Context, keep int64, maxAge time.Duration) (int64, error) {
 	var heads []Head
-	err := s.b.read(ctx, func(q querier) error {
-		rs, err := q.query(ctx, `SELECT `+headCols+` FROM data_plane_heads t WHERE t.revision - t.compacted_through > 0`)
-		if err != nil {
-			return err
-		}
-		defer rs.Close()
-		for rs.Next() {
-			h, err := scanHead(rs)
-			if err != nil {
-				return err
-			}
-			heads = append(heads, h)
-		}
-		return rs.Err()
+	err := s.b.read(ctx, func(q querier) (err error) {
+		heads, err = queryAll(ctx, q, scanHead, `SELECT `+headCols+` FROM data_plane_heads t WHERE t.revision - t.compacted_through > 0`)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("compact revisions: %w", err)
@@ -338,20 +295,9 @@ func (s *Store) CompactRevisions(ctx context.Context, keep int64, maxAge time.Du
 // repairHeads fills in state hashes that a migration could not compute.
 func (s *Store) repairHeads(ctx context.Context) error {
 	var ids []string
-	err := s.b.read(ctx, func(q querier) error {
-		rs, err := q.query(ctx, `SELECT data_plane_id FROM data_plane_heads WHERE state_hash = ''`)
-		if err != nil {
-			return err
-		}
-		defer rs.Close()
-		for rs.Next() {
-			var id string
-			if err := rs.Scan(&id); err != nil {
-				return err
-			}
-			ids = append(ids, id)
-		}
-		return rs.Err()
+	err := s.b.read(ctx, func(q querier) (err error) {
+		ids, err = queryAll(ctx, q, scanString, `SELECT data_plane_id FROM data_plane_heads WHERE state_hash = ''`)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("repair heads: %w", err)
