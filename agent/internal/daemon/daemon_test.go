@@ -365,13 +365,17 @@ func TestRunWaitsForRenewal(t *testing.T) {
 			}
 		}
 		cancel()
-		if err := <-done; err != nil {
-			t.Fatalf("Run: %v", err)
-		}
+		err = <-done
 		if goroutineRunning("(*Daemon).renewLoop") {
 			t.Fatalf("iteration %d: Run returned while renewLoop was still running", i)
 		}
-		if renewed {
+		switch {
+		case err != nil && renewed:
+			t.Fatalf("Run: %v", err)
+		case err != nil:
+			// A one-second SVID can even be issued already expired.
+			t.Logf("iteration %d not counted: %v", i, err)
+		case renewed:
 			exercised++
 		}
 	}
