@@ -333,7 +333,11 @@ Try it (in another terminal, from this directory):
   # the demo config document, over gRPC
   go tool grpcurl -plaintext -H "authorization: Bearer $CAIRN_TOKEN" -d '{"id":"{{.DocumentID}}"}' {{.Addr}} cairn.admin.v1.ConfigService/GetConfigDocument
 
-  # watch the agent apply what you change (signed deltas over mTLS; its cache is {{.AgentDir}}/cache.db)
+  # what the agent serves to data-plane services, from its verified cache (Unix socket)
+  go tool grpcurl -plaintext -unix {{.AgentDir}}/agent.sock cairn.agent.v1.LocalConfigService/ListDocuments
+
+  # watch the agent apply what you change (signed deltas over mTLS), in another terminal:
+  #   go tool grpcurl -plaintext -unix {{.AgentDir}}/agent.sock cairn.agent.v1.LocalConfigService/Watch
   #   tail -f {{.AgentLog}}
 
   # change it (the etag from the previous answer makes the write conditional; omit it to overwrite)

@@ -24,6 +24,7 @@ import (
 	"github.com/cairnhq/cairn/agent/internal/cache"
 	"github.com/cairnhq/cairn/agent/internal/configsync"
 	"github.com/cairnhq/cairn/agent/internal/identity"
+	"github.com/cairnhq/cairn/agent/internal/localapi"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 )
 
@@ -47,6 +48,9 @@ type Config struct {
 	SPIFFESocket string
 	// TrustDomain is Cairn's trust domain, needed with SPIFFESocket.
 	TrustDomain spiffeid.TrustDomain
+	// LocalSocket is the Unix socket of the local read API; "" means
+	// Dir/agent.sock.
+	LocalSocket string
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// MaxBackoff caps reconnect delays; 0 means 30 seconds.
@@ -82,6 +86,13 @@ func New(cfg Config) (*Daemon, error) {
 }
 
 func (d *Daemon) identityDir() string { return d.cfg.Dir + "/identity" }
+
+func (d *Daemon) localSocket() string {
+	if d.cfg.LocalSocket != "" {
+		return d.cfg.LocalSocket
+	}
+	return filepath.Join(d.cfg.Dir, "agent.sock")
+}
 
 // Run runs until ctx ends or the agent is revoked.
 func (d *Daemon) Run(ctx context.Context) error {
@@ -124,10 +135,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer closeCache()
 	if syncer != nil {
-		renewing.Add(1)
+		renewing.Add(2)
 		go func() {
 			defer renewing.Done()
 			if err := d.configLoop(ctx, src, syncer); err != nil {
+				cancel(err)
+			}
+		}()
+		local, err := localapi.New(localapi.Config{Socket: d.localSocket(), Cache: d.cache, Stale: syncer.Stale, Logger: d.log})
+		if err != nil {
+			cancel(err)
+		}
+		go func() {
+			defer renewing.Done()
+			if local == nil {
+				return
+			}
+			if err := local.Run(ctx); err != nil {
 				cancel(err)
 			}
 		}()

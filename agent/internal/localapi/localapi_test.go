@@ -1,0 +1,119 @@
+package localapi_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/cairnhq/cairn/agent/internal/cache"
+	"github.com/cairnhq/cairn/agent/internal/localapi"
+	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+	"github.com/cairnhq/cairn/internal/configstate"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const dp = "6f1c2d7e-0000-4000-8000-000000000001"
+
+// put applies a delta that writes one document.
+func put(t *testing.T, c *cache.Cache, kind, name, content string) {
+	t.Helper()
+	st := c.State()
+	doc := &agentv1.Document{Id: name, ScopeType: "data_plane", ScopeId: dp, Kind: kind, Name: name,
+		Version: 1, Content: []byte(content), MediaType: "text/plain"}
+	var entries []configstate.Entry
+	for _, d := range c.List("") {
+		entries = append(entries, configstate.Entry{Key: configstate.Key(d.ScopeType, d.ScopeId, d.Kind, d.Name), Version: d.Version, MediaType: d.MediaType, Content: d.Content})
+	}
+	entries = append(entries, configstate.Entry{Key: configstate.Key(doc.ScopeType, doc.ScopeId, doc.Kind, doc.Name), Version: 1, MediaType: "text/plain", Content: doc.Content})
+	p := &agentv1.DeltaPayload{DataPlaneId: dp, FromRevision: st.Revision, ToRevision: st.Revision + 1,
+		PrevStateHash: st.StateHash, StateHash: configstate.Hash(entries),
+		Operations: []*agentv1.Operation{{Kind: agentv1.Operation_KIND_PUT, Document: doc}}}
+	if err := c.ApplyDelta(p, []byte("envelope")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLocalAPI(t *testing.T) {
+	dir, err := os.MkdirTemp("", "lapi") // short: Unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	c, err := cache.Open(filepath.Join(dir, "cache.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	put(t, c, "cairn.dev/greeting", "hello", "hi")
+	stale := false
+	sock := filepath.Join(dir, "agent.sock")
+	srv, err := localapi.New(localapi.Config{Socket: sock, Cache: c, Stale: func() bool { return stale }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		if _, err := os.Stat(sock); !os.IsNotExist(err) {
+			t.Error("socket left behind after Run")
+		}
+	}()
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := agentv1.NewLocalConfigServiceClient(conn)
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+
+	got, err := client.GetDocument(rctx, &agentv1.GetDocumentRequest{ScopeType: "data_plane", ScopeId: dp, Kind: "cairn.dev/greeting", Name: "hello"}, grpc.WaitForReady(true))
+	if err != nil || string(got.Document.Content) != "hi" || got.Revision != 1 {
+		t.Fatalf("GetDocument = %v, %v", got, err)
+	}
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket mode %v, %v; want 0660", fi.Mode().Perm(), err)
+	}
+	_, err = client.GetDocument(rctx, &agentv1.GetDocumentRequest{ScopeType: "data_plane", ScopeId: dp, Kind: "cairn.dev/greeting", Name: "nope"})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("missing document: got %v; want NotFound", err)
+	}
+	if _, err := client.GetDocument(rctx, &agentv1.GetDocumentRequest{Name: "x"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("incomplete key: got %v; want InvalidArgument", err)
+	}
+	put(t, c, "other", "x", "y")
+	list, err := client.ListDocuments(rctx, &agentv1.ListDocumentsRequest{Kind: "other"})
+	if err != nil || len(list.Documents) != 1 || list.Revision != 2 || list.StateHash != c.State().StateHash || list.Stale {
+		t.Fatalf("ListDocuments = %v, %v", list, err)
+	}
+
+	// Watch: the current state now, then each applied change.
+	w, err := client.Watch(rctx, &agentv1.WatchRequest{Kind: "cairn.dev/greeting"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := w.Recv()
+	if err != nil || first.Revision != 2 || len(first.Documents) != 1 {
+		t.Fatalf("first watch message %v, %v", first, err)
+	}
+	stale = true
+	put(t, c, "cairn.dev/greeting", "bye", "ciao")
+	next, err := w.Recv()
+	if err != nil || next.Revision != 3 || len(next.Documents) != 2 || !next.Stale {
+		t.Fatalf("watch after a change %v, %v", next, err)
+	}
+}
