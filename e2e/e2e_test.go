@@ -87,14 +87,14 @@ func freeAddr(t *testing.T) string {
 func TestDevFlowPrintedStepsWork(t *testing.T) {
 	bin := binaries(t)
 	dir := t.TempDir()
-	addr, agentAddr := freeAddr(t), freeAddr(t)
+	addr, agentAddr, agentHTTP := freeAddr(t), freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	steps := make(chan string, 1)
 	done := make(chan error, 1)
 	var out bytes.Buffer
 	go func() {
-		done <- devenv.Run(ctx, devenv.Config{Dir: dir, BinDir: bin, AdminAddr: addr, AgentAddr: agentAddr, Out: &out,
+		done <- devenv.Run(ctx, devenv.Config{Dir: dir, BinDir: bin, AdminAddr: addr, AgentAddr: agentAddr, AgentHTTPAddr: agentHTTP, Out: &out,
 			Ready: func(s string) { steps <- s }})
 	}()
 	var text string
@@ -154,7 +154,7 @@ func TestDevFlowPrintedStepsWork(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
 	go func() {
-		done <- devenv.Run(ctx2, devenv.Config{Dir: dir, BinDir: bin, AdminAddr: addr, AgentAddr: agentAddr, Out: &bytes.Buffer{},
+		done <- devenv.Run(ctx2, devenv.Config{Dir: dir, BinDir: bin, AdminAddr: addr, AgentAddr: agentAddr, AgentHTTPAddr: agentHTTP, Out: &bytes.Buffer{},
 			Ready: func(s string) { steps <- s }})
 	}()
 	select {

@@ -33,6 +33,7 @@ type flags struct {
 	caPin         string
 	spiffeSocket  string
 	localSocket   string
+	httpAddr      string
 	trustDomain   string
 	logLevel      string
 	logFormat     string
@@ -51,6 +52,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs.StringVar(&f.spiffeSocket, "spiffe-socket", "", "take the SVID from this SPIFFE Workload API (SPIRE agent), e.g. unix:///run/spire/sockets/agent.sock, instead of enrolling; needs --ca-bundle")
 	fs.StringVar(&f.trustDomain, "trust-domain", "cairn.local", "Cairn's trust domain (used with --spiffe-socket)")
 	fs.StringVar(&f.localSocket, "local-socket", "", "Unix socket of the local config read API for data-plane services (mode 0660); empty means <data-dir>/agent.sock")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "address of /healthz and /metrics, e.g. 127.0.0.1:7445; empty serves neither")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fs.Usage = flagenv.Usage(fs, envPrefix, "usage: cairn-agent [flags]\n\nRuns the Cairn agent in a data plane.", stderr)
@@ -104,7 +106,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Addr: f.controlPlane, Dir: f.dataDir, JoinToken: token,
 		Trust:   identity.Trust{BundleFile: f.caBundle, Pin: f.caPin},
 		Version: Version, Logger: log,
-		SPIFFESocket: f.spiffeSocket, LocalSocket: f.localSocket, TrustDomain: spiffeid.RequireTrustDomainFromString(f.trustDomain),
+		SPIFFESocket: f.spiffeSocket, LocalSocket: f.localSocket, HTTPAddr: f.httpAddr, TrustDomain: spiffeid.RequireTrustDomainFromString(f.trustDomain),
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "cairn-agent:", err)

@@ -18,9 +18,10 @@ func main() {
 	bin := fs.String("bin", "bin", "directory with the built binaries")
 	addr := fs.String("admin-addr", "127.0.0.1:7443", "admin API address")
 	agentAddr := fs.String("agent-addr", "127.0.0.1:7444", "agent API address")
+	agentHTTP := fs.String("agent-http-addr", "127.0.0.1:7445", "the agent's /healthz and /metrics address")
 	_ = fs.Parse(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := devenv.Run(ctx, devenv.Config{Dir: *dir, BinDir: *bin, AdminAddr: *addr, AgentAddr: *agentAddr, Out: os.Stdout})
+	err := devenv.Run(ctx, devenv.Config{Dir: *dir, BinDir: *bin, AdminAddr: *addr, AgentAddr: *agentAddr, AgentHTTPAddr: *agentHTTP, Out: os.Stdout})
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -36,6 +36,9 @@ type Config struct {
 	AdminAddr string
 	// AgentAddr is the agent API address, e.g. 127.0.0.1:7444. Required.
 	AgentAddr string
+	// AgentHTTPAddr is the agent's /healthz and /metrics address; ""
+	// serves neither.
+	AgentHTTPAddr string
 	// Out receives the next steps. Required.
 	Out io.Writer
 	// Ready, if set, is called with the printed next steps once the
@@ -111,6 +114,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("devenv: agent did not enroll (see %s): %w", agentLogPath, err)
 	}
 	ids.AgentAddr, ids.AgentID, ids.AgentSPIFFEID, ids.AgentDir, ids.AgentLog = cfg.AgentAddr, info.AgentID, info.SPIFFEID, agentDir, agentLogPath
+	ids.AgentHTTP = cfg.AgentHTTPAddr
 	var steps strings.Builder
 	if err := nextSteps.Execute(&steps, ids); err != nil {
 		return fmt.Errorf("devenv: %w", err)
@@ -159,6 +163,9 @@ func stopProcess(cmd *exec.Cmd, exited chan error) {
 // address and directory.
 func agentStartArgs(ctx context.Context, base, tok, dataPlaneID, agentDir string, cfg Config) ([]string, error) {
 	args := []string{"--control-plane", cfg.AgentAddr, "--data-dir", agentDir, "--log-format", "text"}
+	if cfg.AgentHTTPAddr != "" {
+		args = append(args, "--http-addr", cfg.AgentHTTPAddr)
+	}
 	if _, err := os.Stat(filepath.Join(agentDir, "identity", "identity.json")); err == nil {
 		return args, nil
 	}
@@ -232,6 +239,7 @@ type demoIDs struct {
 	Addr, Dir, TokenFile, Log                             string
 	TenantID, DataPlaneID, DocumentID                     string
 	AgentAddr, AgentID, AgentSPIFFEID, AgentDir, AgentLog string
+	AgentHTTP                                             string
 }
 
 func bearer(tok string) connect.Option {
@@ -357,6 +365,8 @@ Try it (in another terminal, from this directory):
 
   # health, readiness, metrics
   curl -s http://{{.Addr}}/readyz; curl -s http://{{.Addr}}/metrics | grep cairn_admin_rpc
+{{- if .AgentHTTP}}
+  curl -s http://{{.AgentHTTP}}/healthz; curl -s http://{{.AgentHTTP}}/metrics | grep cairn_agent_{{end}}
 
 Press Ctrl-C to stop. State stays in {{.Dir}}; delete it to start afresh.
 `))

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"path/filepath"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/cairnhq/cairn/agent/internal/cache"
 	"github.com/cairnhq/cairn/agent/internal/configsync"
+	"github.com/cairnhq/cairn/agent/internal/health"
 	"github.com/cairnhq/cairn/agent/internal/identity"
 	"github.com/cairnhq/cairn/agent/internal/localapi"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
@@ -51,6 +53,8 @@ type Config struct {
 	// LocalSocket is the Unix socket of the local read API; "" means
 	// Dir/agent.sock.
 	LocalSocket string
+	// HTTPAddr serves /healthz and /metrics; "" serves neither.
+	HTTPAddr string
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// MaxBackoff caps reconnect delays; 0 means 30 seconds.
@@ -142,6 +146,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 				cancel(err)
 			}
 		}()
+		if d.cfg.HTTPAddr != "" {
+			if err := d.serveHealth(ctx, &renewing, src, syncer); err != nil {
+				cancel(err)
+			}
+		}
 		local, err := localapi.New(localapi.Config{Socket: d.localSocket(), Cache: d.cache, Stale: syncer.Stale, Logger: d.log})
 		if err != nil {
 			cancel(err)
@@ -384,4 +393,33 @@ func (d *Daemon) configLoop(ctx context.Context, src *identity.Source, syncer *c
 			return nil
 		}
 	}
+}
+
+// serveHealth starts /healthz and /metrics on HTTPAddr, tracked by wg.
+func (d *Daemon) serveHealth(ctx context.Context, wg *sync.WaitGroup, src *identity.Source, syncer *configsync.Syncer) error {
+	l, err := net.Listen("tcp", d.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("agent: health listener: %w", err)
+	}
+	srv, err := health.New(health.Config{Listener: l, Logger: d.log, State: func() health.Snapshot {
+		st, stats := d.cache.State(), syncer.Stats()
+		var expiry time.Time
+		if svid := src.SVID(); svid != nil && len(svid.Certificates) > 0 {
+			expiry = svid.Certificates[0].NotAfter
+		}
+		return health.Snapshot{AppliedRevision: st.Revision, CacheBytes: d.cache.Size(), Applied: stats.Applied,
+			Nacks: stats.Nacks, LastFresh: stats.LastFresh, Stale: syncer.Stale(), SVIDExpiry: expiry}
+	}})
+	if err != nil {
+		l.Close()
+		return err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Run(ctx); err != nil {
+			d.log.Warn("health server", "error", err)
+		}
+	}()
+	return nil
 }
