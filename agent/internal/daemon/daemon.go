@@ -259,9 +259,30 @@ func (d *Daemon) renewLoop(ctx context.Context, src *identity.Source) error {
 }
 
 // bundleLoop keeps a WatchBundle stream open, installing each bundle it
-// sends, and reconnects with backoff: on a new connection (and so with the
-// current SVID) when the old one was refused.
+// sends.
 func (d *Daemon) bundleLoop(ctx context.Context, src *identity.Source) error {
+	return d.keepStream(ctx, src, "control plane stream", func(ctx context.Context, conn *grpc.ClientConn) (bool, error) {
+		stream, err := agentv1.NewIdentityServiceClient(conn).WatchBundle(ctx, &agentv1.WatchBundleRequest{})
+		progress := false
+		for err == nil {
+			var msg *agentv1.WatchBundleResponse
+			if msg, err = stream.Recv(); err == nil {
+				progress = true
+				if uerr := src.UpdateBundle(msg.Bundle); uerr != nil {
+					d.log.Warn("ignoring trust bundle", "error", uerr)
+				}
+			}
+		}
+		return progress, err
+	})
+}
+
+// keepStream runs session on an mTLS connection until ctx ends, reconnecting
+// with backoff (reset once a session made progress) and on a new connection,
+// so with the current SVID, when the old one was refused as
+// unauthenticated. A refusal of the agent itself ends it with ErrRevoked.
+func (d *Daemon) keepStream(ctx context.Context, src *identity.Source, what string,
+	session func(context.Context, *grpc.ClientConn) (progress bool, err error)) error {
 	var conn *grpc.ClientConn
 	defer func() {
 		if conn != nil {
@@ -275,29 +296,25 @@ func (d *Daemon) bundleLoop(ctx context.Context, src *identity.Source) error {
 				return fmt.Errorf("agent: dial %s: %w", d.cfg.Addr, err)
 			}
 		}
-		stream, err := agentv1.NewIdentityServiceClient(conn).WatchBundle(ctx, &agentv1.WatchBundleRequest{})
-		for err == nil {
-			var msg *agentv1.WatchBundleResponse
-			if msg, err = stream.Recv(); err == nil {
-				attempt = 0
-				if uerr := src.UpdateBundle(msg.Bundle); uerr != nil {
-					d.log.Warn("ignoring trust bundle", "error", uerr)
-				}
-			}
-		}
+		sctx, cancel := context.WithCancel(ctx)
+		progress, err := session(sctx, conn)
+		cancel()
 		if ctx.Err() != nil {
 			return nil
 		}
-		if status.Code(err) == codes.PermissionDenied {
-			return fmt.Errorf("%w: %s", ErrRevoked, status.Convert(err).Message())
+		if progress {
+			attempt = 0
 		}
-		if status.Code(err) == codes.Unauthenticated {
+		switch status.Code(err) {
+		case codes.PermissionDenied:
+			return fmt.Errorf("%w: %s", ErrRevoked, status.Convert(err).Message())
+		case codes.Unauthenticated:
 			conn.Close()
 			conn = nil
 		}
 		delay := d.backoff(attempt)
 		attempt++
-		d.log.Warn("control plane stream ended; reconnecting", "error", err, "in", delay)
+		d.log.Warn(what+" ended; reconnecting", "error", err, "in", delay)
 		if err := sleep(ctx, delay); err != nil {
 			return nil
 		}
@@ -350,49 +367,16 @@ func (d *Daemon) openSync(src *identity.Source) (*configsync.Syncer, func(), err
 	return s, func() { c.Close() }, nil
 }
 
-// configLoop keeps a config stream open with backoff, re-dialing when the
-// control plane no longer accepts the connection's SVID.
+// configLoop keeps a config stream open for the syncer.
 func (d *Daemon) configLoop(ctx context.Context, src *identity.Source, syncer *configsync.Syncer) error {
-	var conn *grpc.ClientConn
-	defer func() {
-		if conn != nil {
-			conn.Close()
-		}
-	}()
-	for attempt := 0; ; {
-		if conn == nil {
-			var err error
-			if conn, err = src.Dial(d.cfg.Addr); err != nil {
-				return fmt.Errorf("agent: dial %s: %w", d.cfg.Addr, err)
-			}
-		}
-		sctx, scancel := context.WithCancel(ctx)
-		stream, err := agentv1.NewConfigServiceClient(conn).Stream(sctx)
+	return d.keepStream(ctx, src, "config stream", func(ctx context.Context, conn *grpc.ClientConn) (bool, error) {
+		before := syncer.Stats().Applied
+		stream, err := agentv1.NewConfigServiceClient(conn).Stream(ctx)
 		if err == nil {
-			before := syncer.Stats().Applied
-			err = syncer.Session(sctx, stream)
-			if syncer.Stats().Applied > before {
-				attempt = 0
-			}
+			err = syncer.Session(ctx, stream)
 		}
-		scancel()
-		if ctx.Err() != nil {
-			return nil
-		}
-		switch status.Code(err) {
-		case codes.PermissionDenied:
-			return fmt.Errorf("%w: %s", ErrRevoked, status.Convert(err).Message())
-		case codes.Unauthenticated:
-			conn.Close()
-			conn = nil
-		}
-		delay := d.backoff(attempt)
-		attempt++
-		d.log.Warn("config stream ended; reconnecting", "error", err, "in", delay)
-		if err := sleep(ctx, delay); err != nil {
-			return nil
-		}
-	}
+		return syncer.Stats().Applied > before, err
+	})
 }
 
 // serveHealth starts /healthz and /metrics on HTTPAddr, tracked by wg.
