@@ -126,6 +126,14 @@ func scanHead(r row) (Head, error) {
 	return h, err
 }
 
+func getHead(ctx context.Context, q querier, dataPlaneID string) (Head, error) {
+	h, err := scanHead(q.queryRow(ctx, `SELECT `+headCols+` FROM data_plane_heads t WHERE t.data_plane_id = $1`, dataPlaneID))
+	if isNoRows(err) {
+		return Head{}, fmt.Errorf("head of data plane %q: %w", dataPlaneID, ErrNotFound)
+	}
+	return h, err
+}
+
 // GetHead returns a data plane's latest revision.
 func (s *Store) GetHead(ctx context.Context, dataPlaneID string) (Head, error) {
 	if !isValidID(dataPlaneID) {
@@ -133,12 +141,9 @@ func (s *Store) GetHead(ctx context.Context, dataPlaneID string) (Head, error) {
 	}
 	var h Head
 	err := s.b.read(ctx, func(q querier) (err error) {
-		h, err = scanHead(q.queryRow(ctx, `SELECT `+headCols+` FROM data_plane_heads t WHERE t.data_plane_id = $1`, dataPlaneID))
+		h, err = getHead(ctx, q, dataPlaneID)
 		return err
 	})
-	if isNoRows(err) {
-		return Head{}, fmt.Errorf("head of data plane %q: %w", dataPlaneID, ErrNotFound)
-	}
 	if err != nil {
 		return Head{}, fmt.Errorf("get head: %w", err)
 	}
@@ -185,10 +190,7 @@ func scanRevision(r row) (Revision, error) {
 func (s *Store) RevisionsAfter(ctx context.Context, dataPlaneID string, after int64, limit int) ([]Revision, error) {
 	var out []Revision
 	err := s.b.read(ctx, func(q querier) error {
-		h, err := scanHead(q.queryRow(ctx, `SELECT `+headCols+` FROM data_plane_heads t WHERE t.data_plane_id = $1`, dataPlaneID))
-		if isNoRows(err) {
-			return fmt.Errorf("data plane %q: %w", dataPlaneID, ErrNotFound)
-		}
+		h, err := getHead(ctx, q, dataPlaneID)
 		if err != nil {
 			return err
 		}
@@ -217,10 +219,7 @@ type Snapshot struct {
 func (s *Store) GetSnapshot(ctx context.Context, dataPlaneID string) (Snapshot, error) {
 	var snap Snapshot
 	err := s.b.inTx(ctx, func(q querier) error {
-		h, err := scanHead(q.queryRow(ctx, `SELECT `+headCols+` FROM data_plane_heads t WHERE t.data_plane_id = $1`, dataPlaneID))
-		if isNoRows(err) {
-			return fmt.Errorf("data plane %q: %w", dataPlaneID, ErrNotFound)
-		}
+		h, err := getHead(ctx, q, dataPlaneID)
 		if err != nil {
 			return err
 		}
