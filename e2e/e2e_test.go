@@ -211,14 +211,14 @@ func testPKI(t *testing.T, dir string) (caFile, certFile, keyFile string, pool *
 
 type process struct {
 	cmd    *exec.Cmd
-	stdout *bytes.Buffer
-	stderr *bytes.Buffer
+	stdout *syncBuffer
+	stderr *syncBuffer
 	done   chan error
 }
 
 func start(t *testing.T, bin string, env []string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(filepath.Join(bin, "cairn-controlplane"), args...), stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	p := &process{cmd: exec.Command(filepath.Join(bin, "cairn-controlplane"), args...), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -288,12 +288,6 @@ func TestControlPlaneTLSOnPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := strings.TrimSpace(string(tokBytes))
-	if strings.Contains(p.stderr.String(), tok) || strings.Contains(p.stdout.String(), tok) {
-		t.Fatal("the bootstrap token appears in the control plane's output")
-	}
-	if strings.Contains(p.stderr.String(), "postgres@") && !strings.Contains(dbURL, "postgres@") {
-		t.Fatal("database URL logged")
-	}
 
 	// grpcurl over TLS: reflection lists every service.
 	out, err := exec.Command("go", "tool", "grpcurl", "-cacert", caFile, addr, "list").CombinedOutput()
@@ -338,7 +332,17 @@ func TestControlPlaneTLSOnPostgres(t *testing.T) {
 		}
 	}
 
-	// Logs are JSON, one line per call, each with a request id.
+	// Restart on the same database: state and token survive.
+	p.stop(t)
+	// Output is complete once the process has exited.
+	if strings.Contains(p.stderr.String(), tok) || strings.Contains(p.stdout.String(), tok) {
+		t.Fatal("the bootstrap token appears in the control plane's output")
+	}
+	if strings.Contains(p.stderr.String(), "postgres@") && !strings.Contains(dbURL, "postgres@") {
+		t.Fatal("database URL logged")
+	}
+	// Logs are JSON, one line per call, each with a request id. Read
+	// them once the process has exited, when all its output is in.
 	var rpcLines int
 	for _, line := range strings.Split(p.stderr.String(), "\n") {
 		var rec map[string]any
@@ -359,8 +363,6 @@ func TestControlPlaneTLSOnPostgres(t *testing.T) {
 		t.Fatalf("got %d rpc log lines; want at least 4", rpcLines)
 	}
 
-	// Restart on the same database: state and token survive.
-	p.stop(t)
 	p2 := start(t, bin, env, args...)
 	waitReady(t, p2, tlsClient, base)
 	got, err := tenants.GetTenant(authed, &adminv1.GetTenantRequest{Id: created.Tenant.Id})
@@ -393,17 +395,17 @@ func TestControlPlaneStartupRules(t *testing.T) {
 	addr := freeAddr(t)
 	p = start(t, bin, nil, "--data-dir", dir, "--admin-addr", addr, "--insecure")
 	waitReady(t, p, http.DefaultClient, "http://"+addr)
+	p.stop(t) // its output is complete once it has exited
 	if !strings.Contains(p.stdout.String(), "Bootstrap operator token") || !strings.Contains(p.stdout.String(), "cairn_") {
 		t.Fatalf("fresh install did not print the bootstrap token:\n%s", p.stdout)
 	}
 	if strings.Contains(p.stderr.String(), "cairn_") {
 		t.Fatal("the bootstrap token reached the log")
 	}
-	p.stop(t)
 	p = start(t, bin, nil, "--data-dir", dir, "--admin-addr", addr, "--insecure")
 	waitReady(t, p, http.DefaultClient, "http://"+addr)
+	p.stop(t)
 	if strings.Contains(p.stdout.String(), "Bootstrap operator token") {
 		t.Fatal("the bootstrap token was printed a second time")
 	}
-	p.stop(t)
 }
