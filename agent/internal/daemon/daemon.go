@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"path/filepath"
 	"sync"
@@ -278,8 +277,9 @@ func (d *Daemon) bundleLoop(ctx context.Context, src *identity.Source) error {
 }
 
 // keepStream runs session on an mTLS connection until ctx ends, reconnecting
-// with backoff (reset once a session made progress) and on a new connection,
-// so with the current SVID, when the old one was refused as
+// with backoff (reset once a session made progress; at least the control
+// plane's retry hint when it refused the stream for load) and on a new
+// connection, so with the current SVID, when the old one was refused as
 // unauthenticated. A refusal of the agent itself ends it with ErrRevoked.
 func (d *Daemon) keepStream(ctx context.Context, src *identity.Source, what string,
 	session func(context.Context, *grpc.ClientConn) (progress bool, err error)) error {
@@ -312,19 +312,13 @@ func (d *Daemon) keepStream(ctx context.Context, src *identity.Source, what stri
 			conn.Close()
 			conn = nil
 		}
-		delay := d.backoff(attempt)
+		delay := d.retryDelay(attempt, err)
 		attempt++
 		d.log.Warn(what+" ended; reconnecting", "error", err, "in", delay)
 		if err := sleep(ctx, delay); err != nil {
 			return nil
 		}
 	}
-}
-
-// backoff is exponential with full jitter: uniform in [0, min(cap, 1s·2^n)].
-func (d *Daemon) backoff(attempt int) time.Duration {
-	ceil := min(time.Second<<min(attempt, 10), d.cfg.MaxBackoff)
-	return time.Duration(rand.Int64N(int64(ceil)) + 1)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
