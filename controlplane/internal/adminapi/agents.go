@@ -21,6 +21,7 @@ const (
 	DefaultJoinTokenTTL = 10 * time.Minute
 	maxJoinTokenTTL     = 7 * 24 * time.Hour
 	maxRevokeReason     = 200
+	maxMetricName       = 128
 )
 
 type agents struct{ *Services }
@@ -40,6 +41,16 @@ func agentPB(a store.Agent) *adminv1.Agent {
 			LastSentRevision: s.LastSentRevision, LastAppliedRevision: s.LastAppliedRevision,
 			LastNackRevision: s.LastNackRevision, LastNackReason: s.LastNackReason, LastNackDetail: s.LastNackDetail,
 			LastSeenTime: timestamppb.New(s.LastSeen), Epoch: s.Epoch,
+		}
+	}
+	if st := a.Status; st != nil {
+		out.Status = &adminv1.AgentStatus{
+			AppliedRevision: st.AppliedRevision, StateHash: st.StateHash, AgentVersion: st.AgentVersion,
+			HostVersion: st.HostVersion, LastError: st.LastError, Stale: st.Stale, DroppedReports: st.DroppedReports,
+			ProductVersion: st.ProductVersion, ReportTime: timestamppb.New(st.ReportTime), ReceiveTime: timestamppb.New(st.ReceiveTime),
+		}
+		for _, c := range st.Checks {
+			out.Status.Checks = append(out.Status.Checks, &adminv1.AgentCheck{Name: c.Name, Healthy: c.Healthy, Detail: c.Detail})
 		}
 	}
 	return out
@@ -103,7 +114,8 @@ func (s *agents) ListAgents(ctx context.Context, req *connect.Request[adminv1.Li
 	if m.BehindRevision < 0 {
 		v.add("behind_revision", "must not be negative")
 	}
-	af := store.AgentFilter{DataPlaneID: m.DataPlaneId, BehindRevision: m.BehindRevision, WithNack: m.WithNack, ActiveOnly: m.ActiveOnly}
+	af := store.AgentFilter{DataPlaneID: m.DataPlaneId, BehindRevision: m.BehindRevision, WithNack: m.WithNack, ActiveOnly: m.ActiveOnly,
+		UnhealthyOnly: m.UnhealthyOnly}
 	if m.NotSeenFor != nil {
 		d := m.NotSeenFor.AsDuration()
 		if m.NotSeenFor.CheckValid() != nil || d <= 0 {
@@ -145,6 +157,42 @@ func (s *agents) RevokeAgent(ctx context.Context, req *connect.Request[adminv1.R
 		return nil, s.toConnect(ctx, err)
 	}
 	return connect.NewResponse(&adminv1.RevokeAgentResponse{Agent: agentPB(a)}), nil
+}
+
+func (s *agents) ListAgentMetrics(ctx context.Context, req *connect.Request[adminv1.ListAgentMetricsRequest]) (*connect.Response[adminv1.ListAgentMetricsResponse], error) {
+	p, _, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var v violations
+	m := req.Msg
+	v.id("agent_id", m.AgentId)
+	page, _ := v.listArgs(m.PageSize, m.PageToken, "")
+	v.maxLen("name", m.Name, maxMetricName)
+	f := store.MetricFilter{AgentID: m.AgentId, Name: m.Name}
+	if m.StartTime != nil {
+		if m.StartTime.CheckValid() != nil {
+			v.add("start_time", "must be a valid timestamp")
+		}
+		f.Since = m.StartTime.AsTime()
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	// The agent must be visible to the caller: NotFound otherwise.
+	if _, err := s.st.GetAgent(ctx, p.Visible(), m.AgentId); err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	points, next, err := s.st.ListAgentMetrics(ctx, f, page)
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	resp := &adminv1.ListAgentMetricsResponse{NextPageToken: pageToken(next)}
+	for _, pt := range points {
+		resp.Points = append(resp.Points, &adminv1.AgentMetricPoint{Name: pt.Name, Labels: pt.Labels, Value: pt.Value,
+			Time: timestamppb.New(pt.Time), Source: pt.Source})
+	}
+	return connect.NewResponse(resp), nil
 }
 
 func (s *agents) GetTrustBundle(ctx context.Context, _ *connect.Request[adminv1.GetTrustBundleRequest]) (*connect.Response[adminv1.GetTrustBundleResponse], error) {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -32,6 +33,9 @@ type Agent struct {
 	// Sync is the agent's config stream position; nil until it streamed.
 	// Read-only: not part of audit digests.
 	Sync *AgentSync `json:"-"`
+	// Status is the agent's newest status report; nil until it reported.
+	// Read-only like Sync.
+	Status *AgentStatus `json:"-"`
 }
 
 // Enrollment refusals, wrapped with detail.
@@ -188,20 +192,38 @@ func getAgent(ctx context.Context, q querier, visible, id string) (Agent, error)
 }
 
 // agentSyncFrom joins each agent with its stream position, if any.
-const agentSyncFrom = `FROM agents t LEFT JOIN agent_sync s ON s.agent_id = t.id`
+const agentSyncFrom = `FROM agents t LEFT JOIN agent_sync s ON s.agent_id = t.id LEFT JOIN agent_status r ON r.agent_id = t.id`
 
 const agentSyncCols = agentCols + `, s.last_sent_revision, s.last_applied_revision, s.last_nack_revision,
-	s.last_nack_reason, s.last_nack_detail, s.last_seen, s.epoch`
+	s.last_nack_reason, s.last_nack_detail, s.last_seen, s.epoch, r.seq, r.applied_revision, r.state_hash, r.agent_version,
+	r.host_version, r.product_version, r.checks, r.last_error, r.stale, r.dropped_reports, r.report_time, r.receive_time`
 
 func scanAgentWithSync(r row) (Agent, error) {
 	var a Agent
 	var sent, applied, nackRev *int64
 	var reason, detail, epoch *string
 	var seen *time.Time
+	var st struct {
+		seq, applied, dropped                                            *int64
+		stateHash, agentVersion, hostVersion, productVersion, checks, le *string
+		stale                                                            *bool
+		reportTime, receiveTime                                          *time.Time
+	}
 	if err := r.Scan(&a.ID, &a.TenantID, &a.DataPlaneID, &a.SPIFFEID, &a.AgentVersion, &a.Hostname,
 		&a.CreateTime, &a.SVIDExpireTime, &a.RevokeTime, &a.RevokeReason,
-		&sent, &applied, &nackRev, &reason, &detail, &seen, &epoch); err != nil {
+		&sent, &applied, &nackRev, &reason, &detail, &seen, &epoch,
+		&st.seq, &st.applied, &st.stateHash, &st.agentVersion, &st.hostVersion, &st.productVersion, &st.checks,
+		&st.le, &st.stale, &st.dropped, &st.reportTime, &st.receiveTime); err != nil {
 		return Agent{}, err
+	}
+	if st.seq != nil {
+		a.Status = &AgentStatus{AgentID: a.ID, DataPlaneID: a.DataPlaneID, Seq: *st.seq, AppliedRevision: *st.applied,
+			StateHash: *st.stateHash, AgentVersion: *st.agentVersion, HostVersion: *st.hostVersion,
+			ProductVersion: *st.productVersion, LastError: *st.le, Stale: *st.stale, DroppedReports: *st.dropped,
+			ReportTime: utc(*st.reportTime), ReceiveTime: utc(*st.receiveTime)}
+		if err := json.Unmarshal([]byte(*st.checks), &a.Status.Checks); err != nil {
+			return Agent{}, fmt.Errorf("decode checks: %w", err)
+		}
 	}
 	a.CreateTime, a.SVIDExpireTime = utc(a.CreateTime), utc(a.SVIDExpireTime)
 	if a.RevokeTime != nil {
@@ -247,6 +269,9 @@ type AgentFilter struct {
 	NotSeenSince time.Time
 	// ActiveOnly leaves out revoked agents.
 	ActiveOnly bool
+	// UnhealthyOnly keeps agents whose newest status is stale or has a
+	// failing check.
+	UnhealthyOnly bool
 }
 
 // ListAgents returns one page of agents with their stream positions.
@@ -267,6 +292,9 @@ func (s *Store) ListAgents(ctx context.Context, f Filter, af AgentFilter, p Page
 	}
 	if af.ActiveOnly {
 		w.add("t.revoke_time IS NULL")
+	}
+	if af.UnhealthyOnly {
+		w.add("(r.stale = TRUE OR r.failing_checks > 0)")
 	}
 	var out []Agent
 	var next string

@@ -40,7 +40,9 @@ type Agent struct {
 	RevokeTime   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
 	RevokeReason string                 `protobuf:"bytes,10,opt,name=revoke_reason,json=revokeReason,proto3" json:"revoke_reason,omitempty"`
 	// Where the agent's config stream stands; unset until it has streamed.
-	Sync          *AgentSync `protobuf:"bytes,11,opt,name=sync,proto3" json:"sync,omitempty"`
+	Sync *AgentSync `protobuf:"bytes,11,opt,name=sync,proto3" json:"sync,omitempty"`
+	// What the agent last reported about itself; unset until it has.
+	Status        *AgentStatus `protobuf:"bytes,12,opt,name=status,proto3" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -152,6 +154,202 @@ func (x *Agent) GetSync() *AgentSync {
 	return nil
 }
 
+func (x *Agent) GetStatus() *AgentStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// AgentStatus is the newest status report of an agent.
+type AgentStatus struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	AppliedRevision int64                  `protobuf:"varint,1,opt,name=applied_revision,json=appliedRevision,proto3" json:"applied_revision,omitempty"`
+	StateHash       string                 `protobuf:"bytes,2,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	AgentVersion    string                 `protobuf:"bytes,3,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	HostVersion     string                 `protobuf:"bytes,4,opt,name=host_version,json=hostVersion,proto3" json:"host_version,omitempty"`
+	Checks          []*AgentCheck          `protobuf:"bytes,5,rep,name=checks,proto3" json:"checks,omitempty"`
+	LastError       string                 `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// The agent had no fresh signed heartbeat within its limit.
+	Stale bool `protobuf:"varint,7,opt,name=stale,proto3" json:"stale,omitempty"`
+	// Reports the agent dropped because its queue was full.
+	DroppedReports int64  `protobuf:"varint,8,opt,name=dropped_reports,json=droppedReports,proto3" json:"dropped_reports,omitempty"`
+	ProductVersion string `protobuf:"bytes,9,opt,name=product_version,json=productVersion,proto3" json:"product_version,omitempty"`
+	// When the agent made the report, by its clock.
+	ReportTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=report_time,json=reportTime,proto3" json:"report_time,omitempty"`
+	// When the control plane stored it.
+	ReceiveTime   *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=receive_time,json=receiveTime,proto3" json:"receive_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentStatus) Reset() {
+	*x = AgentStatus{}
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentStatus) ProtoMessage() {}
+
+func (x *AgentStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentStatus.ProtoReflect.Descriptor instead.
+func (*AgentStatus) Descriptor() ([]byte, []int) {
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AgentStatus) GetAppliedRevision() int64 {
+	if x != nil {
+		return x.AppliedRevision
+	}
+	return 0
+}
+
+func (x *AgentStatus) GetStateHash() string {
+	if x != nil {
+		return x.StateHash
+	}
+	return ""
+}
+
+func (x *AgentStatus) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
+	}
+	return ""
+}
+
+func (x *AgentStatus) GetHostVersion() string {
+	if x != nil {
+		return x.HostVersion
+	}
+	return ""
+}
+
+func (x *AgentStatus) GetChecks() []*AgentCheck {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
+func (x *AgentStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *AgentStatus) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+func (x *AgentStatus) GetDroppedReports() int64 {
+	if x != nil {
+		return x.DroppedReports
+	}
+	return 0
+}
+
+func (x *AgentStatus) GetProductVersion() string {
+	if x != nil {
+		return x.ProductVersion
+	}
+	return ""
+}
+
+func (x *AgentStatus) GetReportTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReportTime
+	}
+	return nil
+}
+
+func (x *AgentStatus) GetReceiveTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReceiveTime
+	}
+	return nil
+}
+
+type AgentCheck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Healthy       bool                   `protobuf:"varint,2,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	Detail        string                 `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentCheck) Reset() {
+	*x = AgentCheck{}
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentCheck) ProtoMessage() {}
+
+func (x *AgentCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentCheck.ProtoReflect.Descriptor instead.
+func (*AgentCheck) Descriptor() ([]byte, []int) {
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AgentCheck) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AgentCheck) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *AgentCheck) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 // AgentSync is an agent's config stream position as the control plane
 // last recorded it.
 type AgentSync struct {
@@ -171,7 +369,7 @@ type AgentSync struct {
 
 func (x *AgentSync) Reset() {
 	*x = AgentSync{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[1]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -183,7 +381,7 @@ func (x *AgentSync) String() string {
 func (*AgentSync) ProtoMessage() {}
 
 func (x *AgentSync) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[1]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -196,7 +394,7 @@ func (x *AgentSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentSync.ProtoReflect.Descriptor instead.
 func (*AgentSync) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AgentSync) GetLastSentRevision() int64 {
@@ -260,7 +458,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[2]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +470,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[2]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +483,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateJoinTokenRequest) GetDataPlaneId() string {
@@ -314,7 +512,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[3]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -326,7 +524,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[3]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -339,7 +537,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateJoinTokenResponse) GetId() string {
@@ -372,7 +570,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[4]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +582,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[4]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +595,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetAgentRequest) GetId() string {
@@ -416,7 +614,7 @@ type GetAgentResponse struct {
 
 func (x *GetAgentResponse) Reset() {
 	*x = GetAgentResponse{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[5]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +626,7 @@ func (x *GetAgentResponse) String() string {
 func (*GetAgentResponse) ProtoMessage() {}
 
 func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[5]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +639,7 @@ func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetAgentResponse) GetAgent() *Agent {
@@ -466,14 +664,17 @@ type ListAgentsRequest struct {
 	// agents that never streamed).
 	NotSeenFor *durationpb.Duration `protobuf:"bytes,7,opt,name=not_seen_for,json=notSeenFor,proto3" json:"not_seen_for,omitempty"`
 	// Leave out revoked agents.
-	ActiveOnly    bool `protobuf:"varint,8,opt,name=active_only,json=activeOnly,proto3" json:"active_only,omitempty"`
+	ActiveOnly bool `protobuf:"varint,8,opt,name=active_only,json=activeOnly,proto3" json:"active_only,omitempty"`
+	// Only agents whose newest status says they are stale (no fresh signed
+	// heartbeat) or has a failing check.
+	UnhealthyOnly bool `protobuf:"varint,9,opt,name=unhealthy_only,json=unhealthyOnly,proto3" json:"unhealthy_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[6]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +686,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[6]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +699,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListAgentsRequest) GetPageSize() int32 {
@@ -557,6 +758,13 @@ func (x *ListAgentsRequest) GetActiveOnly() bool {
 	return false
 }
 
+func (x *ListAgentsRequest) GetUnhealthyOnly() bool {
+	if x != nil {
+		return x.UnhealthyOnly
+	}
+	return false
+}
+
 type ListAgentsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Agents        []*Agent               `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
@@ -567,7 +775,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[7]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +787,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[7]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +800,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -620,7 +828,7 @@ type RevokeAgentRequest struct {
 
 func (x *RevokeAgentRequest) Reset() {
 	*x = RevokeAgentRequest{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[8]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +840,7 @@ func (x *RevokeAgentRequest) String() string {
 func (*RevokeAgentRequest) ProtoMessage() {}
 
 func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[8]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +853,7 @@ func (x *RevokeAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAgentRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RevokeAgentRequest) GetId() string {
@@ -671,7 +879,7 @@ type RevokeAgentResponse struct {
 
 func (x *RevokeAgentResponse) Reset() {
 	*x = RevokeAgentResponse{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[9]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -683,7 +891,7 @@ func (x *RevokeAgentResponse) String() string {
 func (*RevokeAgentResponse) ProtoMessage() {}
 
 func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[9]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -696,7 +904,7 @@ func (x *RevokeAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAgentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAgentResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RevokeAgentResponse) GetAgent() *Agent {
@@ -714,7 +922,7 @@ type GetTrustBundleRequest struct {
 
 func (x *GetTrustBundleRequest) Reset() {
 	*x = GetTrustBundleRequest{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[10]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +934,7 @@ func (x *GetTrustBundleRequest) String() string {
 func (*GetTrustBundleRequest) ProtoMessage() {}
 
 func (x *GetTrustBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[10]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +947,7 @@ func (x *GetTrustBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrustBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetTrustBundleRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 type GetTrustBundleResponse struct {
@@ -757,7 +965,7 @@ type GetTrustBundleResponse struct {
 
 func (x *GetTrustBundleResponse) Reset() {
 	*x = GetTrustBundleResponse{}
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[11]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +977,7 @@ func (x *GetTrustBundleResponse) String() string {
 func (*GetTrustBundleResponse) ProtoMessage() {}
 
 func (x *GetTrustBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_agent_proto_msgTypes[11]
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +990,7 @@ func (x *GetTrustBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrustBundleResponse.ProtoReflect.Descriptor instead.
 func (*GetTrustBundleResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetTrustBundleResponse) GetBundlePem() string {
@@ -806,11 +1014,219 @@ func (x *GetTrustBundleResponse) GetTrustDomain() string {
 	return ""
 }
 
+type ListAgentMetricsRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Only points of this metric; empty means all.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Only points at or after this time; unset means the retention window.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// 1 to 1000; 0 means 100.
+	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentMetricsRequest) Reset() {
+	*x = ListAgentMetricsRequest{}
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentMetricsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentMetricsRequest) ProtoMessage() {}
+
+func (x *ListAgentMetricsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentMetricsRequest.ProtoReflect.Descriptor instead.
+func (*ListAgentMetricsRequest) Descriptor() ([]byte, []int) {
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListAgentMetricsRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *ListAgentMetricsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ListAgentMetricsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ListAgentMetricsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAgentMetricsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListAgentMetricsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Points        []*AgentMetricPoint    `protobuf:"bytes,1,rep,name=points,proto3" json:"points,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentMetricsResponse) Reset() {
+	*x = ListAgentMetricsResponse{}
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentMetricsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentMetricsResponse) ProtoMessage() {}
+
+func (x *ListAgentMetricsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentMetricsResponse.ProtoReflect.Descriptor instead.
+func (*ListAgentMetricsResponse) Descriptor() ([]byte, []int) {
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListAgentMetricsResponse) GetPoints() []*AgentMetricPoint {
+	if x != nil {
+		return x.Points
+	}
+	return nil
+}
+
+func (x *ListAgentMetricsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type AgentMetricPoint struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Labels map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Value  float64                `protobuf:"fixed64,3,opt,name=value,proto3" json:"value,omitempty"`
+	Time   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// "agent", or the data-plane service that pushed it.
+	Source        string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentMetricPoint) Reset() {
+	*x = AgentMetricPoint{}
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentMetricPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentMetricPoint) ProtoMessage() {}
+
+func (x *AgentMetricPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_admin_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentMetricPoint.ProtoReflect.Descriptor instead.
+func (*AgentMetricPoint) Descriptor() ([]byte, []int) {
+	return file_cairn_admin_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AgentMetricPoint) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AgentMetricPoint) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *AgentMetricPoint) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *AgentMetricPoint) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AgentMetricPoint) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
 var File_cairn_admin_v1_agent_proto protoreflect.FileDescriptor
 
 const file_cairn_admin_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1acairn/admin/v1/agent.proto\x12\x0ecairn.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x03\n" +
+	"\x1acairn/admin/v1/agent.proto\x12\x0ecairn.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x03\n" +
 	"\x05Agent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\"\n" +
@@ -825,7 +1241,29 @@ const file_cairn_admin_v1_agent_proto_rawDesc = "" +
 	"revokeTime\x12#\n" +
 	"\rrevoke_reason\x18\n" +
 	" \x01(\tR\frevokeReason\x12-\n" +
-	"\x04sync\x18\v \x01(\v2\x19.cairn.admin.v1.AgentSyncR\x04sync\"\xc7\x02\n" +
+	"\x04sync\x18\v \x01(\v2\x19.cairn.admin.v1.AgentSyncR\x04sync\x123\n" +
+	"\x06status\x18\f \x01(\v2\x1b.cairn.admin.v1.AgentStatusR\x06status\"\xd6\x03\n" +
+	"\vAgentStatus\x12)\n" +
+	"\x10applied_revision\x18\x01 \x01(\x03R\x0fappliedRevision\x12\x1d\n" +
+	"\n" +
+	"state_hash\x18\x02 \x01(\tR\tstateHash\x12#\n" +
+	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\x12!\n" +
+	"\fhost_version\x18\x04 \x01(\tR\vhostVersion\x122\n" +
+	"\x06checks\x18\x05 \x03(\v2\x1a.cairn.admin.v1.AgentCheckR\x06checks\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x06 \x01(\tR\tlastError\x12\x14\n" +
+	"\x05stale\x18\a \x01(\bR\x05stale\x12'\n" +
+	"\x0fdropped_reports\x18\b \x01(\x03R\x0edroppedReports\x12'\n" +
+	"\x0fproduct_version\x18\t \x01(\tR\x0eproductVersion\x12;\n" +
+	"\vreport_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"reportTime\x12=\n" +
+	"\freceive_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vreceiveTime\"R\n" +
+	"\n" +
+	"AgentCheck\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\ahealthy\x18\x02 \x01(\bR\ahealthy\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xc7\x02\n" +
 	"\tAgentSync\x12,\n" +
 	"\x12last_sent_revision\x18\x01 \x01(\x03R\x10lastSentRevision\x122\n" +
 	"\x15last_applied_revision\x18\x02 \x01(\x03R\x13lastAppliedRevision\x12,\n" +
@@ -846,7 +1284,7 @@ const file_cairn_admin_v1_agent_proto_rawDesc = "" +
 	"\x0fGetAgentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"?\n" +
 	"\x10GetAgentResponse\x12+\n" +
-	"\x05agent\x18\x01 \x01(\v2\x15.cairn.admin.v1.AgentR\x05agent\"\xb4\x02\n" +
+	"\x05agent\x18\x01 \x01(\v2\x15.cairn.admin.v1.AgentR\x05agent\"\xdb\x02\n" +
 	"\x11ListAgentsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -858,7 +1296,8 @@ const file_cairn_admin_v1_agent_proto_rawDesc = "" +
 	"\fnot_seen_for\x18\a \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"notSeenFor\x12\x1f\n" +
 	"\vactive_only\x18\b \x01(\bR\n" +
-	"activeOnly\"k\n" +
+	"activeOnly\x12%\n" +
+	"\x0eunhealthy_only\x18\t \x01(\bR\runhealthyOnly\"k\n" +
 	"\x12ListAgentsResponse\x12-\n" +
 	"\x06agents\x18\x01 \x03(\v2\x15.cairn.admin.v1.AgentR\x06agents\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"<\n" +
@@ -872,14 +1311,35 @@ const file_cairn_admin_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"bundle_pem\x18\x01 \x01(\tR\tbundlePem\x12\x12\n" +
 	"\x04pins\x18\x02 \x03(\tR\x04pins\x12!\n" +
-	"\ftrust_domain\x18\x03 \x01(\tR\vtrustDomain2\xde\x03\n" +
+	"\ftrust_domain\x18\x03 \x01(\tR\vtrustDomain\"\xbf\x01\n" +
+	"\x17ListAgentMetricsRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x129\n" +
+	"\n" +
+	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"|\n" +
+	"\x18ListAgentMetricsResponse\x128\n" +
+	"\x06points\x18\x01 \x03(\v2 .cairn.admin.v1.AgentMetricPointR\x06points\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x85\x02\n" +
+	"\x10AgentMetricPoint\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12D\n" +
+	"\x06labels\x18\x02 \x03(\v2,.cairn.admin.v1.AgentMetricPoint.LabelsEntryR\x06labels\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\x01R\x05value\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xca\x04\n" +
 	"\fAgentService\x12b\n" +
 	"\x0fCreateJoinToken\x12&.cairn.admin.v1.CreateJoinTokenRequest\x1a'.cairn.admin.v1.CreateJoinTokenResponse\x12R\n" +
 	"\bGetAgent\x12\x1f.cairn.admin.v1.GetAgentRequest\x1a .cairn.admin.v1.GetAgentResponse\"\x03\x90\x02\x01\x12X\n" +
 	"\n" +
 	"ListAgents\x12!.cairn.admin.v1.ListAgentsRequest\x1a\".cairn.admin.v1.ListAgentsResponse\"\x03\x90\x02\x01\x12V\n" +
 	"\vRevokeAgent\x12\".cairn.admin.v1.RevokeAgentRequest\x1a#.cairn.admin.v1.RevokeAgentResponse\x12d\n" +
-	"\x0eGetTrustBundle\x12%.cairn.admin.v1.GetTrustBundleRequest\x1a&.cairn.admin.v1.GetTrustBundleResponse\"\x03\x90\x02\x01B\xaf\x01\n" +
+	"\x0eGetTrustBundle\x12%.cairn.admin.v1.GetTrustBundleRequest\x1a&.cairn.admin.v1.GetTrustBundleResponse\"\x03\x90\x02\x01\x12j\n" +
+	"\x10ListAgentMetrics\x12'.cairn.admin.v1.ListAgentMetricsRequest\x1a(.cairn.admin.v1.ListAgentMetricsResponse\"\x03\x90\x02\x01B\xaf\x01\n" +
 	"\x12com.cairn.admin.v1B\n" +
 	"AgentProtoP\x01Z3github.com/cairnhq/cairn/gen/cairn/admin/v1;adminv1\xa2\x02\x03CAX\xaa\x02\x0eCairn.Admin.V1\xca\x02\x0eCairn\\Admin\\V1\xe2\x02\x1aCairn\\Admin\\V1\\GPBMetadata\xea\x02\x10Cairn::Admin::V1b\x06proto3"
 
@@ -895,50 +1355,66 @@ func file_cairn_admin_v1_agent_proto_rawDescGZIP() []byte {
 	return file_cairn_admin_v1_agent_proto_rawDescData
 }
 
-var file_cairn_admin_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_cairn_admin_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_cairn_admin_v1_agent_proto_goTypes = []any{
-	(*Agent)(nil),                   // 0: cairn.admin.v1.Agent
-	(*AgentSync)(nil),               // 1: cairn.admin.v1.AgentSync
-	(*CreateJoinTokenRequest)(nil),  // 2: cairn.admin.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil), // 3: cairn.admin.v1.CreateJoinTokenResponse
-	(*GetAgentRequest)(nil),         // 4: cairn.admin.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),        // 5: cairn.admin.v1.GetAgentResponse
-	(*ListAgentsRequest)(nil),       // 6: cairn.admin.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),      // 7: cairn.admin.v1.ListAgentsResponse
-	(*RevokeAgentRequest)(nil),      // 8: cairn.admin.v1.RevokeAgentRequest
-	(*RevokeAgentResponse)(nil),     // 9: cairn.admin.v1.RevokeAgentResponse
-	(*GetTrustBundleRequest)(nil),   // 10: cairn.admin.v1.GetTrustBundleRequest
-	(*GetTrustBundleResponse)(nil),  // 11: cairn.admin.v1.GetTrustBundleResponse
-	(*timestamppb.Timestamp)(nil),   // 12: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 13: google.protobuf.Duration
+	(*Agent)(nil),                    // 0: cairn.admin.v1.Agent
+	(*AgentStatus)(nil),              // 1: cairn.admin.v1.AgentStatus
+	(*AgentCheck)(nil),               // 2: cairn.admin.v1.AgentCheck
+	(*AgentSync)(nil),                // 3: cairn.admin.v1.AgentSync
+	(*CreateJoinTokenRequest)(nil),   // 4: cairn.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),  // 5: cairn.admin.v1.CreateJoinTokenResponse
+	(*GetAgentRequest)(nil),          // 6: cairn.admin.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),         // 7: cairn.admin.v1.GetAgentResponse
+	(*ListAgentsRequest)(nil),        // 8: cairn.admin.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),       // 9: cairn.admin.v1.ListAgentsResponse
+	(*RevokeAgentRequest)(nil),       // 10: cairn.admin.v1.RevokeAgentRequest
+	(*RevokeAgentResponse)(nil),      // 11: cairn.admin.v1.RevokeAgentResponse
+	(*GetTrustBundleRequest)(nil),    // 12: cairn.admin.v1.GetTrustBundleRequest
+	(*GetTrustBundleResponse)(nil),   // 13: cairn.admin.v1.GetTrustBundleResponse
+	(*ListAgentMetricsRequest)(nil),  // 14: cairn.admin.v1.ListAgentMetricsRequest
+	(*ListAgentMetricsResponse)(nil), // 15: cairn.admin.v1.ListAgentMetricsResponse
+	(*AgentMetricPoint)(nil),         // 16: cairn.admin.v1.AgentMetricPoint
+	nil,                              // 17: cairn.admin.v1.AgentMetricPoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 19: google.protobuf.Duration
 }
 var file_cairn_admin_v1_agent_proto_depIdxs = []int32{
-	12, // 0: cairn.admin.v1.Agent.create_time:type_name -> google.protobuf.Timestamp
-	12, // 1: cairn.admin.v1.Agent.svid_expire_time:type_name -> google.protobuf.Timestamp
-	12, // 2: cairn.admin.v1.Agent.revoke_time:type_name -> google.protobuf.Timestamp
-	1,  // 3: cairn.admin.v1.Agent.sync:type_name -> cairn.admin.v1.AgentSync
-	12, // 4: cairn.admin.v1.AgentSync.last_seen_time:type_name -> google.protobuf.Timestamp
-	13, // 5: cairn.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	12, // 6: cairn.admin.v1.CreateJoinTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	0,  // 7: cairn.admin.v1.GetAgentResponse.agent:type_name -> cairn.admin.v1.Agent
-	13, // 8: cairn.admin.v1.ListAgentsRequest.not_seen_for:type_name -> google.protobuf.Duration
-	0,  // 9: cairn.admin.v1.ListAgentsResponse.agents:type_name -> cairn.admin.v1.Agent
-	0,  // 10: cairn.admin.v1.RevokeAgentResponse.agent:type_name -> cairn.admin.v1.Agent
-	2,  // 11: cairn.admin.v1.AgentService.CreateJoinToken:input_type -> cairn.admin.v1.CreateJoinTokenRequest
-	4,  // 12: cairn.admin.v1.AgentService.GetAgent:input_type -> cairn.admin.v1.GetAgentRequest
-	6,  // 13: cairn.admin.v1.AgentService.ListAgents:input_type -> cairn.admin.v1.ListAgentsRequest
-	8,  // 14: cairn.admin.v1.AgentService.RevokeAgent:input_type -> cairn.admin.v1.RevokeAgentRequest
-	10, // 15: cairn.admin.v1.AgentService.GetTrustBundle:input_type -> cairn.admin.v1.GetTrustBundleRequest
-	3,  // 16: cairn.admin.v1.AgentService.CreateJoinToken:output_type -> cairn.admin.v1.CreateJoinTokenResponse
-	5,  // 17: cairn.admin.v1.AgentService.GetAgent:output_type -> cairn.admin.v1.GetAgentResponse
-	7,  // 18: cairn.admin.v1.AgentService.ListAgents:output_type -> cairn.admin.v1.ListAgentsResponse
-	9,  // 19: cairn.admin.v1.AgentService.RevokeAgent:output_type -> cairn.admin.v1.RevokeAgentResponse
-	11, // 20: cairn.admin.v1.AgentService.GetTrustBundle:output_type -> cairn.admin.v1.GetTrustBundleResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	18, // 0: cairn.admin.v1.Agent.create_time:type_name -> google.protobuf.Timestamp
+	18, // 1: cairn.admin.v1.Agent.svid_expire_time:type_name -> google.protobuf.Timestamp
+	18, // 2: cairn.admin.v1.Agent.revoke_time:type_name -> google.protobuf.Timestamp
+	3,  // 3: cairn.admin.v1.Agent.sync:type_name -> cairn.admin.v1.AgentSync
+	1,  // 4: cairn.admin.v1.Agent.status:type_name -> cairn.admin.v1.AgentStatus
+	2,  // 5: cairn.admin.v1.AgentStatus.checks:type_name -> cairn.admin.v1.AgentCheck
+	18, // 6: cairn.admin.v1.AgentStatus.report_time:type_name -> google.protobuf.Timestamp
+	18, // 7: cairn.admin.v1.AgentStatus.receive_time:type_name -> google.protobuf.Timestamp
+	18, // 8: cairn.admin.v1.AgentSync.last_seen_time:type_name -> google.protobuf.Timestamp
+	19, // 9: cairn.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	18, // 10: cairn.admin.v1.CreateJoinTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 11: cairn.admin.v1.GetAgentResponse.agent:type_name -> cairn.admin.v1.Agent
+	19, // 12: cairn.admin.v1.ListAgentsRequest.not_seen_for:type_name -> google.protobuf.Duration
+	0,  // 13: cairn.admin.v1.ListAgentsResponse.agents:type_name -> cairn.admin.v1.Agent
+	0,  // 14: cairn.admin.v1.RevokeAgentResponse.agent:type_name -> cairn.admin.v1.Agent
+	18, // 15: cairn.admin.v1.ListAgentMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
+	16, // 16: cairn.admin.v1.ListAgentMetricsResponse.points:type_name -> cairn.admin.v1.AgentMetricPoint
+	17, // 17: cairn.admin.v1.AgentMetricPoint.labels:type_name -> cairn.admin.v1.AgentMetricPoint.LabelsEntry
+	18, // 18: cairn.admin.v1.AgentMetricPoint.time:type_name -> google.protobuf.Timestamp
+	4,  // 19: cairn.admin.v1.AgentService.CreateJoinToken:input_type -> cairn.admin.v1.CreateJoinTokenRequest
+	6,  // 20: cairn.admin.v1.AgentService.GetAgent:input_type -> cairn.admin.v1.GetAgentRequest
+	8,  // 21: cairn.admin.v1.AgentService.ListAgents:input_type -> cairn.admin.v1.ListAgentsRequest
+	10, // 22: cairn.admin.v1.AgentService.RevokeAgent:input_type -> cairn.admin.v1.RevokeAgentRequest
+	12, // 23: cairn.admin.v1.AgentService.GetTrustBundle:input_type -> cairn.admin.v1.GetTrustBundleRequest
+	14, // 24: cairn.admin.v1.AgentService.ListAgentMetrics:input_type -> cairn.admin.v1.ListAgentMetricsRequest
+	5,  // 25: cairn.admin.v1.AgentService.CreateJoinToken:output_type -> cairn.admin.v1.CreateJoinTokenResponse
+	7,  // 26: cairn.admin.v1.AgentService.GetAgent:output_type -> cairn.admin.v1.GetAgentResponse
+	9,  // 27: cairn.admin.v1.AgentService.ListAgents:output_type -> cairn.admin.v1.ListAgentsResponse
+	11, // 28: cairn.admin.v1.AgentService.RevokeAgent:output_type -> cairn.admin.v1.RevokeAgentResponse
+	13, // 29: cairn.admin.v1.AgentService.GetTrustBundle:output_type -> cairn.admin.v1.GetTrustBundleResponse
+	15, // 30: cairn.admin.v1.AgentService.ListAgentMetrics:output_type -> cairn.admin.v1.ListAgentMetricsResponse
+	25, // [25:31] is the sub-list for method output_type
+	19, // [19:25] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_cairn_admin_v1_agent_proto_init() }
@@ -952,7 +1428,7 @@ func file_cairn_admin_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_admin_v1_agent_proto_rawDesc), len(file_cairn_admin_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

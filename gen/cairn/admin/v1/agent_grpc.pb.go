@@ -19,11 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AgentService_CreateJoinToken_FullMethodName = "/cairn.admin.v1.AgentService/CreateJoinToken"
-	AgentService_GetAgent_FullMethodName        = "/cairn.admin.v1.AgentService/GetAgent"
-	AgentService_ListAgents_FullMethodName      = "/cairn.admin.v1.AgentService/ListAgents"
-	AgentService_RevokeAgent_FullMethodName     = "/cairn.admin.v1.AgentService/RevokeAgent"
-	AgentService_GetTrustBundle_FullMethodName  = "/cairn.admin.v1.AgentService/GetTrustBundle"
+	AgentService_CreateJoinToken_FullMethodName  = "/cairn.admin.v1.AgentService/CreateJoinToken"
+	AgentService_GetAgent_FullMethodName         = "/cairn.admin.v1.AgentService/GetAgent"
+	AgentService_ListAgents_FullMethodName       = "/cairn.admin.v1.AgentService/ListAgents"
+	AgentService_RevokeAgent_FullMethodName      = "/cairn.admin.v1.AgentService/RevokeAgent"
+	AgentService_GetTrustBundle_FullMethodName   = "/cairn.admin.v1.AgentService/GetTrustBundle"
+	AgentService_ListAgentMetrics_FullMethodName = "/cairn.admin.v1.AgentService/ListAgentMetrics"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -44,6 +45,10 @@ type AgentServiceClient interface {
 	// GetTrustBundle returns the CA certificates of the agent API and their
 	// pins, for agents' --ca-bundle or --ca-pin.
 	GetTrustBundle(ctx context.Context, in *GetTrustBundleRequest, opts ...grpc.CallOption) (*GetTrustBundleResponse, error)
+	// ListAgentMetrics returns the metric points an agent reported (its own
+	// and those its data-plane services pushed to it), oldest first, within
+	// the control plane's retention.
+	ListAgentMetrics(ctx context.Context, in *ListAgentMetricsRequest, opts ...grpc.CallOption) (*ListAgentMetricsResponse, error)
 }
 
 type agentServiceClient struct {
@@ -104,6 +109,16 @@ func (c *agentServiceClient) GetTrustBundle(ctx context.Context, in *GetTrustBun
 	return out, nil
 }
 
+func (c *agentServiceClient) ListAgentMetrics(ctx context.Context, in *ListAgentMetricsRequest, opts ...grpc.CallOption) (*ListAgentMetricsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAgentMetricsResponse)
+	err := c.cc.Invoke(ctx, AgentService_ListAgentMetrics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -122,6 +137,10 @@ type AgentServiceServer interface {
 	// GetTrustBundle returns the CA certificates of the agent API and their
 	// pins, for agents' --ca-bundle or --ca-pin.
 	GetTrustBundle(context.Context, *GetTrustBundleRequest) (*GetTrustBundleResponse, error)
+	// ListAgentMetrics returns the metric points an agent reported (its own
+	// and those its data-plane services pushed to it), oldest first, within
+	// the control plane's retention.
+	ListAgentMetrics(context.Context, *ListAgentMetricsRequest) (*ListAgentMetricsResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -146,6 +165,9 @@ func (UnimplementedAgentServiceServer) RevokeAgent(context.Context, *RevokeAgent
 }
 func (UnimplementedAgentServiceServer) GetTrustBundle(context.Context, *GetTrustBundleRequest) (*GetTrustBundleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTrustBundle not implemented")
+}
+func (UnimplementedAgentServiceServer) ListAgentMetrics(context.Context, *ListAgentMetricsRequest) (*ListAgentMetricsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAgentMetrics not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -258,6 +280,24 @@ func _AgentService_GetTrustBundle_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_ListAgentMetrics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAgentMetricsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).ListAgentMetrics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_ListAgentMetrics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).ListAgentMetrics(ctx, req.(*ListAgentMetricsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -284,6 +324,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetTrustBundle",
 			Handler:    _AgentService_GetTrustBundle_Handler,
+		},
+		{
+			MethodName: "ListAgentMetrics",
+			Handler:    _AgentService_ListAgentMetrics_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -370,11 +370,109 @@ func (x *WatchResponse) GetStale() bool {
 	return false
 }
 
+type PushRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Who is pushing, e.g. "ingest-gateway"; 1 to 64 characters.
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// At most 1000 points; a point without time gets the agent's clock.
+	Points        []*MetricPoint `protobuf:"bytes,2,rep,name=points,proto3" json:"points,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushRequest) Reset() {
+	*x = PushRequest{}
+	mi := &file_cairn_agent_v1_local_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushRequest) ProtoMessage() {}
+
+func (x *PushRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_agent_v1_local_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
+func (*PushRequest) Descriptor() ([]byte, []int) {
+	return file_cairn_agent_v1_local_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PushRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *PushRequest) GetPoints() []*MetricPoint {
+	if x != nil {
+		return x.Points
+	}
+	return nil
+}
+
+type PushResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Accepted      int32                  `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushResponse) Reset() {
+	*x = PushResponse{}
+	mi := &file_cairn_agent_v1_local_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushResponse) ProtoMessage() {}
+
+func (x *PushResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_agent_v1_local_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
+func (*PushResponse) Descriptor() ([]byte, []int) {
+	return file_cairn_agent_v1_local_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PushResponse) GetAccepted() int32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
 var File_cairn_agent_v1_local_proto protoreflect.FileDescriptor
 
 const file_cairn_agent_v1_local_proto_rawDesc = "" +
 	"\n" +
-	"\x1acairn/agent/v1/local.proto\x12\x0ecairn.agent.v1\x1a\x1bcairn/agent/v1/config.proto\"v\n" +
+	"\x1acairn/agent/v1/local.proto\x12\x0ecairn.agent.v1\x1a\x1bcairn/agent/v1/config.proto\x1a\x1bcairn/agent/v1/report.proto\"v\n" +
 	"\x12GetDocumentRequest\x12\x1d\n" +
 	"\n" +
 	"scope_type\x18\x01 \x01(\tR\tscopeType\x12\x19\n" +
@@ -399,11 +497,18 @@ const file_cairn_agent_v1_local_proto_rawDesc = "" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1d\n" +
 	"\n" +
 	"state_hash\x18\x03 \x01(\tR\tstateHash\x12\x14\n" +
-	"\x05stale\x18\x04 \x01(\bR\x05stale2\x92\x02\n" +
+	"\x05stale\x18\x04 \x01(\bR\x05stale\"Z\n" +
+	"\vPushRequest\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x123\n" +
+	"\x06points\x18\x02 \x03(\v2\x1b.cairn.agent.v1.MetricPointR\x06points\"*\n" +
+	"\fPushResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\x05R\baccepted2\x92\x02\n" +
 	"\x12LocalConfigService\x12V\n" +
 	"\vGetDocument\x12\".cairn.agent.v1.GetDocumentRequest\x1a#.cairn.agent.v1.GetDocumentResponse\x12\\\n" +
 	"\rListDocuments\x12$.cairn.agent.v1.ListDocumentsRequest\x1a%.cairn.agent.v1.ListDocumentsResponse\x12F\n" +
-	"\x05Watch\x12\x1c.cairn.agent.v1.WatchRequest\x1a\x1d.cairn.agent.v1.WatchResponse0\x01B\xaf\x01\n" +
+	"\x05Watch\x12\x1c.cairn.agent.v1.WatchRequest\x1a\x1d.cairn.agent.v1.WatchResponse0\x012X\n" +
+	"\x13LocalMetricsService\x12A\n" +
+	"\x04Push\x12\x1b.cairn.agent.v1.PushRequest\x1a\x1c.cairn.agent.v1.PushResponseB\xaf\x01\n" +
 	"\x12com.cairn.agent.v1B\n" +
 	"LocalProtoP\x01Z3github.com/cairnhq/cairn/gen/cairn/agent/v1;agentv1\xa2\x02\x03CAX\xaa\x02\x0eCairn.Agent.V1\xca\x02\x0eCairn\\Agent\\V1\xe2\x02\x1aCairn\\Agent\\V1\\GPBMetadata\xea\x02\x10Cairn::Agent::V1b\x06proto3"
 
@@ -419,7 +524,7 @@ func file_cairn_agent_v1_local_proto_rawDescGZIP() []byte {
 	return file_cairn_agent_v1_local_proto_rawDescData
 }
 
-var file_cairn_agent_v1_local_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_cairn_agent_v1_local_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_cairn_agent_v1_local_proto_goTypes = []any{
 	(*GetDocumentRequest)(nil),    // 0: cairn.agent.v1.GetDocumentRequest
 	(*GetDocumentResponse)(nil),   // 1: cairn.agent.v1.GetDocumentResponse
@@ -427,23 +532,29 @@ var file_cairn_agent_v1_local_proto_goTypes = []any{
 	(*ListDocumentsResponse)(nil), // 3: cairn.agent.v1.ListDocumentsResponse
 	(*WatchRequest)(nil),          // 4: cairn.agent.v1.WatchRequest
 	(*WatchResponse)(nil),         // 5: cairn.agent.v1.WatchResponse
-	(*Document)(nil),              // 6: cairn.agent.v1.Document
+	(*PushRequest)(nil),           // 6: cairn.agent.v1.PushRequest
+	(*PushResponse)(nil),          // 7: cairn.agent.v1.PushResponse
+	(*Document)(nil),              // 8: cairn.agent.v1.Document
+	(*MetricPoint)(nil),           // 9: cairn.agent.v1.MetricPoint
 }
 var file_cairn_agent_v1_local_proto_depIdxs = []int32{
-	6, // 0: cairn.agent.v1.GetDocumentResponse.document:type_name -> cairn.agent.v1.Document
-	6, // 1: cairn.agent.v1.ListDocumentsResponse.documents:type_name -> cairn.agent.v1.Document
-	6, // 2: cairn.agent.v1.WatchResponse.documents:type_name -> cairn.agent.v1.Document
-	0, // 3: cairn.agent.v1.LocalConfigService.GetDocument:input_type -> cairn.agent.v1.GetDocumentRequest
-	2, // 4: cairn.agent.v1.LocalConfigService.ListDocuments:input_type -> cairn.agent.v1.ListDocumentsRequest
-	4, // 5: cairn.agent.v1.LocalConfigService.Watch:input_type -> cairn.agent.v1.WatchRequest
-	1, // 6: cairn.agent.v1.LocalConfigService.GetDocument:output_type -> cairn.agent.v1.GetDocumentResponse
-	3, // 7: cairn.agent.v1.LocalConfigService.ListDocuments:output_type -> cairn.agent.v1.ListDocumentsResponse
-	5, // 8: cairn.agent.v1.LocalConfigService.Watch:output_type -> cairn.agent.v1.WatchResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	8, // 0: cairn.agent.v1.GetDocumentResponse.document:type_name -> cairn.agent.v1.Document
+	8, // 1: cairn.agent.v1.ListDocumentsResponse.documents:type_name -> cairn.agent.v1.Document
+	8, // 2: cairn.agent.v1.WatchResponse.documents:type_name -> cairn.agent.v1.Document
+	9, // 3: cairn.agent.v1.PushRequest.points:type_name -> cairn.agent.v1.MetricPoint
+	0, // 4: cairn.agent.v1.LocalConfigService.GetDocument:input_type -> cairn.agent.v1.GetDocumentRequest
+	2, // 5: cairn.agent.v1.LocalConfigService.ListDocuments:input_type -> cairn.agent.v1.ListDocumentsRequest
+	4, // 6: cairn.agent.v1.LocalConfigService.Watch:input_type -> cairn.agent.v1.WatchRequest
+	6, // 7: cairn.agent.v1.LocalMetricsService.Push:input_type -> cairn.agent.v1.PushRequest
+	1, // 8: cairn.agent.v1.LocalConfigService.GetDocument:output_type -> cairn.agent.v1.GetDocumentResponse
+	3, // 9: cairn.agent.v1.LocalConfigService.ListDocuments:output_type -> cairn.agent.v1.ListDocumentsResponse
+	5, // 10: cairn.agent.v1.LocalConfigService.Watch:output_type -> cairn.agent.v1.WatchResponse
+	7, // 11: cairn.agent.v1.LocalMetricsService.Push:output_type -> cairn.agent.v1.PushResponse
+	8, // [8:12] is the sub-list for method output_type
+	4, // [4:8] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_cairn_agent_v1_local_proto_init() }
@@ -452,15 +563,16 @@ func file_cairn_agent_v1_local_proto_init() {
 		return
 	}
 	file_cairn_agent_v1_config_proto_init()
+	file_cairn_agent_v1_report_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_agent_v1_local_proto_rawDesc), len(file_cairn_agent_v1_local_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_cairn_agent_v1_local_proto_goTypes,
 		DependencyIndexes: file_cairn_agent_v1_local_proto_depIdxs,

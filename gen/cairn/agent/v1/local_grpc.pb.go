@@ -215,3 +215,117 @@ var LocalConfigService_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "cairn/agent/v1/local.proto",
 }
+
+const (
+	LocalMetricsService_Push_FullMethodName = "/cairn.agent.v1.LocalMetricsService/Push"
+)
+
+// LocalMetricsServiceClient is the client API for LocalMetricsService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// LocalMetricsService takes metrics from data-plane services on the
+// agent's Unix socket; the agent batches them to the control plane with
+// its own.
+type LocalMetricsServiceClient interface {
+	// Push queues points; ResourceExhausted when the agent's buffer is full
+	// (the points are dropped and counted).
+	Push(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (*PushResponse, error)
+}
+
+type localMetricsServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewLocalMetricsServiceClient(cc grpc.ClientConnInterface) LocalMetricsServiceClient {
+	return &localMetricsServiceClient{cc}
+}
+
+func (c *localMetricsServiceClient) Push(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (*PushResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PushResponse)
+	err := c.cc.Invoke(ctx, LocalMetricsService_Push_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// LocalMetricsServiceServer is the server API for LocalMetricsService service.
+// All implementations must embed UnimplementedLocalMetricsServiceServer
+// for forward compatibility.
+//
+// LocalMetricsService takes metrics from data-plane services on the
+// agent's Unix socket; the agent batches them to the control plane with
+// its own.
+type LocalMetricsServiceServer interface {
+	// Push queues points; ResourceExhausted when the agent's buffer is full
+	// (the points are dropped and counted).
+	Push(context.Context, *PushRequest) (*PushResponse, error)
+	mustEmbedUnimplementedLocalMetricsServiceServer()
+}
+
+// UnimplementedLocalMetricsServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedLocalMetricsServiceServer struct{}
+
+func (UnimplementedLocalMetricsServiceServer) Push(context.Context, *PushRequest) (*PushResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Push not implemented")
+}
+func (UnimplementedLocalMetricsServiceServer) mustEmbedUnimplementedLocalMetricsServiceServer() {}
+func (UnimplementedLocalMetricsServiceServer) testEmbeddedByValue()                             {}
+
+// UnsafeLocalMetricsServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to LocalMetricsServiceServer will
+// result in compilation errors.
+type UnsafeLocalMetricsServiceServer interface {
+	mustEmbedUnimplementedLocalMetricsServiceServer()
+}
+
+func RegisterLocalMetricsServiceServer(s grpc.ServiceRegistrar, srv LocalMetricsServiceServer) {
+	// If the following call panics, it indicates UnimplementedLocalMetricsServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&LocalMetricsService_ServiceDesc, srv)
+}
+
+func _LocalMetricsService_Push_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PushRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LocalMetricsServiceServer).Push(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LocalMetricsService_Push_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LocalMetricsServiceServer).Push(ctx, req.(*PushRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// LocalMetricsService_ServiceDesc is the grpc.ServiceDesc for LocalMetricsService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var LocalMetricsService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "cairn.agent.v1.LocalMetricsService",
+	HandlerType: (*LocalMetricsServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Push",
+			Handler:    _LocalMetricsService_Push_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "cairn/agent/v1/local.proto",
+}

@@ -46,6 +46,9 @@ const (
 	// AgentServiceGetTrustBundleProcedure is the fully-qualified name of the AgentService's
 	// GetTrustBundle RPC.
 	AgentServiceGetTrustBundleProcedure = "/cairn.admin.v1.AgentService/GetTrustBundle"
+	// AgentServiceListAgentMetricsProcedure is the fully-qualified name of the AgentService's
+	// ListAgentMetrics RPC.
+	AgentServiceListAgentMetricsProcedure = "/cairn.admin.v1.AgentService/ListAgentMetrics"
 )
 
 // AgentServiceClient is a client for the cairn.admin.v1.AgentService service.
@@ -61,6 +64,10 @@ type AgentServiceClient interface {
 	// GetTrustBundle returns the CA certificates of the agent API and their
 	// pins, for agents' --ca-bundle or --ca-pin.
 	GetTrustBundle(context.Context, *connect.Request[v1.GetTrustBundleRequest]) (*connect.Response[v1.GetTrustBundleResponse], error)
+	// ListAgentMetrics returns the metric points an agent reported (its own
+	// and those its data-plane services pushed to it), oldest first, within
+	// the control plane's retention.
+	ListAgentMetrics(context.Context, *connect.Request[v1.ListAgentMetricsRequest]) (*connect.Response[v1.ListAgentMetricsResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the cairn.admin.v1.AgentService service. By
@@ -107,16 +114,24 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		listAgentMetrics: connect.NewClient[v1.ListAgentMetricsRequest, v1.ListAgentMetricsResponse](
+			httpClient,
+			baseURL+AgentServiceListAgentMetricsProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("ListAgentMetrics")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // agentServiceClient implements AgentServiceClient.
 type agentServiceClient struct {
-	createJoinToken *connect.Client[v1.CreateJoinTokenRequest, v1.CreateJoinTokenResponse]
-	getAgent        *connect.Client[v1.GetAgentRequest, v1.GetAgentResponse]
-	listAgents      *connect.Client[v1.ListAgentsRequest, v1.ListAgentsResponse]
-	revokeAgent     *connect.Client[v1.RevokeAgentRequest, v1.RevokeAgentResponse]
-	getTrustBundle  *connect.Client[v1.GetTrustBundleRequest, v1.GetTrustBundleResponse]
+	createJoinToken  *connect.Client[v1.CreateJoinTokenRequest, v1.CreateJoinTokenResponse]
+	getAgent         *connect.Client[v1.GetAgentRequest, v1.GetAgentResponse]
+	listAgents       *connect.Client[v1.ListAgentsRequest, v1.ListAgentsResponse]
+	revokeAgent      *connect.Client[v1.RevokeAgentRequest, v1.RevokeAgentResponse]
+	getTrustBundle   *connect.Client[v1.GetTrustBundleRequest, v1.GetTrustBundleResponse]
+	listAgentMetrics *connect.Client[v1.ListAgentMetricsRequest, v1.ListAgentMetricsResponse]
 }
 
 // CreateJoinToken calls cairn.admin.v1.AgentService.CreateJoinToken.
@@ -144,6 +159,11 @@ func (c *agentServiceClient) GetTrustBundle(ctx context.Context, req *connect.Re
 	return c.getTrustBundle.CallUnary(ctx, req)
 }
 
+// ListAgentMetrics calls cairn.admin.v1.AgentService.ListAgentMetrics.
+func (c *agentServiceClient) ListAgentMetrics(ctx context.Context, req *connect.Request[v1.ListAgentMetricsRequest]) (*connect.Response[v1.ListAgentMetricsResponse], error) {
+	return c.listAgentMetrics.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the cairn.admin.v1.AgentService service.
 type AgentServiceHandler interface {
 	// CreateJoinToken returns a single-use token that enrolls one agent into
@@ -157,6 +177,10 @@ type AgentServiceHandler interface {
 	// GetTrustBundle returns the CA certificates of the agent API and their
 	// pins, for agents' --ca-bundle or --ca-pin.
 	GetTrustBundle(context.Context, *connect.Request[v1.GetTrustBundleRequest]) (*connect.Response[v1.GetTrustBundleResponse], error)
+	// ListAgentMetrics returns the metric points an agent reported (its own
+	// and those its data-plane services pushed to it), oldest first, within
+	// the control plane's retention.
+	ListAgentMetrics(context.Context, *connect.Request[v1.ListAgentMetricsRequest]) (*connect.Response[v1.ListAgentMetricsResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -199,6 +223,13 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceListAgentMetricsHandler := connect.NewUnaryHandler(
+		AgentServiceListAgentMetricsProcedure,
+		svc.ListAgentMetrics,
+		connect.WithSchema(agentServiceMethods.ByName("ListAgentMetrics")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/cairn.admin.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceCreateJoinTokenProcedure:
@@ -211,6 +242,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceRevokeAgentHandler.ServeHTTP(w, r)
 		case AgentServiceGetTrustBundleProcedure:
 			agentServiceGetTrustBundleHandler.ServeHTTP(w, r)
+		case AgentServiceListAgentMetricsProcedure:
+			agentServiceListAgentMetricsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -238,4 +271,8 @@ func (UnimplementedAgentServiceHandler) RevokeAgent(context.Context, *connect.Re
 
 func (UnimplementedAgentServiceHandler) GetTrustBundle(context.Context, *connect.Request[v1.GetTrustBundleRequest]) (*connect.Response[v1.GetTrustBundleResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cairn.admin.v1.AgentService.GetTrustBundle is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) ListAgentMetrics(context.Context, *connect.Request[v1.ListAgentMetricsRequest]) (*connect.Response[v1.ListAgentMetricsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cairn.admin.v1.AgentService.ListAgentMetrics is not implemented"))
 }

@@ -23,6 +23,8 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// LocalConfigServiceName is the fully-qualified name of the LocalConfigService service.
 	LocalConfigServiceName = "cairn.agent.v1.LocalConfigService"
+	// LocalMetricsServiceName is the fully-qualified name of the LocalMetricsService service.
+	LocalMetricsServiceName = "cairn.agent.v1.LocalMetricsService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -42,6 +44,9 @@ const (
 	// LocalConfigServiceWatchProcedure is the fully-qualified name of the LocalConfigService's Watch
 	// RPC.
 	LocalConfigServiceWatchProcedure = "/cairn.agent.v1.LocalConfigService/Watch"
+	// LocalMetricsServicePushProcedure is the fully-qualified name of the LocalMetricsService's Push
+	// RPC.
+	LocalMetricsServicePushProcedure = "/cairn.agent.v1.LocalMetricsService/Push"
 )
 
 // LocalConfigServiceClient is a client for the cairn.agent.v1.LocalConfigService service.
@@ -172,4 +177,79 @@ func (UnimplementedLocalConfigServiceHandler) ListDocuments(context.Context, *co
 
 func (UnimplementedLocalConfigServiceHandler) Watch(context.Context, *connect.Request[v1.WatchRequest], *connect.ServerStream[v1.WatchResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("cairn.agent.v1.LocalConfigService.Watch is not implemented"))
+}
+
+// LocalMetricsServiceClient is a client for the cairn.agent.v1.LocalMetricsService service.
+type LocalMetricsServiceClient interface {
+	// Push queues points; ResourceExhausted when the agent's buffer is full
+	// (the points are dropped and counted).
+	Push(context.Context, *connect.Request[v1.PushRequest]) (*connect.Response[v1.PushResponse], error)
+}
+
+// NewLocalMetricsServiceClient constructs a client for the cairn.agent.v1.LocalMetricsService
+// service. By default, it uses the Connect protocol with the binary Protobuf Codec, asks for
+// gzipped responses, and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply
+// the connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewLocalMetricsServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) LocalMetricsServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	localMetricsServiceMethods := v1.File_cairn_agent_v1_local_proto.Services().ByName("LocalMetricsService").Methods()
+	return &localMetricsServiceClient{
+		push: connect.NewClient[v1.PushRequest, v1.PushResponse](
+			httpClient,
+			baseURL+LocalMetricsServicePushProcedure,
+			connect.WithSchema(localMetricsServiceMethods.ByName("Push")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// localMetricsServiceClient implements LocalMetricsServiceClient.
+type localMetricsServiceClient struct {
+	push *connect.Client[v1.PushRequest, v1.PushResponse]
+}
+
+// Push calls cairn.agent.v1.LocalMetricsService.Push.
+func (c *localMetricsServiceClient) Push(ctx context.Context, req *connect.Request[v1.PushRequest]) (*connect.Response[v1.PushResponse], error) {
+	return c.push.CallUnary(ctx, req)
+}
+
+// LocalMetricsServiceHandler is an implementation of the cairn.agent.v1.LocalMetricsService
+// service.
+type LocalMetricsServiceHandler interface {
+	// Push queues points; ResourceExhausted when the agent's buffer is full
+	// (the points are dropped and counted).
+	Push(context.Context, *connect.Request[v1.PushRequest]) (*connect.Response[v1.PushResponse], error)
+}
+
+// NewLocalMetricsServiceHandler builds an HTTP handler from the service implementation. It returns
+// the path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewLocalMetricsServiceHandler(svc LocalMetricsServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	localMetricsServiceMethods := v1.File_cairn_agent_v1_local_proto.Services().ByName("LocalMetricsService").Methods()
+	localMetricsServicePushHandler := connect.NewUnaryHandler(
+		LocalMetricsServicePushProcedure,
+		svc.Push,
+		connect.WithSchema(localMetricsServiceMethods.ByName("Push")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/cairn.agent.v1.LocalMetricsService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case LocalMetricsServicePushProcedure:
+			localMetricsServicePushHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedLocalMetricsServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedLocalMetricsServiceHandler struct{}
+
+func (UnimplementedLocalMetricsServiceHandler) Push(context.Context, *connect.Request[v1.PushRequest]) (*connect.Response[v1.PushResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cairn.agent.v1.LocalMetricsService.Push is not implemented"))
 }

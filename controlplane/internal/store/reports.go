@@ -1,0 +1,298 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// AgentStatus is the newest status an agent reported.
+type AgentStatus struct {
+	AgentID         string
+	DataPlaneID     string
+	Seq             int64
+	AppliedRevision int64
+	StateHash       string
+	AgentVersion    string
+	HostVersion     string
+	ProductVersion  string
+	Checks          []Check
+	LastError       string
+	Stale           bool
+	DroppedReports  int64
+	// ReportTime is the agent's clock; ReceiveTime the control plane's.
+	ReportTime  time.Time
+	ReceiveTime time.Time
+}
+
+// Check is one local health check result.
+type Check struct {
+	Name    string `json:"name"`
+	Healthy bool   `json:"healthy"`
+	Detail  string `json:"detail,omitempty"`
+}
+
+// MetricPoint is one reported sample.
+type MetricPoint struct {
+	AgentID     string
+	Name        string
+	Labels      map[string]string
+	Value       float64
+	Source      string
+	Time        time.Time
+	ReceiveTime time.Time
+	// ID orders points of an agent by arrival; the page token.
+	ID string
+}
+
+// Report is one queued report of an agent: a status or a batch of points.
+type Report struct {
+	Seq     int64
+	Status  *AgentStatus
+	Metrics []MetricPoint
+}
+
+// Reports is a batch from one agent's queue, in increasing Seq order.
+type Reports struct {
+	AgentID     string
+	DataPlaneID string
+	QueueID     string
+	Items       []Report
+}
+
+// IngestReports stores the reports of a batch that are newer than the
+// newest stored from the same queue, and returns the newest sequence
+// number now stored. The sequence number moves in the same transaction as
+// the reports, so a batch delivered twice is stored once. A new QueueID
+// starts over.
+func (s *Store) IngestReports(ctx context.Context, r Reports) (int64, error) {
+	now := s.now()
+	var acked int64
+	err := s.b.inTx(ctx, func(q querier) error {
+		var queueID string
+		var last int64
+		err := q.queryRow(ctx, `SELECT queue_id, last_seq FROM agent_report_queues WHERE agent_id = $1`, r.AgentID).Scan(&queueID, &last)
+		if err != nil && !isNoRows(err) {
+			return err
+		}
+		if queueID != r.QueueID {
+			last = 0
+		}
+		var status *AgentStatus
+		var points []MetricPoint
+		newest := last
+		for _, it := range r.Items {
+			if it.Seq <= newest {
+				continue
+			}
+			newest = it.Seq
+			if it.Status != nil {
+				st := *it.Status
+				st.Seq = it.Seq
+				status = &st
+			}
+			points = append(points, it.Metrics...)
+		}
+		acked = newest
+		if newest == last && queueID == r.QueueID {
+			return nil
+		}
+		if status != nil {
+			if err := putStatus(ctx, q, r.AgentID, r.DataPlaneID, *status, now); err != nil {
+				return err
+			}
+		}
+		if err := insertPoints(ctx, q, r.AgentID, points, now); err != nil {
+			return err
+		}
+		_, err = q.exec(ctx, `INSERT INTO agent_report_queues (agent_id, queue_id, last_seq, update_time) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (agent_id) DO UPDATE SET queue_id = excluded.queue_id, last_seq = excluded.last_seq, update_time = excluded.update_time`,
+			r.AgentID, r.QueueID, newest, now)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("ingest reports: %w", err)
+	}
+	return acked, nil
+}
+
+func putStatus(ctx context.Context, q querier, agentID, dataPlaneID string, st AgentStatus, now time.Time) error {
+	checks, err := json.Marshal(nonNilSlice(st.Checks))
+	if err != nil {
+		return fmt.Errorf("encode checks: %w", err)
+	}
+	failing := 0
+	for _, c := range st.Checks {
+		if !c.Healthy {
+			failing++
+		}
+	}
+	_, err = q.exec(ctx, `INSERT INTO agent_status (agent_id, data_plane_id, seq, applied_revision, state_hash, agent_version,
+		host_version, product_version, checks, failing_checks, last_error, stale, dropped_reports, report_time, receive_time)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+		ON CONFLICT (agent_id) DO UPDATE SET data_plane_id = excluded.data_plane_id, seq = excluded.seq,
+		applied_revision = excluded.applied_revision, state_hash = excluded.state_hash, agent_version = excluded.agent_version,
+		host_version = excluded.host_version, product_version = excluded.product_version, checks = excluded.checks,
+		failing_checks = excluded.failing_checks, last_error = excluded.last_error, stale = excluded.stale,
+		dropped_reports = excluded.dropped_reports, report_time = excluded.report_time, receive_time = excluded.receive_time`,
+		agentID, dataPlaneID, st.Seq, st.AppliedRevision, st.StateHash, st.AgentVersion, st.HostVersion, st.ProductVersion,
+		string(checks), failing, st.LastError, st.Stale, st.DroppedReports, st.ReportTime.UTC(), now)
+	if err != nil {
+		return fmt.Errorf("put status: %w", err)
+	}
+	return nil
+}
+
+func nonNilSlice[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// pointsPerInsert bounds one multi-row INSERT: 8 parameters a row stays
+// far below PostgreSQL's 65,535 and SQLite's 32,766.
+const pointsPerInsert = 500
+
+func insertPoints(ctx context.Context, q querier, agentID string, points []MetricPoint, now time.Time) error {
+	for len(points) > 0 {
+		n := min(len(points), pointsPerInsert)
+		var b strings.Builder
+		b.WriteString(`INSERT INTO agent_metric_points (agent_id, id, name, labels, value, source, point_time, receive_time) VALUES `)
+		args := make([]any, 0, n*8)
+		for i, p := range points[:n] {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(")
+			for j := range 8 {
+				if j > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString("$" + strconv.Itoa(i*8+j+1))
+			}
+			b.WriteString(")")
+			id, err := uuid.NewV7()
+			if err != nil {
+				return fmt.Errorf("point id: %w", err)
+			}
+			args = append(args, agentID, id.String(), p.Name, encodeLabels(p.Labels), p.Value, p.Source, p.Time.UTC(), now)
+		}
+		if _, err := q.exec(ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("insert metric points: %w", err)
+		}
+		points = points[n:]
+	}
+	return nil
+}
+
+const statusCols = `seq, applied_revision, state_hash, agent_version, host_version, product_version, checks,
+	last_error, stale, dropped_reports, report_time, receive_time`
+
+// GetAgentStatus returns an agent's newest status; ErrNotFound when it
+// has reported none.
+func (s *Store) GetAgentStatus(ctx context.Context, agentID string) (AgentStatus, error) {
+	if !isValidID(agentID) {
+		return AgentStatus{}, fmt.Errorf("agent status %q: %w", agentID, ErrNotFound)
+	}
+	var st AgentStatus
+	err := s.b.read(ctx, func(q querier) error {
+		var checks string
+		err := q.queryRow(ctx, `SELECT agent_id, data_plane_id, `+statusCols+` FROM agent_status WHERE agent_id = $1`, agentID).
+			Scan(&st.AgentID, &st.DataPlaneID, &st.Seq, &st.AppliedRevision, &st.StateHash, &st.AgentVersion, &st.HostVersion,
+				&st.ProductVersion, &checks, &st.LastError, &st.Stale, &st.DroppedReports, &st.ReportTime, &st.ReceiveTime)
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal([]byte(checks), &st.Checks)
+	})
+	if isNoRows(err) {
+		return AgentStatus{}, fmt.Errorf("agent status %q: %w", agentID, ErrNotFound)
+	}
+	if err != nil {
+		return AgentStatus{}, fmt.Errorf("get agent status: %w", err)
+	}
+	st.ReportTime, st.ReceiveTime = utc(st.ReportTime), utc(st.ReceiveTime)
+	return st, nil
+}
+
+// MetricFilter narrows ListAgentMetrics.
+type MetricFilter struct {
+	AgentID string
+	// Name keeps one metric; empty keeps all.
+	Name string
+	// Since keeps points received at or after it; zero keeps all.
+	Since time.Time
+}
+
+// ListAgentMetrics returns one page of an agent's metric points in
+// arrival order.
+func (s *Store) ListAgentMetrics(ctx context.Context, f MetricFilter, p Page) ([]MetricPoint, string, error) {
+	if !isValidID(f.AgentID) {
+		return nil, "", nil
+	}
+	var w where
+	w.add("t.agent_id = " + w.arg(f.AgentID))
+	if f.Name != "" {
+		w.add("t.name = " + w.arg(f.Name))
+	}
+	if !f.Since.IsZero() {
+		w.add("t.receive_time >= " + w.arg(f.Since.UTC()))
+	}
+	var out []MetricPoint
+	var next string
+	err := s.b.read(ctx, func(q querier) (err error) {
+		out, next, err = list(ctx, q, `t.agent_id, t.id, t.name, t.labels, t.value, t.source, t.point_time, t.receive_time`,
+			`FROM agent_metric_points t`, &w, p, scanPoint, func(m MetricPoint) string { return m.ID })
+		return err
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list agent metrics: %w", err)
+	}
+	return out, next, nil
+}
+
+func scanPoint(r row) (MetricPoint, error) {
+	var m MetricPoint
+	var labels string
+	if err := r.Scan(&m.AgentID, &m.ID, &m.Name, &labels, &m.Value, &m.Source, &m.Time, &m.ReceiveTime); err != nil {
+		return MetricPoint{}, err
+	}
+	var err error
+	if m.Labels, err = decodeLabels(labels); err != nil {
+		return MetricPoint{}, err
+	}
+	m.Time, m.ReceiveTime = utc(m.Time), utc(m.ReceiveTime)
+	return m, nil
+}
+
+// compactBatch bounds one DELETE of CompactMetrics, so that no single
+// transaction grows with the backlog (CockroachDB limits transaction size).
+const compactBatch = 5000
+
+// CompactMetrics deletes metric points received before cutoff and returns
+// how many it deleted.
+func (s *Store) CompactMetrics(ctx context.Context, cutoff time.Time) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := s.b.inTx(ctx, func(q querier) error {
+			var err error
+			n, err = q.exec(ctx, `DELETE FROM agent_metric_points WHERE (agent_id, id) IN
+				(SELECT agent_id, id FROM agent_metric_points WHERE receive_time < $1 LIMIT `+strconv.Itoa(compactBatch)+`)`, cutoff.UTC())
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("compact metrics: %w", err)
+		}
+		total += n
+		if n < compactBatch {
+			return total, nil
+		}
+	}
+}

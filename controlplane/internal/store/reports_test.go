@@ -1,0 +1,181 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/controlplane/internal/store"
+)
+
+func statusReport(seq, applied int64, checks ...store.Check) store.Report {
+	return store.Report{Seq: seq, Status: &store.AgentStatus{AppliedRevision: applied, StateHash: fmt.Sprintf("h%d", applied),
+		AgentVersion: "1.0.0", HostVersion: "linux 6.1", Checks: checks, ReportTime: time.Now()}}
+}
+
+func metricsReport(seq int64, names ...string) store.Report {
+	r := store.Report{Seq: seq}
+	for _, n := range names {
+		r.Metrics = append(r.Metrics, store.MetricPoint{Name: n, Labels: map[string]string{"seq": fmt.Sprint(seq)}, Value: float64(seq),
+			Source: "agent", Time: time.Now()})
+	}
+	return r
+}
+
+func countPoints(t *testing.T, s *store.Store, agentID, name string) int {
+	t.Helper()
+	n, after := 0, ""
+	for {
+		pts, next, err := s.ListAgentMetrics(context.Background(), store.MetricFilter{AgentID: agentID, Name: name}, store.Page{After: after, Size: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(pts)
+		if next == "" {
+			return n
+		}
+		after = next
+	}
+}
+
+func TestIngestReportsOnce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f := newEnrollFixture(t, s)
+		ag := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		ingest := func(queue string, items ...store.Report) int64 {
+			t.Helper()
+			acked, err := s.IngestReports(ctx, store.Reports{AgentID: ag.ID, DataPlaneID: f.dp.ID, QueueID: queue, Items: items})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return acked
+		}
+		if _, err := s.GetAgentStatus(ctx, ag.ID); err == nil {
+			t.Fatal("status before any report")
+		}
+		batch := []store.Report{statusReport(1, 3), metricsReport(2, "a", "b"), metricsReport(4, "a")}
+		if got := ingest("q1", batch...); got != 4 {
+			t.Fatalf("acked %d; want 4", got)
+		}
+		// The same batch again (a lost response), and an overlapping one.
+		if got := ingest("q1", batch...); got != 4 {
+			t.Fatalf("redelivery acked %d; want 4", got)
+		}
+		if got := ingest("q1", append(batch[1:], metricsReport(5, "a"), statusReport(6, 4))...); got != 6 {
+			t.Fatalf("overlap acked %d; want 6", got)
+		}
+		if got, want := countPoints(t, s, ag.ID, "a"), 3; got != want {
+			t.Fatalf("points of a: %d; want %d (each stored once)", got, want)
+		}
+		if got, want := countPoints(t, s, ag.ID, ""), 4; got != want {
+			t.Fatalf("all points: %d; want %d", got, want)
+		}
+		st := must[store.AgentStatus](t)(s.GetAgentStatus(ctx, ag.ID))
+		if st.AppliedRevision != 4 || st.Seq != 6 || st.StateHash != "h4" || st.AgentVersion != "1.0.0" {
+			t.Fatalf("status %+v; want the report of seq 6", st)
+		}
+		// An old status redelivered does not overwrite the newer one.
+		ingest("q1", statusReport(1, 3))
+		if st := must[store.AgentStatus](t)(s.GetAgentStatus(ctx, ag.ID)); st.AppliedRevision != 4 {
+			t.Fatalf("old status overwrote the newer: %+v", st)
+		}
+		// A new queue (the agent's data dir was wiped) starts over.
+		if got := ingest("q2", metricsReport(1, "a"), statusReport(2, 9, store.Check{Name: "disk", Healthy: false, Detail: "full"})); got != 2 {
+			t.Fatalf("new queue acked %d; want 2", got)
+		}
+		if got := countPoints(t, s, ag.ID, "a"); got != 4 {
+			t.Fatalf("points of a after new queue: %d; want 4", got)
+		}
+		got := must[store.Agent](t)(s.GetAgent(ctx, "", ag.ID))
+		if got.Status == nil || got.Status.AppliedRevision != 9 || len(got.Status.Checks) != 1 || got.Status.Checks[0].Detail != "full" {
+			t.Fatalf("GetAgent status %+v", got.Status)
+		}
+	})
+}
+
+func TestIngestReportsConcurrentRedelivery(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f := newEnrollFixture(t, s)
+		ag := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		// Two connections of one agent deliver the same batches at once
+		// (a retry racing its original): every point is stored once.
+		var batches [][]store.Report
+		for i := range 10 {
+			batches = append(batches, []store.Report{metricsReport(int64(2*i+1), "x"), metricsReport(int64(2*i+2), "x")})
+		}
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(func() {
+				for _, b := range batches {
+					if _, err := s.IngestReports(ctx, store.Reports{AgentID: ag.ID, DataPlaneID: f.dp.ID, QueueID: "q", Items: b}); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if got := countPoints(t, s, ag.ID, "x"); got != 20 {
+			t.Fatalf("points: %d; want 20", got)
+		}
+	})
+}
+
+func TestListAgentsUnhealthy(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f := newEnrollFixture(t, s)
+		enroll := func() store.Agent {
+			return must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		}
+		healthy, failing, stale, silent := enroll(), enroll(), enroll(), enroll()
+		put := func(a store.Agent, r store.Report) {
+			if _, err := s.IngestReports(ctx, store.Reports{AgentID: a.ID, DataPlaneID: f.dp.ID, QueueID: "q", Items: []store.Report{r}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		put(healthy, statusReport(1, 1, store.Check{Name: "disk", Healthy: true}))
+		put(failing, statusReport(1, 1, store.Check{Name: "disk", Healthy: false}))
+		r := statusReport(1, 1)
+		r.Status.Stale = true
+		put(stale, r)
+		list, _, err := s.ListAgents(ctx, store.Filter{}, store.AgentFilter{UnhealthyOnly: true}, store.Page{Size: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, a := range list {
+			got[a.ID] = true
+		}
+		if len(got) != 2 || !got[failing.ID] || !got[stale.ID] {
+			t.Fatalf("unhealthy = %v; want failing %s and stale %s (not healthy %s, not silent %s)", got, failing.ID, stale.ID, healthy.ID, silent.ID)
+		}
+	})
+}
+
+func TestCompactMetrics(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f := newEnrollFixture(t, s)
+		ag := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		var items []store.Report
+		for i := range 3 {
+			items = append(items, metricsReport(int64(i+1), "m", "n"))
+		}
+		if _, err := s.IngestReports(ctx, store.Reports{AgentID: ag.ID, DataPlaneID: f.dp.ID, QueueID: "q", Items: items}); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.CompactMetrics(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+			t.Fatalf("compact of nothing old: %d, %v", n, err)
+		}
+		if n, err := s.CompactMetrics(ctx, time.Now().Add(time.Hour)); err != nil || n != 6 {
+			t.Fatalf("compact all: %d, %v; want 6", n, err)
+		}
+		if got := countPoints(t, s, ag.ID, ""); got != 0 {
+			t.Fatalf("points after compaction: %d", got)
+		}
+	})
+}
