@@ -244,6 +244,10 @@ func rpcs(tg target) []rpc {
 			_, err := c.Agents.RevokeAgent(ctx, connect.NewRequest(&adminv1.RevokeAgentRequest{Id: tg.agentID}))
 			return err
 		}},
+		{"AgentService/ListAgentMetrics", viewer, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Agents.ListAgentMetrics(ctx, connect.NewRequest(&adminv1.ListAgentMetricsRequest{AgentId: tg.agentID}))
+			return err
+		}},
 		{"AgentService/GetTrustBundle", viewer, func(ctx context.Context, c admintest.Clients) error {
 			_, err := c.Agents.GetTrustBundle(ctx, connect.NewRequest(&adminv1.GetTrustBundleRequest{}))
 			return err
@@ -284,6 +288,7 @@ var unknownTargetWant = map[string]connect.Code{
 	"AgentService/GetAgent":              connect.CodeNotFound,
 	"AgentService/ListAgents":            ok,
 	"AgentService/RevokeAgent":           connect.CodeNotFound,
+	"AgentService/ListAgentMetrics":      connect.CodeNotFound,
 	// The test server has no agent CA.
 	"AgentService/GetTrustBundle": connect.CodeUnavailable,
 }

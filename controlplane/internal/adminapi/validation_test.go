@@ -222,6 +222,10 @@ func invalidCases(tb testing.TB, f admintest.Tenant) []invalidCase {
 				_, err := c.Agents.RevokeAgent(ctx, connect.NewRequest(&adminv1.RevokeAgentRequest{Id: id}))
 				return err
 			}},
+			{"ListAgentMetrics", "agent_id", func(ctx context.Context, c admintest.Clients) error {
+				_, err := c.Agents.ListAgentMetrics(ctx, connect.NewRequest(&adminv1.ListAgentMetricsRequest{AgentId: id}))
+				return err
+			}},
 		}
 	}
 	var cases []invalidCase
@@ -430,6 +434,14 @@ func invalidCases(tb testing.TB, f admintest.Tenant) []invalidCase {
 		{"ListAgents bad data_plane_id", "data_plane_id", listAgents(&adminv1.ListAgentsRequest{DataPlaneId: badUUID})},
 		{"ListAgents negative behind_revision", "behind_revision", listAgents(&adminv1.ListAgentsRequest{BehindRevision: -1})},
 		{"ListAgents zero not_seen_for", "not_seen_for", listAgents(&adminv1.ListAgentsRequest{NotSeenFor: durationpb.New(0)})},
+		{"ListAgentMetrics name too long", "name", func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Agents.ListAgentMetrics(ctx, connect.NewRequest(&adminv1.ListAgentMetricsRequest{AgentId: unknownID(), Name: strings.Repeat("m", 129)}))
+			return err
+		}},
+		{"ListAgentMetrics negative page_size", "page_size", func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Agents.ListAgentMetrics(ctx, connect.NewRequest(&adminv1.ListAgentMetricsRequest{AgentId: unknownID(), PageSize: -1}))
+			return err
+		}},
 		{"RevokeAgent reason too long", "reason", func(ctx context.Context, c admintest.Clients) error {
 			_, err := c.Agents.RevokeAgent(ctx, connect.NewRequest(&adminv1.RevokeAgentRequest{Id: unknownID(), Reason: long201}))
 			return err
