@@ -122,6 +122,9 @@ func (s *Store) IngestReports(ctx context.Context, r Reports) (int64, error) {
 }
 
 func putStatus(ctx context.Context, q querier, agentID, dataPlaneID string, st AgentStatus, now time.Time) error {
+	if st.ReportTime.IsZero() {
+		st.ReportTime = now
+	}
 	checks, err := json.Marshal(nonNilSlice(st.Checks))
 	if err != nil {
 		return fmt.Errorf("encode checks: %w", err)
@@ -177,6 +180,9 @@ func insertPoints(ctx context.Context, q querier, agentID string, points []Metri
 				b.WriteString("$" + strconv.Itoa(i*8+j+1))
 			}
 			b.WriteString(")")
+			if p.Time.IsZero() {
+				p.Time = now
+			}
 			id, err := uuid.NewV7()
 			if err != nil {
 				return fmt.Errorf("point id: %w", err)
