@@ -108,6 +108,13 @@ type Stats struct {
 	// LastFresh is when the agent last knew its config current: a verified
 	// heartbeat for its revision, an applied update, or New.
 	LastFresh time.Time
+	// Connected is true while a Session runs past its Hello.
+	Connected bool
+	// SignedHead is the newest revision a verified heartbeat or update
+	// named: SignedHead minus the applied revision is the agent's lag.
+	SignedHead int64
+	// LastApply is how long the newest delta took to verify and apply.
+	LastApply time.Duration
 }
 
 type nack struct {
@@ -252,6 +259,8 @@ func (s *Syncer) Session(ctx context.Context, stream agentv1.ConfigService_Strea
 	if err := s.send(ctx, stream, &agentv1.StreamRequest{Msg: &agentv1.StreamRequest_Hello{Hello: hello}}); err != nil {
 		return err
 	}
+	s.setConnected(true)
+	defer s.setConnected(false)
 
 	var snap *staging
 	for {
@@ -475,7 +484,21 @@ func (s *Syncer) handleUpdate(nonce string, pb *agentv1.SignedEnvelope, snap **s
 	}
 }
 
+func (s *Syncer) setConnected(c bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.Connected = c
+}
+
+// sawHead notes a revision named by a verified message.
+func (s *Syncer) sawHead(rev int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.SignedHead = max(s.stats.SignedHead, rev)
+}
+
 func (s *Syncer) handleDelta(nonce string, pb *agentv1.SignedEnvelope) *agentv1.StreamRequest {
+	start := time.Now()
 	var p agentv1.DeltaPayload
 	env, r := s.verify(pb, DeltaType, &p)
 	if r != nil {
@@ -499,6 +522,10 @@ func (s *Syncer) handleDelta(nonce string, pb *agentv1.SignedEnvelope) *agentv1.
 		return s.refuse(nonce, rev, cacheReason(err), detail)
 	}
 	s.applied()
+	s.sawHead(rev)
+	s.mu.Lock()
+	s.stats.LastApply = time.Since(start)
+	s.mu.Unlock()
 	s.log.Info("config delta applied", "revision", rev, "state_hash", p.GetStateHash(), "operations", len(p.GetOperations()))
 	return ack(nonce, rev)
 }
@@ -621,6 +648,7 @@ func (s *Syncer) handleEnd(nonce string, pb *agentv1.SignedEnvelope, snap **stag
 		return s.refuse(nonce, rev, reason, err.Error())
 	}
 	s.applied()
+	s.sawHead(rev)
 	s.log.Info("config replaced with snapshot", "revision", rev, "documents", len(cur.docs))
 	return ack(nonce, rev)
 }
@@ -640,6 +668,7 @@ func (s *Syncer) handleHeartbeat(pb *agentv1.SignedEnvelope) {
 		s.log.Warn("heartbeat refused", "reason", r.reason.String(), "detail", r.detail)
 		return
 	}
+	s.sawHead(p.GetRevision())
 	if st := s.cfg.Cache.State(); p.GetRevision() != st.Revision || p.GetStateHash() != st.StateHash {
 		s.log.Warn("heartbeat names another state; config is behind", "revision", p.GetRevision(), "applied_revision", st.Revision)
 		return
