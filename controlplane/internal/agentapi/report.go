@@ -3,7 +3,6 @@ package agentapi
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/cairnhq/cairn/controlplane/internal/store"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+	"github.com/cairnhq/cairn/internal/metricpoint"
 )
 
 // Report limits: a batch is one transaction, so it stays small; an agent
@@ -19,14 +19,10 @@ import (
 const (
 	maxReportsPerBatch = 500
 	maxPointsPerBatch  = 5000
-	maxMetricLabels    = 16
-	maxLabelValue      = 256
 	maxQueueID         = 64
 	maxStatusText      = 1024
 	maxChecks          = 64
 )
-
-var metricName = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]{0,127}$`)
 
 type reportService struct {
 	agentv1.UnimplementedReportServiceServer
@@ -105,20 +101,14 @@ func reportsFromRequest(req *agentv1.ReportRequest) (store.Reports, error) {
 			for j, p := range body.Metrics.GetPoints() {
 				pf := fmt.Sprintf("%s.metrics.points[%d]", f, j)
 				points++
-				if !metricName.MatchString(p.Name) {
-					add(pf+".name", "must match %s", metricName)
+				if err := metricpoint.CheckName(p.Name); err != nil {
+					add(pf+".name", "%v", err)
 				}
-				if len(p.Labels) > maxMetricLabels {
-					add(pf+".labels", "at most %d", maxMetricLabels)
+				if err := metricpoint.CheckLabels(p.Labels); err != nil {
+					add(pf+".labels", "%v", err)
 				}
-				for k, v := range p.Labels {
-					if !metricName.MatchString(k) || len(v) > maxLabelValue {
-						add(pf+".labels", "label names must match %s and values be at most %d bytes", metricName, maxLabelValue)
-						break
-					}
-				}
-				if p.Source == "" || len(p.Source) > 64 {
-					add(pf+".source", "must be 1 to 64 characters")
+				if err := metricpoint.CheckSource(p.Source); err != nil {
+					add(pf+".source", "%v", err)
 				}
 				t := reportTime(r)
 				if p.Time != nil && p.Time.CheckValid() == nil {
