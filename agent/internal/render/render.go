@@ -381,4 +381,3 @@ func (r *Renderer) finish(st cache.State, missing []string, errs []error) error 
 	}
 	return err
 }
-
