@@ -87,6 +87,21 @@ type Config struct {
 	// HeartbeatEvery is how often idle streams get a signed heartbeat; 0
 	// means DefaultHeartbeatEvery.
 	HeartbeatEvery time.Duration
+	// StreamAdmitRate is how many new config streams per second this
+	// server admits; streams beyond it (and the burst) are refused with
+	// ResourceExhausted and a RetryInfo hint. 0 means
+	// DefaultStreamAdmitRate.
+	StreamAdmitRate float64
+	// StreamAdmitBurst is how many new config streams may be admitted at
+	// once beyond the rate; 0 means DefaultStreamAdmitBurst.
+	StreamAdmitBurst int
+	// StreamSendTimeout is how long one send on a config stream may block
+	// (the agent stopped reading) before the stream is ended with
+	// Unavailable; 0 means DefaultStreamSendTimeout.
+	StreamSendTimeout time.Duration
+	// StreamQueue is how many messages may wait to be sent on one config
+	// stream; 0 means DefaultStreamQueue.
+	StreamQueue int
 	// SPIRE, when set, also admits agents holding SVIDs of a SPIRE trust
 	// domain, mapped to data planes; nil admits only enrolled agents.
 	SPIRE *SPIRE
@@ -103,6 +118,8 @@ type Server struct {
 	grpc    *grpc.Server
 	streams *streamRegistry
 	bundle  *bundleWatch
+	admit   *admission
+	metrics *streamMetrics
 
 	mu      sync.Mutex
 	serving *tls.Certificate
@@ -144,6 +161,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.HeartbeatEvery == 0 {
 		cfg.HeartbeatEvery = DefaultHeartbeatEvery
 	}
+	if err := cfg.streamLimits(); err != nil {
+		return nil, err
+	}
 	if len(cfg.ServingNames) == 0 {
 		cfg.ServingNames = []string{"localhost", "127.0.0.1"}
 	}
@@ -151,7 +171,8 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, streams: newStreamRegistry(), bundle: newBundleWatch(cfg.CA.BundleCerts())}
+	s := &Server{cfg: cfg, log: log, streams: newStreamRegistry(), bundle: newBundleWatch(cfg.CA.BundleCerts()),
+		admit: newAdmission(cfg.StreamAdmitRate, cfg.StreamAdmitBurst, time.Now), metrics: newStreamMetrics()}
 	if err := s.renewServing(); err != nil {
 		return nil, err
 	}

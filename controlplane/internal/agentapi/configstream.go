@@ -8,8 +8,10 @@ import (
 	"io"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/cairnhq/cairn/certs/sign"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
@@ -26,13 +28,13 @@ type configService struct {
 	s *Server
 }
 
-// streamState is one stream's position. Only the sending goroutine
-// touches sent and nacked; acks arrive on their own goroutine and are
-// passed over a channel.
+// streamState is one stream's position. Only the handler's goroutine
+// touches it; acks arrive on their own goroutine and are passed over a
+// channel, and messages leave through the stream's sendQueue.
 type streamState struct {
 	c       caller
 	hello   *agentv1.Hello
-	sent    int64 // newest revision sent
+	sent    int64 // newest revision queued to send
 	nacked  int64 // newest revision refused; not resent until a newer one exists
 	applied int64
 }
@@ -47,7 +49,9 @@ func keySetVersion(env *agentv1.SignedEnvelope) int64 {
 
 // Stream serves one agent's config stream: hello, key set, catch-up by
 // deltas or snapshot, then live deltas and heartbeats. The data plane is
-// the caller's, from its certificate.
+// the caller's, from its certificate. New streams are admitted at a
+// bounded rate (admission); messages go out through a bounded send queue,
+// and a stream whose agent stops taking them is ended with Unavailable.
 func (cs *configService) Stream(stream agentv1.ConfigService_StreamServer) error {
 	s := cs.s
 	ctx := stream.Context()
@@ -55,6 +59,31 @@ func (cs *configService) Stream(stream agentv1.ConfigService_StreamServer) error
 	if !ok {
 		return status.Error(codes.Internal, "no caller")
 	}
+	if ok, retry := s.admit.admit(); !ok {
+		s.metrics.refused.Inc()
+		s.log.DebugContext(ctx, "config stream refused by admission", "agent_id", c.AgentID, "retry_in", retry)
+		st, err := status.New(codes.ResourceExhausted, "too many new config streams; retry later").
+			WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(retry)})
+		if err != nil {
+			return status.Error(codes.ResourceExhausted, "too many new config streams; retry later")
+		}
+		return st.Err()
+	}
+	s.metrics.admitted.Inc()
+	s.metrics.open.Inc()
+	defer s.metrics.open.Dec()
+	err := cs.serve(ctx, stream, c)
+	if errors.Is(err, errFellBehind) {
+		s.metrics.dropped.Inc()
+		s.log.WarnContext(ctx, "config stream fell behind; ended", "agent_id", c.AgentID, "send_timeout", s.cfg.StreamSendTimeout)
+	}
+	return err
+}
+
+// serve runs an admitted stream. The handler's goroutine reads the store
+// and decides what to send; a sendQueue sends it.
+func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService_StreamServer, c caller) error {
+	s := cs.s
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -66,6 +95,13 @@ func (cs *configService) Stream(stream agentv1.ConfigService_StreamServer) error
 	st := &streamState{c: c, hello: hello, sent: hello.AppliedRevision, applied: hello.AppliedRevision}
 	sub := s.cfg.Hub.Subscribe(c.DataPlaneID)
 	defer sub.Close()
+
+	// Returning cancels the sender; a Send it is blocked in returns once
+	// gRPC ends the stream after this handler returns.
+	sendCtx, stopSending := context.WithCancel(ctx)
+	defer stopSending()
+	q := newSendQueue(s.cfg.StreamQueue, s.cfg.StreamSendTimeout, s.metrics.sent)
+	go q.run(sendCtx, stream.Send)
 
 	// Acks and Nacks arrive concurrently with sends.
 	acks := make(chan *agentv1.StreamRequest, 64)
@@ -93,12 +129,12 @@ func (cs *configService) Stream(stream agentv1.ConfigService_StreamServer) error
 			return nil
 		}
 		keySetSent = v
-		return stream.Send(&agentv1.StreamResponse{Nonce: "keyset", Msg: &agentv1.StreamResponse_KeySet{KeySet: ks}})
+		return q.put(ctx, &agentv1.StreamResponse{Nonce: "keyset", Msg: &agentv1.StreamResponse_KeySet{KeySet: ks}})
 	}
 	if err := sendKeySet(); err != nil {
 		return err
 	}
-	if err := cs.catchUp(ctx, stream, st); err != nil {
+	if err := cs.catchUp(ctx, q, st); err != nil {
 		return err
 	}
 	heartbeat := time.NewTicker(s.cfg.HeartbeatEvery)
@@ -112,10 +148,14 @@ func (cs *configService) Stream(stream agentv1.ConfigService_StreamServer) error
 				return nil
 			}
 			return err
+		case <-q.stalled:
+			return errFellBehind
+		case <-q.failed:
+			return q.err
 		case m := <-acks:
 			cs.record(ctx, st, m)
 		case <-sub.C:
-			if err := cs.catchUp(ctx, stream, st); err != nil {
+			if err := cs.catchUp(ctx, q, st); err != nil {
 				return err
 			}
 		case <-heartbeat.C:
@@ -132,7 +172,7 @@ func (cs *configService) Stream(stream agentv1.ConfigService_StreamServer) error
 			if err != nil {
 				return status.Error(codes.Internal, "heartbeat")
 			}
-			if err := stream.Send(&agentv1.StreamResponse{Msg: &agentv1.StreamResponse_Heartbeat{Heartbeat: hb}}); err != nil {
+			if err := q.put(ctx, &agentv1.StreamResponse{Msg: &agentv1.StreamResponse_Heartbeat{Heartbeat: hb}}); err != nil {
 				return err
 			}
 		}
@@ -142,7 +182,7 @@ func (cs *configService) Stream(stream agentv1.ConfigService_StreamServer) error
 // catchUp sends what the agent lacks: deltas from its position, or a
 // snapshot when the log does not reach back, the agent's state is not on
 // the log, or it refused an update that a newer revision now supersedes.
-func (cs *configService) catchUp(ctx context.Context, stream agentv1.ConfigService_StreamServer, st *streamState) error {
+func (cs *configService) catchUp(ctx context.Context, q *sendQueue, st *streamState) error {
 	s := cs.s
 	dp := st.c.DataPlaneID
 	head, err := s.cfg.Store.GetHead(ctx, dp)
@@ -176,7 +216,7 @@ func (cs *configService) catchUp(ctx context.Context, stream agentv1.ConfigServi
 			if err != nil {
 				return status.Error(codes.Unavailable, "delta unavailable")
 			}
-			if err := stream.Send(&agentv1.StreamResponse{Nonce: fmt.Sprint(rev), Msg: &agentv1.StreamResponse_Update{Update: env}}); err != nil {
+			if err := q.put(ctx, &agentv1.StreamResponse{Nonce: fmt.Sprint(rev), Msg: &agentv1.StreamResponse_Update{Update: env}}); err != nil {
 				return err
 			}
 			st.sent = rev
@@ -192,7 +232,7 @@ func (cs *configService) catchUp(ctx context.Context, stream agentv1.ConfigServi
 			if i == len(envs)-1 {
 				nonce = fmt.Sprint(snapHead.Revision)
 			}
-			if err := stream.Send(&agentv1.StreamResponse{Nonce: nonce, Msg: &agentv1.StreamResponse_Update{Update: env}}); err != nil {
+			if err := q.put(ctx, &agentv1.StreamResponse{Nonce: nonce, Msg: &agentv1.StreamResponse_Update{Update: env}}); err != nil {
 				return err
 			}
 		}
