@@ -1,0 +1,292 @@
+// Package report delivers the agent's status and metrics to the control
+// plane: at least once, counted once. Reports go to an on-disk Queue under
+// increasing sequence numbers before anything is sent; Deliver sends them
+// in order in batches and drops what the control plane acknowledges, which
+// it stores once per sequence number. So a report survives restarts of
+// either side and a lost response, and is never counted twice. It must not
+// import control-plane code.
+package report
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+	"github.com/cairnhq/cairn/internal/metricpoint"
+)
+
+// Batch limits, matching what the control plane accepts.
+const (
+	MaxBatchReports  = 500
+	MaxBatchPoints   = 5000
+	maxPointsPerItem = 1000
+	maxPushPoints    = 1000
+)
+
+// Config configures a Reporter.
+type Config struct {
+	// Queue holds reports until acknowledged. Required; not closed.
+	Queue *Queue
+	// Status returns the agent's current status; DroppedReports is filled
+	// in here. Called about every PollEvery, so it must be cheap. Required.
+	Status func() *agentv1.AgentStatus
+	// Sample returns the agent's own metrics; nil means none.
+	Sample func() []*agentv1.MetricPoint
+	// StatusEvery is how often the status is sent when it does not change,
+	// jittered by ±20%; 0 means one minute.
+	StatusEvery time.Duration
+	// MetricsEvery is how often metrics are batched into a report; 0
+	// means 30 seconds.
+	MetricsEvery time.Duration
+	// PollEvery is how often Status is checked for a change; 0 means one
+	// second.
+	PollEvery time.Duration
+	// MaxPushed bounds points pushed by data-plane services waiting for
+	// the next batch; 0 means 10,000.
+	MaxPushed int
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// ErrBufferFull is returned by Push when the pushed-points buffer is full.
+var ErrBufferFull = errors.New("metrics buffer full")
+
+// Reporter makes status and metric reports and delivers them.
+type Reporter struct {
+	cfg Config
+	log *slog.Logger
+
+	mu            sync.Mutex
+	pushed        []*agentv1.MetricPoint
+	pushedDropped int64
+	delivered     int64
+	discarded     int64
+}
+
+// Stats counts what a Reporter did.
+type Stats struct {
+	// Queued is how many reports wait for acknowledgement.
+	Queued int
+	// Dropped is how many reports the queue dropped when full.
+	Dropped int64
+	// Delivered is how many reports the control plane acknowledged.
+	Delivered int64
+	// PushedDropped is how many pushed points were refused because the
+	// buffer was full.
+	PushedDropped int64
+}
+
+// New checks cfg.
+func New(cfg Config) (*Reporter, error) {
+	if cfg.Queue == nil || cfg.Status == nil {
+		return nil, errors.New("report: Queue and Status are required")
+	}
+	if cfg.StatusEvery <= 0 {
+		cfg.StatusEvery = time.Minute
+	}
+	if cfg.MetricsEvery <= 0 {
+		cfg.MetricsEvery = 30 * time.Second
+	}
+	if cfg.PollEvery <= 0 {
+		cfg.PollEvery = time.Second
+	}
+	if cfg.MaxPushed <= 0 {
+		cfg.MaxPushed = 10_000
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Reporter{cfg: cfg, log: log}, nil
+}
+
+// Stats returns the counters.
+func (r *Reporter) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return Stats{Queued: r.cfg.Queue.Len(), Dropped: r.cfg.Queue.Dropped(), Delivered: r.delivered, PushedDropped: r.pushedDropped}
+}
+
+// Push takes points from a data-plane service for the next metrics
+// report. It checks every point first and takes none if one is bad, so a
+// bad point never reaches the queue (where the control plane would refuse
+// its whole batch). Points without a time get the agent's clock.
+func (r *Reporter) Push(source string, points []*agentv1.MetricPoint) error {
+	if err := metricpoint.CheckSource(source); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if len(points) > maxPushPoints {
+		return fmt.Errorf("%w: at most %d points", ErrInvalid, maxPushPoints)
+	}
+	now := timestamppb.New(r.cfg.Now())
+	out := make([]*agentv1.MetricPoint, 0, len(points))
+	for i, p := range points {
+		if err := metricpoint.CheckName(p.GetName()); err != nil {
+			return fmt.Errorf("%w: points[%d].name: %w", ErrInvalid, i, err)
+		}
+		if err := metricpoint.CheckLabels(p.GetLabels()); err != nil {
+			return fmt.Errorf("%w: points[%d].labels: %w", ErrInvalid, i, err)
+		}
+		c := proto.CloneOf(p)
+		c.Source = source
+		if c.Time == nil || c.Time.CheckValid() != nil {
+			c.Time = now
+		}
+		out = append(out, c)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.pushed)+len(out) > r.cfg.MaxPushed {
+		r.pushedDropped += int64(len(out))
+		return ErrBufferFull
+	}
+	r.pushed = append(r.pushed, out...)
+	return nil
+}
+
+// ErrInvalid wraps Push's refusals of bad points.
+var ErrInvalid = errors.New("invalid metric points")
+
+// Run makes reports until ctx ends: the status when it changes and at
+// least every StatusEvery, and a metrics report every MetricsEvery. It
+// returns only ctx's end or a queue that cannot be written.
+func (r *Reporter) Run(ctx context.Context) error {
+	poll := time.NewTicker(r.cfg.PollEvery)
+	defer poll.Stop()
+	metrics := time.NewTicker(r.cfg.MetricsEvery)
+	defer metrics.Stop()
+	var last *agentv1.AgentStatus
+	var due time.Time
+	for {
+		st := r.status()
+		if now := r.cfg.Now(); last == nil || !proto.Equal(st, last) || !now.Before(due) {
+			if err := r.enqueue(&agentv1.Report{Body: &agentv1.Report_Status{Status: st}}); err != nil {
+				return err
+			}
+			last = st
+			due = now.Add(jitter(r.cfg.StatusEvery))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-poll.C:
+		case <-metrics.C:
+			if err := r.flushMetrics(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (r *Reporter) status() *agentv1.AgentStatus {
+	st := proto.CloneOf(r.cfg.Status())
+	st.DroppedReports = r.cfg.Queue.Dropped()
+	return st
+}
+
+// flushMetrics queues the agent's own sample and the pushed points.
+func (r *Reporter) flushMetrics() error {
+	var points []*agentv1.MetricPoint
+	if r.cfg.Sample != nil {
+		now := timestamppb.New(r.cfg.Now())
+		for _, p := range r.cfg.Sample() {
+			if p.Time == nil {
+				p.Time = now
+			}
+			if p.Source == "" {
+				p.Source = "agent"
+			}
+			points = append(points, p)
+		}
+	}
+	r.mu.Lock()
+	points = append(points, r.pushed...)
+	r.pushed = nil
+	r.mu.Unlock()
+	for len(points) > 0 {
+		n := min(len(points), maxPointsPerItem)
+		if err := r.enqueue(&agentv1.Report{Body: &agentv1.Report_Metrics{Metrics: &agentv1.MetricBatch{Points: points[:n]}}}); err != nil {
+			return err
+		}
+		points = points[n:]
+	}
+	return nil
+}
+
+func (r *Reporter) enqueue(rep *agentv1.Report) error {
+	rep.Time = timestamppb.New(r.cfg.Now())
+	if err := r.cfg.Queue.Append(rep); err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	return nil
+}
+
+// Deliver sends queued reports with client until ctx ends or a call
+// fails, and reports whether any batch was acknowledged. A batch the
+// control plane refuses as invalid is discarded and counted as dropped,
+// so it cannot block the queue; any other error is returned for the
+// caller to reconnect with backoff.
+func (r *Reporter) Deliver(ctx context.Context, client agentv1.ReportServiceClient) (progress bool, err error) {
+	q := r.cfg.Queue
+	for {
+		wake := q.Wait()
+		batch, err := q.Peek(MaxBatchReports, MaxBatchPoints)
+		if err != nil {
+			return progress, err
+		}
+		if len(batch) == 0 {
+			select {
+			case <-ctx.Done():
+				return progress, ctx.Err()
+			case <-wake:
+				continue
+			}
+		}
+		resp, err := client.Report(ctx, &agentv1.ReportRequest{QueueId: q.ID(), Reports: batch})
+		last := batch[len(batch)-1].Seq
+		switch {
+		case status.Code(err) == codes.InvalidArgument:
+			r.log.Error("control plane refused a report batch; dropping it", "first_seq", batch[0].Seq, "last_seq", last, "error", err)
+			if err := q.Discard(last); err != nil {
+				return progress, err
+			}
+			continue
+		case err != nil:
+			return progress, err
+		}
+		if resp.AckedSeq < batch[0].Seq {
+			// The control plane holds less than this batch's start after
+			// storing it: its record of this queue was lost (a restored
+			// database). Nothing to drop; the batch is resent.
+			return progress, fmt.Errorf("report: control plane acknowledged %d below the batch's first %d", resp.AckedSeq, batch[0].Seq)
+		}
+		before := q.Len()
+		if err := q.Ack(resp.AckedSeq); err != nil {
+			return progress, err
+		}
+		r.mu.Lock()
+		r.delivered += int64(before - q.Len())
+		r.mu.Unlock()
+		progress = true
+	}
+}
+
+// jitter returns d ±20%.
+func jitter(d time.Duration) time.Duration {
+	return d*4/5 + time.Duration(rand.Int64N(int64(d*2/5)+1))
+}
