@@ -201,6 +201,7 @@ func New(cfg Config) (*Server, error) {
 	)
 	agentv1.RegisterEnrollmentServiceServer(s.grpc, &enrollment{s: s})
 	agentv1.RegisterIdentityServiceServer(s.grpc, &identity{s: s})
+	agentv1.RegisterReportServiceServer(s.grpc, &reportService{s: s})
 	if cfg.Envelopes != nil && cfg.Hub != nil {
 		agentv1.RegisterConfigServiceServer(s.grpc, &configService{s: s})
 	}
