@@ -26,6 +26,7 @@ import (
 	"github.com/cairnhq/cairn/agent/internal/health"
 	"github.com/cairnhq/cairn/agent/internal/identity"
 	"github.com/cairnhq/cairn/agent/internal/localapi"
+	"github.com/cairnhq/cairn/agent/internal/render"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 )
 
@@ -54,6 +55,9 @@ type Config struct {
 	LocalSocket string
 	// HTTPAddr serves /healthz and /metrics; "" serves neither.
 	HTTPAddr string
+	// Render writes chosen documents to files (render.go); the zero value
+	// renders nothing.
+	Render RenderConfig
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// MaxBackoff caps reconnect delays; 0 means 30 seconds.
@@ -71,12 +75,17 @@ type Daemon struct {
 	log *slog.Logger
 	// cache is the config cache while Run runs; nil without a syncer.
 	cache *cache.Cache
+	// render renders files while Run runs; nil when not rendering.
+	render *render.Renderer
 }
 
 // New checks cfg.
 func New(cfg Config) (*Daemon, error) {
 	if cfg.Addr == "" || cfg.Dir == "" {
 		return nil, errors.New("agent: Addr and Dir are required")
+	}
+	if err := cfg.Render.check(cfg.Dir); err != nil {
+		return nil, err
 	}
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 30 * time.Second
@@ -163,6 +172,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 				cancel(err)
 			}
 		}()
+	}
+	if err := d.startRender(ctx, &renewing); err != nil {
+		cancel(err)
 	}
 	err = d.bundleLoop(ctx, src)
 	// Stop renewing before returning: a renewal in flight writes the
