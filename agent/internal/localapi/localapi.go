@@ -1,6 +1,7 @@
 // Package localapi serves the agent's cached config to data-plane services
 // on a Unix socket (LocalConfigService): Get, List and Watch, answered from
-// memory, so they work while the control plane is away. The socket's file
+// memory, so they work while the control plane is away; and takes their
+// metrics (LocalMetricsService) for the agent to report. The socket's file
 // permissions are the access control; it serves no other API.
 package localapi
 
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cairnhq/cairn/agent/internal/cache"
+	"github.com/cairnhq/cairn/agent/internal/report"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 	"github.com/cairnhq/cairn/internal/configstate"
 )
@@ -33,6 +35,9 @@ type Config struct {
 	Cache *cache.Cache
 	// Stale reports whether the config may be out of date; nil means never.
 	Stale func() bool
+	// Metrics takes points pushed by data-plane services
+	// (LocalMetricsService); nil serves no LocalMetricsService.
+	Metrics *report.Reporter
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -78,6 +83,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	gs := grpc.NewServer()
 	agentv1.RegisterLocalConfigServiceServer(gs, s)
+	if s.cfg.Metrics != nil {
+		agentv1.RegisterLocalMetricsServiceServer(gs, metricsServer{r: s.cfg.Metrics})
+	}
 	reflection.Register(gs)
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(lis) }()
@@ -153,4 +161,23 @@ func (s *Server) Watch(req *agentv1.WatchRequest, stream agentv1.LocalConfigServ
 			}
 		}
 	}
+}
+
+// metricsServer takes metrics pushed by data-plane services.
+type metricsServer struct {
+	agentv1.UnimplementedLocalMetricsServiceServer
+	r *report.Reporter
+}
+
+func (m metricsServer) Push(_ context.Context, req *agentv1.PushRequest) (*agentv1.PushResponse, error) {
+	err := m.r.Push(req.Source, req.Points)
+	switch {
+	case errors.Is(err, report.ErrInvalid):
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, report.ErrBufferFull):
+		return nil, status.Error(codes.ResourceExhausted, "the agent's metrics buffer is full; points dropped")
+	case err != nil:
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &agentv1.PushResponse{Accepted: int32(len(req.Points))}, nil
 }

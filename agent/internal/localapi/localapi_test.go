@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cairnhq/cairn/agent/internal/cache"
+	"github.com/cairnhq/cairn/agent/internal/report"
 	"github.com/cairnhq/cairn/agent/internal/localapi"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 	"github.com/cairnhq/cairn/internal/configstate"
@@ -115,5 +116,85 @@ func TestLocalAPI(t *testing.T) {
 	next, err := w.Recv()
 	if err != nil || next.Revision != 3 || len(next.Documents) != 2 || !next.Stale {
 		t.Fatalf("watch after a change %v, %v", next, err)
+	}
+}
+
+func TestLocalMetricsPush(t *testing.T) {
+	dir, err := os.MkdirTemp("", "lapi") // short: Unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	c, err := cache.Open(filepath.Join(dir, "cache.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	q, err := report.OpenQueue(filepath.Join(dir, "reports.db"), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	rep, err := report.New(report.Config{Queue: q, Status: func() *agentv1.AgentStatus { return &agentv1.AgentStatus{} },
+		MetricsEvery: 10 * time.Millisecond, MaxPushed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "agent.sock")
+	srv, err := localapi.New(localapi.Config{Socket: sock, Cache: c, Metrics: rep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := agentv1.NewLocalMetricsServiceClient(conn)
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+	pt := &agentv1.MetricPoint{Name: "ingest_lag_seconds", Value: 1.5, Labels: map[string]string{"shard": "3"}}
+	resp, err := client.Push(rctx, &agentv1.PushRequest{Source: "ingest", Points: []*agentv1.MetricPoint{pt, pt}}, grpc.WaitForReady(true))
+	if err != nil || resp.Accepted != 2 {
+		t.Fatalf("Push = %v, %v", resp, err)
+	}
+	if _, err := client.Push(rctx, &agentv1.PushRequest{Source: "ingest", Points: []*agentv1.MetricPoint{{Name: "bad name"}}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("bad point: got %v; want InvalidArgument", err)
+	}
+	if _, err := client.Push(rctx, &agentv1.PushRequest{Source: "ingest", Points: []*agentv1.MetricPoint{pt, pt}}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("over the buffer: got %v; want ResourceExhausted", err)
+	}
+	// The accepted points reach the report queue with the next batch.
+	go rep.Run(ctx)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		batch, err := q.Peek(100, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, r := range batch {
+			for _, p := range r.GetMetrics().GetPoints() {
+				if p.Source == "ingest" && p.Name == "ingest_lag_seconds" {
+					n++
+				}
+			}
+		}
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queued %d pushed points; want 2", n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
