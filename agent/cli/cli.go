@@ -10,11 +10,13 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/cairnhq/cairn/agent/internal/daemon"
 	"github.com/cairnhq/cairn/agent/internal/identity"
+	"github.com/cairnhq/cairn/agent/internal/render"
 	"github.com/cairnhq/cairn/internal/flagenv"
 	"github.com/cairnhq/cairn/internal/logging"
 )
@@ -37,6 +39,9 @@ type flags struct {
 	trustDomain   string
 	logLevel      string
 	logFormat     string
+	render        renderRules
+	reloadCommand []string
+	reloadTimeout time.Duration
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (flags, error) {
@@ -53,6 +58,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs.StringVar(&f.trustDomain, "trust-domain", "cairn.local", "Cairn's trust domain (used with --spiffe-socket)")
 	fs.StringVar(&f.localSocket, "local-socket", "", "Unix socket of the local config read API for data-plane services (mode 0660); empty means <data-dir>/agent.sock")
 	fs.StringVar(&f.httpAddr, "http-addr", "", "address of /healthz and /metrics, e.g. 127.0.0.1:7445; empty serves neither")
+	fs.Var(&f.render, "render", renderUsage)
+	reloadCommand := fs.String("reload-command", "", `command to run after rendered files change, no shell: words separated by spaces, or a JSON array of strings such as ["nginx","-s","reload"]; needs --render`)
+	fs.DurationVar(&f.reloadTimeout, "reload-timeout", render.DefaultReloadTimeout, "how long the reload command may run before it is killed")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fs.Usage = flagenv.Usage(fs, envPrefix, "usage: cairn-agent [flags]\n\nRuns the Cairn agent in a data plane.", stderr)
@@ -70,6 +78,13 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	}
 	if f.spiffeSocket != "" && (f.caBundle == "" || f.caPin != "" || f.joinToken != "" || f.joinTokenFile != "") {
 		return flags{}, errors.New("--spiffe-socket needs --ca-bundle and takes no join token or pin")
+	}
+	var err error
+	if f.reloadCommand, err = parseReloadCommand(*reloadCommand); err != nil {
+		return flags{}, err
+	}
+	if f.reloadCommand != nil && f.render == nil {
+		return flags{}, errors.New("--reload-command needs --render")
 	}
 	if _, err := spiffeid.TrustDomainFromString(f.trustDomain); err != nil {
 		return flags{}, fmt.Errorf("--trust-domain: %w", err)
@@ -107,6 +122,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Trust:   identity.Trust{BundleFile: f.caBundle, Pin: f.caPin},
 		Version: Version, Logger: log,
 		SPIFFESocket: f.spiffeSocket, LocalSocket: f.localSocket, HTTPAddr: f.httpAddr, TrustDomain: spiffeid.RequireTrustDomainFromString(f.trustDomain),
+		Render: daemon.RenderConfig{Rules: f.render, ReloadCommand: f.reloadCommand, ReloadTimeout: f.reloadTimeout},
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "cairn-agent:", err)
