@@ -27,6 +27,7 @@ import (
 	"github.com/cairnhq/cairn/agent/internal/identity"
 	"github.com/cairnhq/cairn/agent/internal/localapi"
 	"github.com/cairnhq/cairn/agent/internal/render"
+	"github.com/cairnhq/cairn/agent/internal/report"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 )
 
@@ -58,6 +59,9 @@ type Config struct {
 	// Render writes chosen documents to files (render.go); the zero value
 	// renders nothing.
 	Render RenderConfig
+	// Report configures status and metrics reporting (report.go); the zero
+	// value uses the defaults.
+	Report ReportConfig
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// MaxBackoff caps reconnect delays; 0 means 30 seconds.
@@ -77,6 +81,10 @@ type Daemon struct {
 	cache *cache.Cache
 	// render renders files while Run runs; nil when not rendering.
 	render *render.Renderer
+	// reporter reports status and metrics while Run runs; nil without a
+	// syncer.
+	reporter *report.Reporter
+	lastErr  lastError
 }
 
 // New checks cfg.
@@ -159,7 +167,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 				cancel(err)
 			}
 		}
-		local, err := localapi.New(localapi.Config{Socket: d.localSocket(), Cache: d.cache, Stale: syncer.Stale, Logger: d.log})
+		closeReports, err := d.startReports(ctx, &renewing, src, syncer, cancel)
+		if err != nil {
+			return err
+		}
+		defer closeReports()
+		local, err := localapi.New(localapi.Config{Socket: d.localSocket(), Cache: d.cache, Stale: syncer.Stale,
+			Metrics: d.reporter, Logger: d.log})
 		if err != nil {
 			cancel(err)
 		}
@@ -316,6 +330,10 @@ func (d *Daemon) keepStream(ctx context.Context, src *identity.Source, what stri
 		}
 		if progress {
 			attempt = 0
+			d.lastErr.clear(what)
+		}
+		if err != nil {
+			d.lastErr.set(what, err)
 		}
 		switch status.Code(err) {
 		case codes.PermissionDenied:

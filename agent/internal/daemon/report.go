@@ -1,0 +1,169 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/cairnhq/cairn/agent/internal/configsync"
+	"github.com/cairnhq/cairn/agent/internal/identity"
+	"github.com/cairnhq/cairn/agent/internal/report"
+	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+)
+
+// ReportConfig configures status and metrics reporting (package report).
+type ReportConfig struct {
+	// QueueMax bounds the on-disk report queue; 0 means 10,000 reports.
+	QueueMax int
+	// StatusEvery is how often an unchanged status is re-sent; 0 means one
+	// minute.
+	StatusEvery time.Duration
+	// MetricsEvery is how often metrics are batched; 0 means 30 seconds.
+	MetricsEvery time.Duration
+}
+
+// reportQueueFile is the report queue in the data directory.
+const reportQueueFile = "reports.db"
+
+// lastError keeps the newest error worth an operator's attention, for the
+// status report; a session that makes progress clears its own.
+type lastError struct {
+	mu  sync.Mutex
+	by  string
+	msg string
+}
+
+func (l *lastError) set(by string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.by, l.msg = by, fmt.Sprintf("%s at %s: %v", by, time.Now().UTC().Format(time.RFC3339), err)
+}
+
+func (l *lastError) clear(by string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.by == by {
+		l.by, l.msg = "", ""
+	}
+}
+
+func (l *lastError) get() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.msg
+}
+
+// startReports opens the report queue and starts the reporter and its
+// delivery over mTLS, tracked by wg.
+func (d *Daemon) startReports(ctx context.Context, wg *sync.WaitGroup, src *identity.Source, syncer *configsync.Syncer,
+	fail func(error)) (func(), error) {
+	max := d.cfg.Report.QueueMax
+	if max == 0 {
+		max = 10_000
+	}
+	q, err := report.OpenQueue(filepath.Join(d.cfg.Dir, reportQueueFile), max)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	r, err := report.New(report.Config{
+		Queue: q, Logger: d.log,
+		StatusEvery: d.cfg.Report.StatusEvery, MetricsEvery: d.cfg.Report.MetricsEvery,
+		Status: func() *agentv1.AgentStatus { return d.status(src, syncer) },
+		Sample: func() []*agentv1.MetricPoint { return d.sample(syncer) },
+	})
+	if err != nil {
+		q.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	d.reporter = r
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := r.Run(ctx); err != nil {
+			fail(err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		err := d.keepStream(ctx, src, "report delivery", func(ctx context.Context, conn *grpc.ClientConn) (bool, error) {
+			return r.Deliver(ctx, agentv1.NewReportServiceClient(conn))
+		})
+		if err != nil {
+			fail(err)
+		}
+	}()
+	return func() { q.Close() }, nil
+}
+
+// status is the agent's status report: what it applied, how fresh it is,
+// and its local checks.
+func (d *Daemon) status(src *identity.Source, syncer *configsync.Syncer) *agentv1.AgentStatus {
+	st, stats := d.cache.State(), syncer.Stats()
+	stale := syncer.Stale()
+	checks := []*agentv1.Check{
+		{Name: "config_stream", Healthy: stats.Connected, Detail: map[bool]string{true: "connected", false: "disconnected"}[stats.Connected]},
+		{Name: "config_fresh", Healthy: !stale, Detail: "last fresh " + stats.LastFresh.UTC().Format(time.RFC3339)},
+	}
+	if svid := src.SVID(); svid != nil && len(svid.Certificates) > 0 {
+		left := time.Until(svid.Certificates[0].NotAfter)
+		checks = append(checks, &agentv1.Check{Name: "svid", Healthy: left > 0,
+			Detail: "expires " + svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339)})
+	}
+	if d.render != nil {
+		rs := d.render.Status()
+		checks = append(checks, &agentv1.Check{Name: "render", Healthy: rs.Err == "" && !rs.ReloadPending, Detail: rs.Err})
+	}
+	lastErr := d.lastErr.get()
+	if rev, reason, detail := syncer.LastNack(); rev > st.Revision && lastErr == "" {
+		lastErr = fmt.Sprintf("refused revision %d: %s: %s", rev, reason, detail)
+	}
+	return &agentv1.AgentStatus{
+		AppliedRevision: st.Revision, StateHash: st.StateHash, AgentVersion: d.cfg.Version,
+		HostVersion: hostVersion(), Checks: checks, LastError: lastErr, Stale: stale,
+	}
+}
+
+// sample is the agent's own metrics.
+func (d *Daemon) sample(syncer *configsync.Syncer) []*agentv1.MetricPoint {
+	st, stats := d.cache.State(), syncer.Stats()
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	out := []*agentv1.MetricPoint{
+		{Name: "cairn_agent_stream_connected", Value: b(stats.Connected)},
+		{Name: "cairn_agent_applied_revision", Value: float64(st.Revision)},
+		{Name: "cairn_agent_lag_revisions", Value: float64(max(stats.SignedHead-st.Revision, 0))},
+		{Name: "cairn_agent_apply_seconds", Value: stats.LastApply.Seconds()},
+		{Name: "cairn_agent_cache_bytes", Value: float64(d.cache.Size())},
+		{Name: "cairn_agent_updates_applied_total", Value: float64(stats.Applied)},
+		{Name: "cairn_agent_updates_refused_total", Value: float64(stats.Nacks)},
+		{Name: "cairn_agent_stale", Value: b(syncer.Stale())},
+	}
+	if d.reporter != nil {
+		rs := d.reporter.Stats()
+		out = append(out,
+			&agentv1.MetricPoint{Name: "cairn_agent_report_queue_length", Value: float64(rs.Queued)},
+			&agentv1.MetricPoint{Name: "cairn_agent_reports_dropped_total", Value: float64(rs.Dropped)},
+			&agentv1.MetricPoint{Name: "cairn_agent_pushed_points_dropped_total", Value: float64(rs.PushedDropped)})
+	}
+	return out
+}
+
+// hostVersion is the OS and, on Linux, the kernel release.
+func hostVersion() string {
+	v := runtime.GOOS + "/" + runtime.GOARCH
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		v += " " + strings.TrimSpace(string(b))
+	}
+	return v
+}
