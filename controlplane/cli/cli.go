@@ -52,6 +52,10 @@ type flags struct {
 	logLevel           string
 	logFormat          string
 	maxMessageBytes    int
+	historyKeep        int64
+	historyMaxAge      time.Duration
+	metricsRetention   time.Duration
+	maintainEvery      time.Duration
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (flags, error) {
@@ -77,6 +81,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fs.IntVar(&f.maxMessageBytes, "max-message-bytes", server.DefaultMaxMessageBytes, "largest admin API request accepted, in bytes")
+	fs.Int64Var(&f.historyKeep, "history-revisions", 1000, "revisions of each data plane's log kept for agents to catch up by deltas; agents further behind get a snapshot")
+	fs.DurationVar(&f.historyMaxAge, "history-max-age", 7*24*time.Hour, "revisions older than this are compacted too (the newest is always kept)")
+	fs.DurationVar(&f.metricsRetention, "metrics-retention", 24*time.Hour, "how long agents' reported metric points are kept")
+	fs.DurationVar(&f.maintainEvery, "maintain-interval", time.Minute, "how often signing keys are checked for rotation and the revision log and metrics compacted")
 	fs.Usage = flagenv.Usage(fs, envPrefix, "usage: cairn-controlplane [flags]\n\nRuns the Cairn regional control plane.", stderr)
 	if err := flagenv.Parse(fs, envPrefix, args, getenv); err != nil {
 		return flags{}, err
@@ -93,6 +101,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 		return flags{}, errors.New("--max-message-bytes must be at least 1024")
 	case f.svidTTL < time.Minute || f.svidTTL > 24*time.Hour:
 		return flags{}, errors.New("--svid-ttl must be between 1m and 24h")
+	case f.historyKeep < 1:
+		return flags{}, errors.New("--history-revisions must be at least 1")
+	case f.historyMaxAge < time.Minute:
+		return flags{}, errors.New("--history-max-age must be at least 1m")
+	case f.metricsRetention < time.Minute:
+		return flags{}, errors.New("--metrics-retention must be at least 1m")
+	case f.maintainEvery < 100*time.Millisecond || f.maintainEvery > time.Hour:
+		return flags{}, errors.New("--maintain-interval must be between 100ms and 1h")
 	}
 	if _, err := spiffeid.TrustDomainFromString(f.trustDomain); err != nil {
 		return flags{}, fmt.Errorf("--trust-domain: %w", err)
@@ -213,22 +229,17 @@ func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error
 	g.Go(func() error { return srv.Run(ctx) })
 	g.Go(func() error { return agents.Run(ctx) })
 	g.Go(func() error { return hub.Run(ctx) })
-	g.Go(func() error { return maintain(ctx, st, keys, log) })
+	g.Go(func() error { return maintain(ctx, f, st, keys, log) })
 	return g.Wait()
 }
 
-// Revision log retention: entries beyond the newest keepRevisions of a
-// data plane, or older than keepRevisionsFor, are compacted; agents further
-// behind get a snapshot.
-const (
-	keepRevisions    = 1000
-	keepRevisionsFor = 7 * 24 * time.Hour
-)
-
-// maintain rotates the config-signing keys on schedule and compacts the
-// revision log, once a minute, until ctx ends.
-func maintain(ctx context.Context, st *store.Store, keys *signer.Signer, log *slog.Logger) error {
-	t := time.NewTicker(time.Minute)
+// maintain rotates the config-signing keys on schedule, compacts the
+// revision log (entries beyond the newest --history-revisions of a data
+// plane, or older than --history-max-age; agents further behind get a
+// snapshot) and drops metric points past --metrics-retention, every
+// --maintain-interval, until ctx ends.
+func maintain(ctx context.Context, f flags, st *store.Store, keys *signer.Signer, log *slog.Logger) error {
+	t := time.NewTicker(f.maintainEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -241,10 +252,15 @@ func maintain(ctx context.Context, st *store.Store, keys *signer.Signer, log *sl
 		} else if changed {
 			log.Info("signing key set changed")
 		}
-		if n, err := st.CompactRevisions(ctx, keepRevisions, keepRevisionsFor); err != nil {
+		if n, err := st.CompactRevisions(ctx, f.historyKeep, f.historyMaxAge); err != nil {
 			log.Warn("compact revision log", "error", err)
 		} else if n > 0 {
 			log.Info("compacted revision log", "entries", n)
+		}
+		if n, err := st.CompactMetrics(ctx, time.Now().Add(-f.metricsRetention)); err != nil {
+			log.Warn("drop old metric points", "error", err)
+		} else if n > 0 {
+			log.Info("dropped old metric points", "points", n)
 		}
 	}
 }
