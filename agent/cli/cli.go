@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/cairnhq/cairn/agent/internal/configsync"
 	"github.com/cairnhq/cairn/agent/internal/daemon"
 	"github.com/cairnhq/cairn/agent/internal/identity"
 	"github.com/cairnhq/cairn/agent/internal/render"
@@ -42,6 +43,10 @@ type flags struct {
 	render        renderRules
 	reloadCommand []string
 	reloadTimeout time.Duration
+	queueMax      int
+	statusEvery   time.Duration
+	metricsEvery  time.Duration
+	staleAfter    time.Duration
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (flags, error) {
@@ -61,6 +66,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs.Var(&f.render, "render", renderUsage)
 	reloadCommand := fs.String("reload-command", "", `command to run after rendered files change, no shell: words separated by spaces, or a JSON array of strings such as ["nginx","-s","reload"]; needs --render`)
 	fs.DurationVar(&f.reloadTimeout, "reload-timeout", render.DefaultReloadTimeout, "how long the reload command may run before it is killed")
+	fs.IntVar(&f.queueMax, "report-queue-max", 10000, "reports (status and metric batches) kept on disk while the control plane is unreachable; the oldest are dropped, and counted, past it")
+	fs.DurationVar(&f.statusEvery, "status-interval", time.Minute, "how often the status is re-sent when it has not changed (changes are sent at once)")
+	fs.DurationVar(&f.metricsEvery, "metrics-interval", 30*time.Second, "how often the agent's own metrics and those pushed to it are batched for the control plane")
+	fs.DurationVar(&f.staleAfter, "stale-after", configsync.DefaultStaleAfter, "the agent reports itself stale when no fresh signed heartbeat arrived for this long")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fs.Usage = flagenv.Usage(fs, envPrefix, "usage: cairn-agent [flags]\n\nRuns the Cairn agent in a data plane.", stderr)
@@ -88,6 +97,16 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	}
 	if _, err := spiffeid.TrustDomainFromString(f.trustDomain); err != nil {
 		return flags{}, fmt.Errorf("--trust-domain: %w", err)
+	}
+	switch {
+	case f.queueMax < 10:
+		return flags{}, errors.New("--report-queue-max must be at least 10")
+	case f.statusEvery < time.Second:
+		return flags{}, errors.New("--status-interval must be at least 1s")
+	case f.metricsEvery < 100*time.Millisecond:
+		return flags{}, errors.New("--metrics-interval must be at least 100ms")
+	case f.staleAfter < time.Second:
+		return flags{}, errors.New("--stale-after must be at least 1s")
 	}
 	return f, nil
 }
@@ -122,7 +141,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Trust:   identity.Trust{BundleFile: f.caBundle, Pin: f.caPin},
 		Version: Version, Logger: log,
 		SPIFFESocket: f.spiffeSocket, LocalSocket: f.localSocket, HTTPAddr: f.httpAddr, TrustDomain: spiffeid.RequireTrustDomainFromString(f.trustDomain),
-		Render: daemon.RenderConfig{Rules: f.render, ReloadCommand: f.reloadCommand, ReloadTimeout: f.reloadTimeout},
+		Render:     daemon.RenderConfig{Rules: f.render, ReloadCommand: f.reloadCommand, ReloadTimeout: f.reloadTimeout},
+		Report:     daemon.ReportConfig{QueueMax: f.queueMax, StatusEvery: f.statusEvery, MetricsEvery: f.metricsEvery},
+		StaleAfter: f.staleAfter,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "cairn-agent:", err)

@@ -62,6 +62,10 @@ type Config struct {
 	// Report configures status and metrics reporting (report.go); the zero
 	// value uses the defaults.
 	Report ReportConfig
+	// StaleAfter is configsync.Config.StaleAfter: how long without a fresh
+	// signed heartbeat before the agent reports itself stale; 0 means
+	// configsync.DefaultStaleAfter.
+	StaleAfter time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// MaxBackoff caps reconnect delays; 0 means 30 seconds.
@@ -382,7 +386,8 @@ func (d *Daemon) openSync(src *identity.Source) (*configsync.Syncer, func(), err
 	}
 	st := c.State()
 	d.log.Info("config cache", "revision", st.Revision, "state_hash", st.StateHash, "documents", len(c.List("")))
-	s, err := configsync.New(configsync.Config{DataPlaneID: info.DataPlaneID, Root: src.SigningRoot(), Cache: c, Logger: d.log})
+	s, err := configsync.New(configsync.Config{DataPlaneID: info.DataPlaneID, Root: src.SigningRoot(), Cache: c,
+		StaleAfter: d.cfg.StaleAfter, Logger: d.log})
 	if err != nil {
 		c.Close()
 		return nil, nil, fmt.Errorf("agent: %w", err)
