@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cairnhq/cairn/agent/internal/cache"
-	"github.com/cairnhq/cairn/agent/internal/report"
 	"github.com/cairnhq/cairn/agent/internal/localapi"
+	"github.com/cairnhq/cairn/agent/internal/report"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 	"github.com/cairnhq/cairn/internal/configstate"
 )
