@@ -2,6 +2,7 @@ package certs
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -51,4 +52,31 @@ func ParseCertsPEM(b []byte) ([]*x509.Certificate, error) {
 		return nil, errors.New("parse certificates: no certificates")
 	}
 	return out, nil
+}
+
+// EncodeEd25519PublicKeyPEM encodes pub as a PEM "PUBLIC KEY" (PKIX) block.
+func EncodeEd25519PublicKeyPEM(pub ed25519.PublicKey) []byte {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		panic(fmt.Sprintf("marshal ed25519 public key: %v", err)) // only a wrong length fails, a caller bug
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+// ParseEd25519PublicKeyPEM parses one PEM "PUBLIC KEY" block holding an
+// Ed25519 key, with nothing but whitespace around it.
+func ParseEd25519PublicKeyPEM(b []byte) (ed25519.PublicKey, error) {
+	block, rest := pem.Decode(bytes.TrimSpace(b))
+	if block == nil || block.Type != "PUBLIC KEY" || len(bytes.TrimSpace(rest)) > 0 {
+		return nil, errors.New("parse public key: want one PEM PUBLIC KEY block")
+	}
+	k, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse public key: %w", err)
+	}
+	pub, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, errors.New("parse public key: not an Ed25519 key")
+	}
+	return pub, nil
 }

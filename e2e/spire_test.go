@@ -28,6 +28,7 @@ type spireAdmin struct {
 	tenants adminv1connect.TenantServiceClient
 	dps     adminv1connect.DataPlaneServiceClient
 	agents  adminv1connect.AgentServiceClient
+	configs adminv1connect.ConfigServiceClient
 }
 
 func newSpireAdmin(t *testing.T, base, tokenFile string) spireAdmin {
@@ -47,6 +48,7 @@ func newSpireAdmin(t *testing.T, base, tokenFile string) spireAdmin {
 		tenants: adminv1connect.NewTenantServiceClient(http.DefaultClient, base, bearer),
 		dps:     adminv1connect.NewDataPlaneServiceClient(http.DefaultClient, base, bearer),
 		agents:  adminv1connect.NewAgentServiceClient(http.DefaultClient, base, bearer),
+		configs: adminv1connect.NewConfigServiceClient(http.DefaultClient, base, bearer),
 	}
 }
 
@@ -106,6 +108,20 @@ func TestSPIREAgent(t *testing.T) {
 	if err := os.WriteFile(cairnBundle, []byte(tb.Msg.BundlePem), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	signingRoot := filepath.Join(dir, "signing-root.pem")
+	if tb.Msg.SigningRootPem == "" {
+		t.Fatal("GetTrustBundle returned no signing root")
+	}
+	if err := os.WriteFile(signingRoot, []byte(tb.Msg.SigningRootPem), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.configs.CreateConfigDocument(ctx, connect.NewRequest(&adminv1.CreateConfigDocumentRequest{Document: &adminv1.ConfigDocument{
+		Scope: &adminv1.ConfigScope{Target: &adminv1.ConfigScope_DataPlaneId{DataPlaneId: dp.Msg.DataPlane.Id}},
+		Kind:  "cairn.dev/greeting", Name: "hello",
+		Content: &adminv1.ConfigDocument_Raw{Raw: &adminv1.RawContent{Data: []byte("hi"), MediaType: "text/plain"}},
+	}})); err != nil {
+		t.Fatal(err)
+	}
 	p.stop(t)
 
 	// A stand-in SPIRE CA in its own trust domain.
@@ -130,7 +146,8 @@ func TestSPIREAgent(t *testing.T) {
 
 	runAgent := func(wl *fakeworkloadapi.Server, dataDir string) (*exec.Cmd, *bytes.Buffer, chan error) {
 		cmd := exec.Command(filepath.Join(bin, "cairn-agent"), "--control-plane", agentAddr, "--data-dir", dataDir,
-			"--spiffe-socket", wl.Addr(), "--ca-bundle", cairnBundle, "--log-format", "text")
+			"--spiffe-socket", wl.Addr(), "--ca-bundle", cairnBundle, "--log-format", "text",
+			"--data-plane-id", dp.Msg.DataPlane.Id, "--signing-root", signingRoot)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
@@ -166,6 +183,24 @@ func TestSPIREAgent(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("SPIRE agent not registered within 30s; agent output:\n%s", out)
 		}
+	}
+
+	// It syncs its mapped data plane's config, verified under the signing
+	// root it was given, and reports its status.
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		got, err := admin.agents.GetAgent(ctx, connect.NewRequest(&adminv1.GetAgentRequest{Id: agentID}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := got.Msg.Agent
+		if a.GetSync().GetLastAppliedRevision() == 1 && a.GetStatus().GetAppliedRevision() == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SPIRE agent did not apply and report revision 1 within 60s: sync %v status %v; output:\n%s", a.GetSync(), a.GetStatus(), out)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	// Revocation ends it, as for an enrolled agent.

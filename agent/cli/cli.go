@@ -43,6 +43,8 @@ type flags struct {
 	render        renderRules
 	reloadCommand []string
 	reloadTimeout time.Duration
+	dataPlaneID   string
+	signingRoot   string
 	queueMax      int
 	statusEvery   time.Duration
 	metricsEvery  time.Duration
@@ -60,6 +62,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs.StringVar(&f.caBundle, "ca-bundle", "", "PEM file of the control plane's CA certificates, to trust it at enrollment")
 	fs.StringVar(&f.caPin, "ca-pin", "", "sha256:<hex> pin of the control plane CA's public key, instead of --ca-bundle")
 	fs.StringVar(&f.spiffeSocket, "spiffe-socket", "", "take the SVID from this SPIFFE Workload API (SPIRE agent), e.g. unix:///run/spire/sockets/agent.sock, instead of enrolling; needs --ca-bundle")
+	fs.StringVar(&f.dataPlaneID, "data-plane-id", "", "with --spiffe-socket: the data plane the control plane maps this agent to, so it syncs that data plane's config (with --signing-root)")
+	fs.StringVar(&f.signingRoot, "signing-root", "", "with --spiffe-socket: PEM file of the config-signing root public key (admin API GetTrustBundle signing_root_pem)")
 	fs.StringVar(&f.trustDomain, "trust-domain", "cairn.local", "Cairn's trust domain (used with --spiffe-socket)")
 	fs.StringVar(&f.localSocket, "local-socket", "", "Unix socket of the local config read API for data-plane services (mode 0660); empty means <data-dir>/agent.sock")
 	fs.StringVar(&f.httpAddr, "http-addr", "", "address of /healthz and /metrics, e.g. 127.0.0.1:7445; empty serves neither")
@@ -87,6 +91,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	}
 	if f.spiffeSocket != "" && (f.caBundle == "" || f.caPin != "" || f.joinToken != "" || f.joinTokenFile != "") {
 		return flags{}, errors.New("--spiffe-socket needs --ca-bundle and takes no join token or pin")
+	}
+	if (f.dataPlaneID != "" || f.signingRoot != "") && (f.spiffeSocket == "" || f.dataPlaneID == "" || f.signingRoot == "") {
+		return flags{}, errors.New("--data-plane-id and --signing-root go together, with --spiffe-socket (enrolled agents learn both at enrollment)")
 	}
 	var err error
 	if f.reloadCommand, err = parseReloadCommand(*reloadCommand); err != nil {
@@ -141,9 +148,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Trust:   identity.Trust{BundleFile: f.caBundle, Pin: f.caPin},
 		Version: Version, Logger: log,
 		SPIFFESocket: f.spiffeSocket, LocalSocket: f.localSocket, HTTPAddr: f.httpAddr, TrustDomain: spiffeid.RequireTrustDomainFromString(f.trustDomain),
-		Render:     daemon.RenderConfig{Rules: f.render, ReloadCommand: f.reloadCommand, ReloadTimeout: f.reloadTimeout},
-		Report:     daemon.ReportConfig{QueueMax: f.queueMax, StatusEvery: f.statusEvery, MetricsEvery: f.metricsEvery},
-		StaleAfter: f.staleAfter,
+		Render:      daemon.RenderConfig{Rules: f.render, ReloadCommand: f.reloadCommand, ReloadTimeout: f.reloadTimeout},
+		Report:      daemon.ReportConfig{QueueMax: f.queueMax, StatusEvery: f.statusEvery, MetricsEvery: f.metricsEvery},
+		StaleAfter:  f.staleAfter,
+		DataPlaneID: f.dataPlaneID, SigningRootFile: f.signingRoot,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "cairn-agent:", err)

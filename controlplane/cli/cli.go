@@ -205,6 +205,7 @@ func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error
 	defer agentLis.Close()
 	srv, err := server.New(server.Config{
 		Listener: lis, Store: st, TLS: tlsCfg, Logger: log, MaxMessageBytes: f.maxMessageBytes, CA: authority,
+		SigningRoot: keys.RootPublicKey(),
 	})
 	if err != nil {
 		return err

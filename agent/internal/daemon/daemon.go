@@ -51,6 +51,11 @@ type Config struct {
 	SPIFFESocket string
 	// TrustDomain is Cairn's trust domain, needed with SPIFFESocket.
 	TrustDomain spiffeid.TrustDomain
+	// DataPlaneID and SigningRootFile let an agent with SPIFFESocket sync
+	// config: its data plane and the config-signing root public key (PEM).
+	// Both or neither; without them such an agent syncs no config.
+	DataPlaneID     string
+	SigningRootFile string
 	// LocalSocket is the Unix socket of the local read API; "" means
 	// Dir/agent.sock.
 	LocalSocket string
@@ -126,6 +131,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		var err error
 		src, closeSource, err = identity.FromWorkloadAPI(ctx, identity.WorkloadAPIConfig{
 			Socket: d.cfg.SPIFFESocket, Dir: d.identityDir(), TrustDomain: d.cfg.TrustDomain, BundleFile: d.cfg.Trust.BundleFile,
+			DataPlaneID: d.cfg.DataPlaneID, SigningRootFile: d.cfg.SigningRootFile,
 		})
 		if err != nil {
 			return fmt.Errorf("agent: %w", err)

@@ -221,17 +221,9 @@ func readRootKey(path string) (ed25519.PublicKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PUBLIC KEY" {
-		return nil, fmt.Errorf("%s: want a PEM PUBLIC KEY", rootKeyFile)
-	}
-	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	pub, err := certs.ParseEd25519PublicKeyPEM(b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", rootKeyFile, err)
-	}
-	pub, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("%s: not an Ed25519 key", rootKeyFile)
+		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
 	}
 	return pub, nil
 }
@@ -256,11 +248,7 @@ func (s *Source) save() error {
 		return err
 	}
 	if s.signingRoot != nil {
-		der, err := x509.MarshalPKIXPublicKey(s.signingRoot)
-		if err != nil {
-			return fmt.Errorf("save identity: %w", err)
-		}
-		if err := certs.WriteFileAtomic(filepath.Join(s.dir, rootKeyFile), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		if err := certs.WriteFileAtomic(filepath.Join(s.dir, rootKeyFile), certs.EncodeEd25519PublicKeyPEM(s.signingRoot), 0o644); err != nil {
 			return fmt.Errorf("save identity: %w", err)
 		}
 	}

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"os"
@@ -27,6 +28,12 @@ type WorkloadAPIConfig struct {
 	// BundleFile is Cairn's CA bundle (PEM), used until Dir holds a newer
 	// one. Required on first start.
 	BundleFile string
+	// DataPlaneID is the data plane the control plane maps this agent's
+	// SPIFFE ID to, and SigningRootFile the config-signing root public key
+	// (PEM, from the admin API's GetTrustBundle): together they let the
+	// agent verify and apply its data plane's config. Empty: no config sync.
+	DataPlaneID     string
+	SigningRootFile string
 }
 
 // FromWorkloadAPI returns a Source whose SVID comes from a SPIFFE Workload
@@ -37,6 +44,19 @@ type WorkloadAPIConfig struct {
 func FromWorkloadAPI(ctx context.Context, cfg WorkloadAPIConfig) (*Source, func() error, error) {
 	if cfg.Socket == "" || cfg.Dir == "" || cfg.TrustDomain.IsZero() {
 		return nil, nil, errors.New("workload API: socket, directory and trust domain are required")
+	}
+	if (cfg.DataPlaneID == "") != (cfg.SigningRootFile == "") {
+		return nil, nil, errors.New("workload API: a data plane ID and a signing root go together")
+	}
+	var root ed25519.PublicKey
+	if cfg.SigningRootFile != "" {
+		b, err := os.ReadFile(cfg.SigningRootFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("workload API: signing root: %w", err)
+		}
+		if root, err = certs.ParseEd25519PublicKeyPEM(b); err != nil {
+			return nil, nil, fmt.Errorf("workload API: signing root %s: %w", cfg.SigningRootFile, err)
+		}
 	}
 	path := filepath.Join(cfg.Dir, bundleFile)
 	b, err := os.ReadFile(path)
@@ -63,11 +83,12 @@ func FromWorkloadAPI(ctx context.Context, cfg WorkloadAPIConfig) (*Source, func(
 		return nil, nil, fmt.Errorf("workload API: %w", err)
 	}
 	s := &Source{
-		dir:      cfg.Dir,
-		info:     Info{SPIFFEID: svid.ID.String()},
-		td:       cfg.TrustDomain,
-		workload: ws,
-		bundle:   x509bundle.FromX509Authorities(cfg.TrustDomain, cas),
+		dir:         cfg.Dir,
+		info:        Info{SPIFFEID: svid.ID.String(), DataPlaneID: cfg.DataPlaneID},
+		signingRoot: root,
+		td:          cfg.TrustDomain,
+		workload:    ws,
+		bundle:      x509bundle.FromX509Authorities(cfg.TrustDomain, cas),
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		ws.Close()

@@ -7,6 +7,7 @@ package adminapi
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,9 @@ type Config struct {
 	// CA is the agent CA whose bundle GetTrustBundle returns; nil answers
 	// Unavailable.
 	CA *ca.Authority
+	// SigningRoot is the config-signing root public key GetTrustBundle
+	// returns; nil returns none.
+	SigningRoot ed25519.PublicKey
 	// JoinTokenTTL is the lifetime of a join token created without one;
 	// 0 means DefaultJoinTokenTTL.
 	JoinTokenTTL time.Duration
@@ -47,6 +51,7 @@ type Services struct {
 	log          *slog.Logger
 	opts         []connect.HandlerOption
 	ca           *ca.Authority
+	signingRoot  ed25519.PublicKey
 	joinTokenTTL time.Duration
 	now          func() time.Time
 }
@@ -68,7 +73,7 @@ func New(cfg Config) (*Services, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Services{st: cfg.Store, log: log, opts: cfg.HandlerOptions, ca: cfg.CA, joinTokenTTL: ttl, now: now}, nil
+	return &Services{st: cfg.Store, log: log, opts: cfg.HandlerOptions, ca: cfg.CA, signingRoot: cfg.SigningRoot, joinTokenTTL: ttl, now: now}, nil
 }
 
 // ServiceNames lists the fully-qualified service names, for reflection.

@@ -2,6 +2,7 @@ package adminapi
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"strings"
 	"time"
@@ -220,5 +221,13 @@ func (s *agents) GetTrustBundle(ctx context.Context, _ *connect.Request[adminv1.
 	}
 	return connect.NewResponse(&adminv1.GetTrustBundleResponse{
 		BundlePem: strings.TrimSpace(string(certs.EncodeCertsPEM(cas))) + "\n", Pins: pins, TrustDomain: td,
+		SigningRootPem: signingRootPEM(s.signingRoot),
 	}), nil
+}
+
+func signingRootPEM(pub ed25519.PublicKey) string {
+	if pub == nil {
+		return ""
+	}
+	return string(certs.EncodeEd25519PublicKeyPEM(pub))
 }

@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -51,6 +52,9 @@ type Config struct {
 	// CA is the agent CA whose bundle the admin API hands out; nil
 	// answers GetTrustBundle with Unavailable.
 	CA *ca.Authority
+	// SigningRoot is the config-signing root public key GetTrustBundle
+	// returns; nil returns none.
+	SigningRoot ed25519.PublicKey
 	// JoinTokenTTL is the default join token lifetime; 0 means 10 minutes.
 	JoinTokenTTL time.Duration
 }
@@ -83,6 +87,7 @@ func New(cfg Config) (*Server, error) {
 		Store:        cfg.Store,
 		Logger:       log,
 		CA:           cfg.CA,
+		SigningRoot:  cfg.SigningRoot,
 		JoinTokenTTL: cfg.JoinTokenTTL,
 		Now:          cfg.Now,
 		HandlerOptions: []connect.HandlerOption{

@@ -958,9 +958,14 @@ type GetTrustBundleResponse struct {
 	// order; the first is the CA that signs now.
 	Pins []string `protobuf:"bytes,2,rep,name=pins,proto3" json:"pins,omitempty"`
 	// The agent API's trust domain, e.g. "cairn.local".
-	TrustDomain   string `protobuf:"bytes,3,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TrustDomain string `protobuf:"bytes,3,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	// The config-signing root public key (PEM PKIX, Ed25519): enrolled
+	// agents receive it at enrollment; agents with SVIDs from SPIRE are
+	// given it with cairn-agent --signing-root. Empty when the control plane
+	// signs no config.
+	SigningRootPem string `protobuf:"bytes,4,opt,name=signing_root_pem,json=signingRootPem,proto3" json:"signing_root_pem,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetTrustBundleResponse) Reset() {
@@ -1010,6 +1015,13 @@ func (x *GetTrustBundleResponse) GetPins() []string {
 func (x *GetTrustBundleResponse) GetTrustDomain() string {
 	if x != nil {
 		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *GetTrustBundleResponse) GetSigningRootPem() string {
+	if x != nil {
+		return x.SigningRootPem
 	}
 	return ""
 }
@@ -1306,12 +1318,13 @@ const file_cairn_admin_v1_agent_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"B\n" +
 	"\x13RevokeAgentResponse\x12+\n" +
 	"\x05agent\x18\x01 \x01(\v2\x15.cairn.admin.v1.AgentR\x05agent\"\x17\n" +
-	"\x15GetTrustBundleRequest\"n\n" +
+	"\x15GetTrustBundleRequest\"\x98\x01\n" +
 	"\x16GetTrustBundleResponse\x12\x1d\n" +
 	"\n" +
 	"bundle_pem\x18\x01 \x01(\tR\tbundlePem\x12\x12\n" +
 	"\x04pins\x18\x02 \x03(\tR\x04pins\x12!\n" +
-	"\ftrust_domain\x18\x03 \x01(\tR\vtrustDomain\"\xbf\x01\n" +
+	"\ftrust_domain\x18\x03 \x01(\tR\vtrustDomain\x12(\n" +
+	"\x10signing_root_pem\x18\x04 \x01(\tR\x0esigningRootPem\"\xbf\x01\n" +
 	"\x17ListAgentMetricsRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x129\n" +
