@@ -146,6 +146,28 @@ func TestDevFlowPrintedStepsWork(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The metric pushed through the agent's socket reached the control
+	// plane through the agent's report queue.
+	var metrics string
+	for _, c := range cmds {
+		if strings.Contains(c, "ListAgentMetrics") {
+			metrics = strings.Replace(c, "cairn_agent_lag_revisions", "demo_requests_total", 1)
+		}
+	}
+	if metrics == "" {
+		t.Fatal("the next steps do not show ListAgentMetrics")
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		got, err := exec.Command("bash", "-euo", "pipefail", "-c", export+"\n"+metrics).CombinedOutput()
+		if err == nil && bytes.Contains(got, []byte(`"demo-service"`)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pushed metric did not reach the control plane within 60s: %v\n%s", err, got)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("dev environment: %v", err)

@@ -162,7 +162,9 @@ func stopProcess(cmd *exec.Cmd, exited chan error) {
 // and the CA pin when the agent has not enrolled yet, else just its
 // address and directory.
 func agentStartArgs(ctx context.Context, base, tok, dataPlaneID, agentDir string, cfg Config) ([]string, error) {
-	args := []string{"--control-plane", cfg.AgentAddr, "--data-dir", agentDir, "--log-format", "text"}
+	// Short report intervals, so the next steps show metrics within seconds.
+	args := []string{"--control-plane", cfg.AgentAddr, "--data-dir", agentDir, "--log-format", "text",
+		"--metrics-interval", "5s", "--status-interval", "30s"}
 	if cfg.AgentHTTPAddr != "" {
 		args = append(args, "--http-addr", cfg.AgentHTTPAddr)
 	}
@@ -357,8 +359,12 @@ Try it (in another terminal, from this directory):
   # who changed what
   curl -s -H "authorization: Bearer $CAIRN_TOKEN" -H 'content-type: application/json' -d '{"resourceId":"{{.DocumentID}}"}' http://{{.Addr}}/cairn.admin.v1.AuditService/ListAuditEvents
 
-  # the enrolled agent, as the control plane sees it
+  # the enrolled agent, as the control plane sees it: stream position (sync) and its own report (status)
   curl -s -H "authorization: Bearer $CAIRN_TOKEN" -H 'content-type: application/json' -d '{"dataPlaneId":"{{.DataPlaneID}}"}' http://{{.Addr}}/cairn.admin.v1.AgentService/ListAgents
+
+  # a data-plane service pushes a metric through the agent; within seconds the control plane has it
+  go tool grpcurl -plaintext -unix -d '{"source":"demo-service","points":[{"name":"demo_requests_total","value":42}]}' {{.AgentDir}}/agent.sock cairn.agent.v1.LocalMetricsService/Push
+  go tool grpcurl -plaintext -H "authorization: Bearer $CAIRN_TOKEN" -d '{"agent_id":"{{.AgentID}}","name":"cairn_agent_lag_revisions"}' {{.Addr}} cairn.admin.v1.AgentService/ListAgentMetrics
 
   # the agent API, with the agent's own SVID as client certificate
   go tool grpcurl -cert {{.AgentDir}}/identity/svid.pem -key {{.AgentDir}}/identity/svid.pem -cacert {{.AgentDir}}/identity/bundle.pem {{.AgentAddr}} list
