@@ -19,7 +19,7 @@ type enrollFixture struct {
 	dp     store.DataPlane
 }
 
-func newEnrollFixture(t *testing.T, s *store.Store) enrollFixture {
+func newEnrollFixture(t testing.TB, s *store.Store) enrollFixture {
 	t.Helper()
 	ctx := context.Background()
 	tn := must[store.Tenant](t)(s.CreateTenant(ctx, actor, store.Tenant{Name: "acme"}))
@@ -27,7 +27,7 @@ func newEnrollFixture(t *testing.T, s *store.Store) enrollFixture {
 	return enrollFixture{s: s, tenant: tn, dp: dp}
 }
 
-func (f enrollFixture) token(t *testing.T, secret string, ttl time.Duration) store.JoinToken {
+func (f enrollFixture) token(t testing.TB, secret string, ttl time.Duration) store.JoinToken {
 	t.Helper()
 	return must[store.JoinToken](t)(f.s.CreateJoinToken(context.Background(), actor, "", f.dp.ID, uuid.NewString(), []byte(secret), ttl))
 }

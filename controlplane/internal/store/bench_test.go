@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -83,6 +84,48 @@ func BenchmarkListClustersSelector(b *testing.B) {
 				got, _, err := s.ListClusters(ctx, store.Filter{TenantID: tn.ID, Selector: sel}, "", store.Page{Size: 100})
 				if err != nil || len(got) != 100 {
 					b.Fatalf("got %d clusters, %v", len(got), err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkIngestReports measures storing one agent's report batch: a
+// status and a metrics batch of 20 points, with the queue's sequence
+// number, in one transaction. Agents rotate over 100, as a fleet's
+// reports interleave.
+func BenchmarkIngestReports(b *testing.B) {
+	for _, be := range storetest.Backends() {
+		b.Run(be.Name, func(b *testing.B) {
+			s, err := store.Open(context.Background(), store.Config{URL: be.URL(b)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			f := newEnrollFixture(b, s)
+			var agents []string
+			for range 100 {
+				ag, err := s.EnrollAgent(ctx, enrollment(f.token(b, "s", time.Hour).ID, "s"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				agents = append(agents, ag.ID)
+			}
+			seq := make([]int64, len(agents))
+			names := make([]string, 20)
+			for i := range names {
+				names[i] = "metric_" + strconv.Itoa(i)
+			}
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				a := i % len(agents)
+				i++
+				seq[a] += 2
+				items := []store.Report{statusReport(seq[a]-1, seq[a]), metricsReport(seq[a], names...)}
+				if _, err := s.IngestReports(ctx, store.Reports{AgentID: agents[a], DataPlaneID: f.dp.ID, QueueID: "q", Items: items}); err != nil {
+					b.Fatal(err)
 				}
 			}
 		})

@@ -42,7 +42,7 @@ func open(t *testing.T, url string) *store.Store {
 	return s
 }
 
-func must[T any](t *testing.T) func(T, error) T {
+func must[T any](t testing.TB) func(T, error) T {
 	return func(v T, err error) T {
 		t.Helper()
 		if err != nil {
