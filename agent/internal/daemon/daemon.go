@@ -161,10 +161,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	syncer, closeCache, err := d.openSync(src)
 	if err != nil {
+		cancel(nil)
+		renewing.Wait()
 		return err
 	}
 	defer closeCache()
 	if syncer != nil {
+		// Reports first: the health server and the local API use the
+		// reporter.
+		closeReports, err := d.startReports(ctx, &renewing, src, syncer, cancel)
+		if err != nil {
+			cancel(nil)
+			renewing.Wait()
+			return err
+		}
+		defer closeReports()
 		renewing.Add(2)
 		go func() {
 			defer renewing.Done()
@@ -177,11 +188,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 				cancel(err)
 			}
 		}
-		closeReports, err := d.startReports(ctx, &renewing, src, syncer, cancel)
-		if err != nil {
-			return err
-		}
-		defer closeReports()
 		local, err := localapi.New(localapi.Config{Socket: d.localSocket(), Cache: d.cache, Stale: syncer.Stale,
 			Metrics: d.reporter, Logger: d.log})
 		if err != nil {
@@ -426,8 +432,11 @@ func (d *Daemon) serveHealth(ctx context.Context, wg *sync.WaitGroup, src *ident
 		if svid := src.SVID(); svid != nil && len(svid.Certificates) > 0 {
 			expiry = svid.Certificates[0].NotAfter
 		}
+		rs := d.reporter.Stats()
 		return health.Snapshot{AppliedRevision: st.Revision, CacheBytes: d.cache.Size(), Applied: stats.Applied,
-			Nacks: stats.Nacks, LastFresh: stats.LastFresh, Stale: syncer.Stale(), SVIDExpiry: expiry}
+			Nacks: stats.Nacks, LastFresh: stats.LastFresh, Stale: syncer.Stale(), SVIDExpiry: expiry,
+			Connected: stats.Connected, Lag: max(stats.SignedHead-st.Revision, 0),
+			ReportsQueued: rs.Queued, ReportsDelivered: rs.Delivered, ReportsDropped: rs.Dropped}
 	}})
 	if err != nil {
 		l.Close()

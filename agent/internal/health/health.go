@@ -30,6 +30,15 @@ type Snapshot struct {
 	Stale bool
 	// SVIDExpiry is when the agent's SVID expires.
 	SVIDExpiry time.Time
+	// Connected: a config stream is open. Lag is the newest signed
+	// revision seen minus the applied one.
+	Connected bool
+	Lag       int64
+	// ReportsQueued wait on disk for the control plane; ReportsDelivered
+	// and ReportsDropped (queue full or refused) count since start and
+	// since the queue was created.
+	ReportsQueued                    int
+	ReportsDelivered, ReportsDropped int64
 }
 
 // Config configures the server.
@@ -71,6 +80,16 @@ func New(cfg Config) (*Server, error) {
 	})
 	gauge("cairn_agent_last_fresh_timestamp_seconds", "When the config was last known current.", func(s Snapshot) float64 { return unix(s.LastFresh) })
 	gauge("cairn_agent_svid_expiry_timestamp_seconds", "When the agent's SVID expires.", func(s Snapshot) float64 { return unix(s.SVIDExpiry) })
+	gauge("cairn_agent_stream_connected", "1 while a config stream to the control plane is open.", func(s Snapshot) float64 {
+		if s.Connected {
+			return 1
+		}
+		return 0
+	})
+	gauge("cairn_agent_lag_revisions", "Newest signed revision seen minus the applied revision.", func(s Snapshot) float64 { return float64(s.Lag) })
+	gauge("cairn_agent_report_queue_length", "Status and metric reports waiting on disk for the control plane.", func(s Snapshot) float64 { return float64(s.ReportsQueued) })
+	counter("cairn_agent_reports_delivered_total", "Reports the control plane acknowledged since the agent started.", func(s Snapshot) float64 { return float64(s.ReportsDelivered) })
+	counter("cairn_agent_reports_dropped_total", "Reports dropped (queue full, or refused as invalid) since the queue was created.", func(s Snapshot) float64 { return float64(s.ReportsDropped) })
 	counter("cairn_agent_updates_applied_total", "Config updates applied.", func(s Snapshot) float64 { return float64(s.Applied) })
 	counter("cairn_agent_updates_refused_total", "Config updates refused (NACKed).", func(s Snapshot) float64 { return float64(s.Nacks) })
 
