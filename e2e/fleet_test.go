@@ -416,9 +416,6 @@ func TestFleetPushedPointsSurviveStop(t *testing.T) {
 		t.Errorf("agent exit code %d after SIGINT; want 0", code)
 	}
 	cp.stop(t)
-	knownBug(t, "metric points accepted by LocalMetricsService.Push are lost when the agent stops before its next "+
-		"--metrics-interval batch: report.Reporter.Run returns on ctx.Done without moving the pushed points to the "+
-		"on-disk queue (agent/internal/report/report.go), so a clean stop drops up to an interval of accepted points")
 	if err := exactlyOnce(points, n); err != nil {
 		t.Errorf("points pushed before the stop: %v", err)
 	}

@@ -174,6 +174,8 @@ func (m metricsServer) Push(_ context.Context, req *agentv1.PushRequest) (*agent
 	switch {
 	case errors.Is(err, report.ErrInvalid):
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, report.ErrStopped):
+		return nil, status.Error(codes.Unavailable, "the agent is stopping; push again after it restarts")
 	case errors.Is(err, report.ErrBufferFull):
 		return nil, status.Error(codes.ResourceExhausted, "the agent's metrics buffer is full; points dropped")
 	case err != nil:

@@ -71,6 +71,7 @@ type Reporter struct {
 	mu            sync.Mutex
 	pushed        []*agentv1.MetricPoint
 	pushedDropped int64
+	stopped       bool // Run ended: Push takes nothing more
 	delivered     int64
 	discarded     int64
 }
@@ -151,6 +152,9 @@ func (r *Reporter) Push(source string, points []*agentv1.MetricPoint) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.stopped {
+		return ErrStopped
+	}
 	if len(r.pushed)+len(out) > r.cfg.MaxPushed {
 		r.pushedDropped += int64(len(out))
 		return ErrBufferFull
@@ -158,6 +162,9 @@ func (r *Reporter) Push(source string, points []*agentv1.MetricPoint) error {
 	r.pushed = append(r.pushed, out...)
 	return nil
 }
+
+// ErrStopped is returned by Push once Run has ended.
+var ErrStopped = errors.New("agent stopping")
 
 // ErrInvalid wraps Push's refusals of bad points.
 var ErrInvalid = errors.New("invalid metric points")
@@ -183,7 +190,9 @@ func (r *Reporter) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			// Points already accepted from services go to disk, so a
+			// clean stop loses nothing it said it took.
+			return r.flushPushed()
 		case <-poll.C:
 		case <-metrics.C:
 			if err := r.flushMetrics(); err != nil {
@@ -197,6 +206,17 @@ func (r *Reporter) status() *agentv1.AgentStatus {
 	st := proto.CloneOf(r.cfg.Status())
 	st.DroppedReports = r.cfg.Queue.Dropped()
 	return st
+}
+
+// flushPushed queues the pushed points waiting for the next batch and
+// refuses further pushes: Run is ending.
+func (r *Reporter) flushPushed() error {
+	r.mu.Lock()
+	points := r.pushed
+	r.pushed = nil
+	r.stopped = true
+	r.mu.Unlock()
+	return r.enqueuePoints(points)
 }
 
 // flushMetrics queues the agent's own sample and the pushed points.
@@ -218,6 +238,11 @@ func (r *Reporter) flushMetrics() error {
 	points = append(points, r.pushed...)
 	r.pushed = nil
 	r.mu.Unlock()
+	return r.enqueuePoints(points)
+}
+
+// enqueuePoints queues points in reports of at most maxPointsPerItem.
+func (r *Reporter) enqueuePoints(points []*agentv1.MetricPoint) error {
 	for len(points) > 0 {
 		n := min(len(points), maxPointsPerItem)
 		if err := r.enqueue(&agentv1.Report{Body: &agentv1.Report_Metrics{Metrics: &agentv1.MetricBatch{Points: points[:n]}}}); err != nil {

@@ -147,3 +147,30 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestRunFlushesPushedPointsWhenStopped(t *testing.T) {
+	q := openTestQueue(t, filepath.Join(t.TempDir(), "reports.db"), 1000)
+	r := newReporter(t, Config{Queue: q, Status: func() *agentv1.AgentStatus { return &agentv1.AgentStatus{} },
+		MetricsEvery: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	if err := r.Push("svc", []*agentv1.MetricPoint{{Name: "a"}, {Name: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	batch, _ := q.Peek(100, 1000)
+	n := 0
+	for _, rep := range batch {
+		n += len(rep.GetMetrics().GetPoints())
+	}
+	if n != 2 {
+		t.Fatalf("queued %d pushed points after a stop; want 2", n)
+	}
+	if err := r.Push("svc", []*agentv1.MetricPoint{{Name: "c"}}); !errors.Is(err, ErrStopped) {
+		t.Fatalf("push after stop: got %v; want ErrStopped", err)
+	}
+}
