@@ -37,6 +37,7 @@ type streamState struct {
 	sent    int64 // newest revision queued to send
 	nacked  int64 // newest revision refused; not resent until a newer one exists
 	applied int64
+	checked bool // the agent's state was checked against the log's at its revision
 }
 
 func keySetVersion(env *agentv1.SignedEnvelope) int64 {
@@ -181,7 +182,9 @@ func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService
 
 // catchUp sends what the agent lacks: deltas from its position, or a
 // snapshot when the log does not reach back, the agent's state is not on
-// the log, or it refused an update that a newer revision now supersedes.
+// the log (also when it claims the head's revision, or one beyond it, as
+// after a database restore), or it refused an update that a newer
+// revision now supersedes.
 func (cs *configService) catchUp(ctx context.Context, q *sendQueue, st *streamState) error {
 	s := cs.s
 	dp := st.c.DataPlaneID
@@ -189,22 +192,30 @@ func (cs *configService) catchUp(ctx context.Context, q *sendQueue, st *streamSt
 	if err != nil {
 		return status.Error(codes.Unavailable, "store unavailable")
 	}
-	if head.Revision <= st.sent || head.Revision <= st.nacked {
+	if st.nacked > 0 && head.Revision <= st.nacked {
 		return nil
 	}
 	snapshot := st.nacked > 0 || st.sent > head.Revision
-	if !snapshot && st.sent == st.hello.AppliedRevision {
-		// First catch-up: the agent's state must be the log's at its revision.
-		want := configstate.EmptyHash
-		if st.sent > 0 {
-			revs, err := s.cfg.Store.RevisionsAfter(ctx, dp, st.sent-1, 1)
-			if err != nil || len(revs) == 0 {
-				snapshot = true
-			} else {
-				want = revs[0].StateHash
+	if !snapshot && !st.checked {
+		// First catch-up: the agent's state must be the log's at its
+		// revision, which at the head is the head's.
+		st.checked = true
+		want := head.StateHash
+		if st.sent < head.Revision {
+			want = configstate.EmptyHash
+			if st.sent > 0 {
+				revs, err := s.cfg.Store.RevisionsAfter(ctx, dp, st.sent-1, 1)
+				if err != nil || len(revs) == 0 {
+					snapshot = true
+				} else {
+					want = revs[0].StateHash
+				}
 			}
 		}
 		snapshot = snapshot || st.hello.StateHash != want
+	}
+	if !snapshot && head.Revision <= st.sent {
+		return nil
 	}
 	if !snapshot {
 		for rev := st.sent + 1; rev <= head.Revision; rev++ {

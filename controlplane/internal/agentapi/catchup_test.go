@@ -1,0 +1,86 @@
+package agentapi_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cairnhq/cairn/certs/sign"
+	"github.com/cairnhq/cairn/controlplane/internal/fanout"
+	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+	"github.com/cairnhq/cairn/internal/configstate"
+)
+
+// An agent whose claimed state is not the control plane's gets a snapshot
+// at once, also when it claims the head's revision or one beyond it (a
+// database restored from backup); until this was fixed, such an agent was
+// sent nothing until the head moved past its revision.
+func TestConfigStreamResumeChecksState(t *testing.T) {
+	e := start(t, options{HeartbeatEvery: time.Hour})
+	a := e.enrollAgent(t, e.DP.ID)
+	putDoc(t, e, "a")
+	putDoc(t, e, "b")
+	head, err := e.Store.GetHead(t.Context(), e.DP.ID)
+	if err != nil || head.Revision != 2 {
+		t.Fatalf("head %+v, %v; want revision 2", head, err)
+	}
+	// Each stream starts without a key set, so its first message is one.
+	open := func(t *testing.T, hello *agentv1.Hello) *streamClient {
+		t.Helper()
+		c := openStreamWithin(t, 3*waitLimit, e, a, hello, sign.NewVerifier(e.Signer.RootPublicKey()))
+		if _, typ := c.next(); typ != sign.KeySetPayloadType {
+			t.Fatalf("first message %s; want the key set", typ)
+		}
+		return c
+	}
+	for _, tc := range []struct {
+		name  string
+		hello *agentv1.Hello
+	}{
+		{"at the head, another state", &agentv1.Hello{AppliedRevision: 2, StateHash: configstate.EmptyHash, Epoch: "e"}},
+		{"ahead of the log", &agentv1.Hello{AppliedRevision: 5, StateHash: head.StateHash, Epoch: "e"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := open(t, tc.hello)
+			if _, typ := c.nextUpdate(); typ != fanout.ResetType {
+				t.Fatalf("got %s; want a snapshot (reset)", typ)
+			}
+			for {
+				m, typ := c.nextUpdate()
+				if typ == fanout.SnapshotEndType {
+					var end agentv1.SnapshotEndPayload
+					if err := proto.Unmarshal(m.GetUpdate().Payload, &end); err != nil || end.Revision != 2 {
+						t.Fatalf("snapshot end %v, %v; want revision 2", &end, err)
+					}
+					return
+				}
+			}
+		})
+	}
+
+	// At the head with the head's state: nothing to send until a change,
+	// which comes as a delta.
+	c := open(t, &agentv1.Hello{AppliedRevision: 2, StateHash: head.StateHash, Epoch: "e"})
+	putDoc(t, e, "c")
+	if m, typ := c.nextUpdate(); typ != fanout.DeltaType || m.Nonce != "3" {
+		t.Fatalf("current agent got %s nonce %s; want delta 3", typ, m.Nonce)
+	}
+}
+
+// openStreamWithin is openStream on a stream that ends after limit, so that
+// a test waiting for a message that never comes fails instead of hanging.
+func openStreamWithin(t *testing.T, limit time.Duration, e *env, a *testAgent, hello *agentv1.Hello, ver *sign.Verifier) *streamClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	t.Cleanup(cancel)
+	stream, err := agentv1.NewConfigServiceClient(e.dialMTLS(t, a.Src)).Stream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&agentv1.StreamRequest{Msg: &agentv1.StreamRequest_Hello{Hello: hello}}); err != nil {
+		t.Fatal(err)
+	}
+	return &streamClient{t: t, stream: stream, ver: ver}
+}
