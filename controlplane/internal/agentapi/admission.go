@@ -73,8 +73,9 @@ func newAdmission(rate float64, burst int, now func() time.Time) *admission {
 }
 
 // admit takes a token and returns true, or returns false and how long the
-// refused stream should wait before trying again (jittered, at most
-// maxRetryDelay and a half).
+// refused stream should wait before trying again: until its slot, plus
+// jitter of up to half that wait or one slot, whichever is longer; at most
+// maxRetryDelay and a half.
 func (a *admission) admit() (ok bool, retry time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
