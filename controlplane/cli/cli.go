@@ -56,6 +56,9 @@ type flags struct {
 	historyMaxAge      time.Duration
 	metricsRetention   time.Duration
 	maintainEvery      time.Duration
+	streamAdmitRate    float64
+	streamAdmitBurst   int
+	streamSendTimeout  time.Duration
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (flags, error) {
@@ -81,6 +84,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fs.IntVar(&f.maxMessageBytes, "max-message-bytes", server.DefaultMaxMessageBytes, "largest admin API request accepted, in bytes")
+	fs.Float64Var(&f.streamAdmitRate, "stream-admit-rate", agentapi.DefaultStreamAdmitRate, "new agent config streams admitted per second by this replica; beyond it (and the burst) agents are told to retry later (RESOURCE_EXHAUSTED with a retry delay)")
+	fs.IntVar(&f.streamAdmitBurst, "stream-admit-burst", agentapi.DefaultStreamAdmitBurst, "new agent config streams admitted at once beyond --stream-admit-rate")
+	fs.DurationVar(&f.streamSendTimeout, "stream-send-timeout", agentapi.DefaultStreamSendTimeout, "how long a send to an agent that stopped reading may block before its config stream is ended (the agent reconnects and resumes)")
 	fs.Int64Var(&f.historyKeep, "history-revisions", 1000, "revisions of each data plane's log kept for agents to catch up by deltas; agents further behind get a snapshot")
 	fs.DurationVar(&f.historyMaxAge, "history-max-age", 7*24*time.Hour, "revisions older than this are compacted too (the newest is always kept)")
 	fs.DurationVar(&f.metricsRetention, "metrics-retention", 24*time.Hour, "how long agents' reported metric points are kept")
@@ -109,6 +115,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 		return flags{}, errors.New("--metrics-retention must be at least 1m")
 	case f.maintainEvery < 100*time.Millisecond || f.maintainEvery > time.Hour:
 		return flags{}, errors.New("--maintain-interval must be between 100ms and 1h")
+	case !(f.streamAdmitRate > 0) || f.streamAdmitBurst < 1:
+		return flags{}, errors.New("--stream-admit-rate must be above 0 and --stream-admit-burst at least 1")
+	case f.streamSendTimeout < time.Second:
+		return flags{}, errors.New("--stream-send-timeout must be at least 1s")
 	}
 	if _, err := spiffeid.TrustDomainFromString(f.trustDomain); err != nil {
 		return flags{}, fmt.Errorf("--trust-domain: %w", err)
@@ -203,13 +213,6 @@ func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error
 		return fmt.Errorf("agent listener: %w", err)
 	}
 	defer agentLis.Close()
-	srv, err := server.New(server.Config{
-		Listener: lis, Store: st, TLS: tlsCfg, Logger: log, MaxMessageBytes: f.maxMessageBytes, CA: authority,
-		SigningRoot: keys.RootPublicKey(),
-	})
-	if err != nil {
-		return err
-	}
 	envelopes, err := fanout.NewEnvelopes(fanout.Config{Store: st, Signer: keys, Logger: log})
 	if err != nil {
 		return err
@@ -222,6 +225,15 @@ func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error
 		Envelopes: envelopes, Hub: hub,
 		Listener: agentLis, Store: st, CA: authority, Signer: keys, TrustDomain: td, SVIDTTL: f.svidTTL, Logger: log,
 		ServingNames: strings.Split(f.agentNames, ","), SPIRE: spire,
+		StreamAdmitRate: f.streamAdmitRate, StreamAdmitBurst: f.streamAdmitBurst, StreamSendTimeout: f.streamSendTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	// The admin port's /metrics also serves the agent API's stream metrics.
+	srv, err := server.New(server.Config{
+		Listener: lis, Store: st, TLS: tlsCfg, Logger: log, MaxMessageBytes: f.maxMessageBytes, CA: authority,
+		SigningRoot: keys.RootPublicKey(), Metrics: agents.Metrics(),
 	})
 	if err != nil {
 		return err

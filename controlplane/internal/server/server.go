@@ -57,6 +57,9 @@ type Config struct {
 	SigningRoot ed25519.PublicKey
 	// JoinTokenTTL is the default join token lifetime; 0 means 10 minutes.
 	JoinTokenTTL time.Duration
+	// Metrics are served on /metrics beside the admin API's own (the
+	// agent API's config stream metrics); nil adds none.
+	Metrics []prometheus.Collector
 }
 
 // Server is the admin API server.
@@ -80,6 +83,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(cfg.Metrics...)
 	metrics := newRPCMetrics(reg)
 
 	authn := auth.NewAuthenticator(cfg.Store, cfg.Now)
