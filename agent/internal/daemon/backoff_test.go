@@ -1,15 +1,19 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/cairnhq/cairn/agent/internal/identity"
 )
 
 func TestJitter(t *testing.T) {
@@ -102,5 +106,44 @@ func TestRetryDelay(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// keepStream waits at least the control plane's retry hint before it opens
+// the next stream, however short the backoff.
+func TestKeepStreamHonoursRetryHint(t *testing.T) {
+	f := startFakeCP(t)
+	cfg, _ := config(t, f, "")
+	cfg.MaxBackoff = 10 * time.Millisecond
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src, err := identity.Enroll(ctx, identity.EnrollConfig{Addr: f.addr, Dir: d.identityDir(), JoinToken: f.newToken(),
+		Trust: cfg.Trust, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const hint = 700 * time.Millisecond
+	var ended, began []time.Time
+	err = d.keepStream(ctx, src, "config stream", func(context.Context, *grpc.ClientConn) (bool, error) {
+		began = append(began, time.Now())
+		defer func() { ended = append(ended, time.Now()) }()
+		if len(began) == 1 {
+			return false, resourceExhausted(t, hint)
+		}
+		cancel()
+		return false, ctx.Err()
+	})
+	if err != nil {
+		t.Fatalf("keepStream: %v", err)
+	}
+	if len(began) != 2 {
+		t.Fatalf("%d sessions; want 2", len(began))
+	}
+	if waited := began[1].Sub(ended[0]); waited < hint {
+		t.Fatalf("reconnected %v after a refusal hinting %v; want at least the hint", waited, hint)
 	}
 }
