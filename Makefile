@@ -26,6 +26,8 @@ fuzz-short:
 	$(GO) test -run='^$$' -fuzz=FuzzUnmarshalEnvelope -fuzztime=10s ./certs/sign
 	$(GO) test -run='^$$' -fuzz=FuzzVerify -fuzztime=10s ./certs/sign
 	$(GO) test -run='^$$' -fuzz=FuzzApplyDelta -fuzztime=10s ./agent/internal/cache
+	$(GO) test -run='^$$' -fuzz=FuzzPlan -fuzztime=10s ./controlplane/internal/waves
+	$(GO) test -run='^$$' -fuzz=FuzzSortKey -fuzztime=10s ./controlplane/internal/versions
 
 ## postgres: make sure PostgreSQL answers at 127.0.0.1:5432 (installs/starts it)
 postgres:
