@@ -8,8 +8,40 @@
 // Only the control plane may link this package; agents verify against the
 // bundle with package certs and never hold a CA key. The Authority does not
 // decide who is who: callers authenticate an agent and pass the SPIFFE ID it
-// is to get. One Authority owns its directory; two processes must not open
-// the same one.
+// is to get.
+//
+// # Several replicas
+//
+// Control-plane replicas may share the directory (a shared volume). Every
+// change to it (creating the first CA at Open, Prepare, Activate, Prune,
+// MaybeRotate, and SignSVID when it records how long the signing CA is
+// needed) holds an exclusive lock on the directory (certs.LockDir) and
+// starts by reading the state file again, taking up whatever another
+// Authority wrote. So replicas opening an empty directory at once make one
+// CA, not one each; two replicas due to rotate prepare or activate one CA,
+// not two; and no replica writes over another's change.
+//
+// Between changes an Authority works from memory: it publishes the bundle
+// and signs with the CA it last read or wrote, and takes up another
+// replica's rotation at its next MaybeRotate, or sooner when SignSVID
+// records an expiry. So it lags by at most the interval between
+// MaybeRotate calls, and the schedule leaves room for that:
+//
+//   - a prepared CA is in the bundle for CATTL/6 before any replica signs
+//     with it, of which agents need at most MaxSVIDTTL to fetch it; a
+//     lagging replica publishes it late by its lag, which must stay well
+//     under the difference (about 60 days with the defaults; the control
+//     plane checks every minute);
+//   - a CA that stopped signing stays in the shared state, and so in the
+//     bundle of every replica that has read it, until the last SVID
+//     recorded for it has expired, whichever replica recorded it; and a
+//     replica records before it hands out an SVID. A lagging
+//     replica signs with its old active CA only SVIDs that expire within
+//     an expiry already recorded for that CA; any other SVID makes it read
+//     the directory and sign with the CA active there, so it never signs
+//     with a CA another replica has removed.
+//
+// Replicas' clocks must agree, as for any certificate's validity.
 package ca
 
 import (
@@ -36,9 +68,10 @@ const (
 
 // Config configures an Authority.
 type Config struct {
-	// Dir holds the CA certificates, their keys and the state file. It is
-	// required, created with mode 0700 if missing, and must not be shared
-	// with another Authority. Keys are written 0600 and never logged.
+	// Dir holds the CA certificates, their keys, the state file and a lock
+	// file. It is required and created with mode 0700 if missing. Several
+	// processes may share it (see the package doc). Keys are written 0600
+	// and never logged.
 	Dir string
 	// TrustDomain is the trust domain every CA and SVID belongs to. It is
 	// required and must match the one Dir was created for.
@@ -68,14 +101,29 @@ type Authority struct {
 	now        func() time.Time
 	log        *slog.Logger
 
+	// dirMu orders this Authority's changes to dir, and the directory lock
+	// (certs.LockDir) orders them with other processes'. A change takes
+	// dirMu, then the directory lock, then mu (see lockDir).
+	dirMu sync.Mutex
+
 	mu sync.RWMutex
 	// cas is sorted newest first and is never modified in place: a change
 	// builds a new slice of new entries, persists it, then swaps it in.
 	cas []*authorityCA
+	// The fields below change only with the directory lock and mu held.
+
 	// discard lists CA ids whose files, if any, are garbage: a CA being
 	// added or pruned when the process stopped. They are written into the
 	// state file so that Open can tell them from files the state lost.
 	discard []string
+	// stateData is the state file as this Authority last read or wrote
+	// it, nil after a failed write. A change that finds other bytes on
+	// disk loads them first.
+	stateData []byte
+
+	// reported is cas as of the last MaybeRotate, or Open, so that
+	// MaybeRotate reports a change whoever made it. Guarded by mu.
+	reported []*authorityCA
 }
 
 // state is where a CA is in its life. All states are in the bundle.
@@ -106,9 +154,10 @@ func (c *authorityCA) clone() *authorityCA {
 }
 
 // Open loads the authority in cfg.Dir, or creates one with a new active CA
-// if Dir is empty or missing. It refuses a key file that group or others can
-// read, a state file that disagrees with the files next to it, and CAs that
-// do not belong to cfg.TrustDomain.
+// if Dir is empty or missing; of several processes opening an empty Dir at
+// once, one creates the CA and the others load it. It refuses a key file
+// that group or others can read, a state file that disagrees with the files
+// next to it, and CAs that do not belong to cfg.TrustDomain.
 func Open(cfg Config) (*Authority, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("ca: Config.Dir is required")
@@ -145,6 +194,7 @@ func Open(cfg Config) (*Authority, error) {
 	if err := a.load(); err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
+	a.reported = a.cas
 	return a, nil
 }
 
@@ -207,6 +257,14 @@ func (a *Authority) findLocked(s state) *authorityCA {
 		}
 	}
 	return nil
+}
+
+// sameCAs reports whether x and y are the same CAs in the same states:
+// the same bundle and the same signing CA.
+func sameCAs(x, y []*authorityCA) bool {
+	return slices.EqualFunc(x, y, func(a, b *authorityCA) bool {
+		return a.id == b.id && a.state == b.state
+	})
 }
 
 // sortCAs orders newest first: by NotBefore, then (for CAs made in the same

@@ -57,11 +57,12 @@ func TestOpenCreatesCA(t *testing.T) {
 	checkMode(t, filepath.Join(dir, id+".key"), 0o600)
 	checkMode(t, filepath.Join(dir, id+".crt"), 0o644)
 	checkMode(t, filepath.Join(dir, "authority.json"), 0o600)
+	checkMode(t, filepath.Join(dir, certs.LockFileName), 0o600)
 	if got, want := states(t, dir), map[string]string{id: "active"}; !maps.Equal(got, want) {
 		t.Errorf("authority.json: got %v; want %v", got, want)
 	}
-	if got := listDir(t, dir); len(got) != 3 {
-		t.Errorf("dir: got %v; want authority.json, one .crt and one .key", got)
+	if got := listDir(t, dir); len(got) != 4 {
+		t.Errorf("dir: got %v; want authority.json, one .crt, one .key and the lock file", got)
 	}
 	k, err := certs.ReadKeyFile(filepath.Join(dir, id+".key"))
 	if err != nil {

@@ -24,8 +24,16 @@ import (
 // Prepare creates a new CA in state prepared, so that it is in the bundle
 // before it signs. It fails if a CA is already prepared.
 func (a *Authority) Prepare() error {
+	unlock, err := a.lockDir()
+	if err != nil {
+		return fmt.Errorf("prepare CA: %w", err)
+	}
+	defer unlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if err := a.refreshLocked(); err != nil {
+		return fmt.Errorf("prepare CA: %w", err)
+	}
 	return a.prepareLocked(a.now())
 }
 
@@ -52,8 +60,16 @@ func (a *Authority) prepareLocked(now time.Time) error {
 // wait for the prepared CA to have been published for long: agents that
 // have not fetched the bundle since Prepare will not trust new SVIDs.
 func (a *Authority) Activate() error {
+	unlock, err := a.lockDir()
+	if err != nil {
+		return fmt.Errorf("activate CA: %w", err)
+	}
+	defer unlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if err := a.refreshLocked(); err != nil {
+		return fmt.Errorf("activate CA: %w", err)
+	}
 	return a.activateLocked(a.now())
 }
 
@@ -91,9 +107,17 @@ func (a *Authority) activateLocked(now time.Time) error {
 // before now, and those whose own certificate has expired. It deletes their
 // files.
 func (a *Authority) Prune() error {
+	unlock, err := a.lockDir()
+	if err != nil {
+		return fmt.Errorf("prune CA: %w", err)
+	}
+	defer unlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	_, err := a.pruneLocked(a.now())
+	if err := a.refreshLocked(); err != nil {
+		return fmt.Errorf("prune CA: %w", err)
+	}
+	_, err = a.pruneLocked(a.now())
 	return err
 }
 
@@ -146,8 +170,14 @@ func (a *Authority) pruneLocked(now time.Time) (bool, error) {
 	return true, nil
 }
 
-// MaybeRotate does what the rotation schedule calls for now, and reports
-// whether it changed anything. Call it periodically; hourly is plenty.
+// MaybeRotate takes up changes that other Authorities sharing the
+// directory made, does what the rotation schedule calls for now, and
+// reports whether the bundle or the signing CA changed since the last
+// MaybeRotate (or Open), by this call, by Prepare, Activate or Prune, or by
+// another Authority; if so, callers should send the new bundle to agents.
+// It may report a change together with an error. Call it periodically; how
+// often bounds how long this Authority lags another's rotation (see the
+// package doc); a minute is plenty.
 //
 // The schedule is measured against the active CA's lifetime L (NotAfter −
 // NotBefore):
@@ -167,9 +197,21 @@ func (a *Authority) pruneLocked(now time.Time) (bool, error) {
 // about 6 months into the active one's life, starts signing about 2 months
 // later, and the old CA leaves the bundle a day after that, once its last
 // SVID has expired, some 4 months before it would have expired itself.
+//
+// Of several Authorities sharing the directory that are due at once, the
+// first to take the directory lock rotates and the others find the
+// rotation done.
 func (a *Authority) MaybeRotate() (changed bool, err error) {
+	unlock, err := a.lockDir()
+	if err != nil {
+		return a.report(), fmt.Errorf("rotate CA: %w", err)
+	}
+	defer unlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if err := a.refreshLocked(); err != nil {
+		return a.reportLocked(), fmt.Errorf("rotate CA: %w", err)
+	}
 	now := a.now()
 	active := a.activeLocked()
 	life := active.cert.NotAfter.Sub(active.cert.NotBefore)
@@ -178,9 +220,8 @@ func (a *Authority) MaybeRotate() (changed bool, err error) {
 	prepared := a.findLocked(statePrepared)
 	if prepared == nil && age >= life/2 {
 		if err := a.prepareLocked(now); err != nil {
-			return changed, err
+			return a.reportLocked(), err
 		}
-		changed = true
 		prepared = a.findLocked(statePrepared)
 	}
 	if prepared != nil {
@@ -192,11 +233,25 @@ func (a *Authority) MaybeRotate() (changed bool, err error) {
 				a.log.Warn("activating CA early: the active CA is about to expire", "active_ca", active.id, "not_after", active.cert.NotAfter)
 			}
 			if err := a.activateLocked(now); err != nil {
-				return changed, err
+				return a.reportLocked(), err
 			}
-			changed = true
 		}
 	}
-	pruned, err := a.pruneLocked(now)
-	return changed || pruned, err
+	_, err = a.pruneLocked(now)
+	return a.reportLocked(), err
+}
+
+// report is reportLocked for a caller that does not hold mu.
+func (a *Authority) report() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reportLocked()
+}
+
+// reportLocked reports whether a.cas differs from what the last report
+// saw. The caller holds mu.
+func (a *Authority) reportLocked() bool {
+	changed := !sameCAs(a.cas, a.reported)
+	a.reported = a.cas
+	return changed
 }

@@ -371,8 +371,8 @@ func TestMaybeRotateYear(t *testing.T) {
 	if maxBundle > 3 || minBundle != 1 {
 		t.Errorf("bundle size ranged %d..%d; want 1..at most 3", minBundle, maxBundle)
 	}
-	// Only the current CAs are on disk.
-	if got, want := len(listDir(t, dir)), 1+2*len(a.BundleCerts()); got != want {
+	// Only the current CAs are on disk, with the state and lock files.
+	if got, want := len(listDir(t, dir)), 2+2*len(a.BundleCerts()); got != want {
 		t.Errorf("got %d files in the CA directory; want %d", got, want)
 	}
 	// And they come back.

@@ -9,6 +9,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"net/url"
 	"time"
@@ -80,44 +81,42 @@ func (a *Authority) sign(csrDER []byte, id spiffeid.ID, ttl time.Duration, dnsNa
 		return nil, fmt.Errorf("sign svid: %w", err)
 	}
 
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	req := svidRequest{pub: csr.PublicKey, serial: serial, id: id, ttl: ttl, dnsNames: dnsNames, ips: ips}
+
+	// Most SVIDs expire no later than one already recorded for the active
+	// CA (see expiryGranularity): those are signed from memory. The record
+	// keeps that CA in every replica's bundle until they expire, even if
+	// another replica has since activated a new CA.
+	a.mu.RLock()
 	signer := a.activeLocked()
 	now := a.now()
-	notBefore := now.Add(-30 * time.Second) // slack for agents whose clocks are behind
-	if notBefore.Before(signer.cert.NotBefore) {
-		notBefore = signer.cert.NotBefore
+	if _, notAfter := validity(signer, now, ttl); notAfter.After(now) && !notAfter.After(signer.lastSVIDExpiry) {
+		leaf, err := a.issue(signer, now, req)
+		a.mu.RUnlock()
+		if err != nil {
+			return nil, fmt.Errorf("sign svid: %w", err)
+		}
+		return []*x509.Certificate{leaf}, nil
 	}
-	notAfter := now.Add(ttl)
-	if notAfter.After(signer.cert.NotAfter) {
-		notAfter = signer.cert.NotAfter
-	}
-	if !notAfter.After(now) {
-		return nil, fmt.Errorf("sign svid: active CA %s expired at %v", signer.id, signer.cert.NotAfter)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{Organization: []string{"Cairn"}},
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		BasicConstraintsValid: true,
-		IsCA:                  false,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-		URIs:                  []*url.URL{id.URL()},
-		DNSNames:              dnsNames,
-		IPAddresses:           ips,
-		AuthorityKeyId:        signer.cert.SubjectKeyId,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer.cert, csr.PublicKey, signer.key)
-	if err != nil {
-		return nil, fmt.Errorf("sign svid: %w", err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("sign svid: %w", err)
-	}
+	a.mu.RUnlock()
 
+	// The rest change the state file, so they take the directory lock and
+	// sign with the CA that is active on disk.
+	unlock, err := a.lockDir()
+	if err != nil {
+		return nil, fmt.Errorf("sign svid: %w", err)
+	}
+	defer unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.refreshLocked(); err != nil {
+		return nil, fmt.Errorf("sign svid: %w", err)
+	}
+	signer = a.activeLocked()
+	leaf, err := a.issue(signer, a.now(), req)
+	if err != nil {
+		return nil, fmt.Errorf("sign svid: %w", err)
+	}
 	// Record the expiry before handing out the SVID: Prune must never drop
 	// a CA that an SVID in the wild still needs.
 	if leaf.NotAfter.After(signer.lastSVIDExpiry) {
@@ -138,8 +137,65 @@ func (a *Authority) sign(csrDER []byte, id spiffeid.ID, ttl time.Duration, dnsNa
 		}
 		a.cas = next
 	}
-	a.log.Debug("SVID issued", "id", id.String(), "serial", leaf.SerialNumber.Text(16), "ca", signer.id, "not_after", leaf.NotAfter)
 	return []*x509.Certificate{leaf}, nil
+}
+
+// svidRequest is what an SVID is made of besides its signer and time.
+type svidRequest struct {
+	pub      any
+	serial   *big.Int
+	id       spiffeid.ID
+	ttl      time.Duration
+	dnsNames []string
+	ips      []net.IP
+}
+
+// validity is the lifetime of an SVID signer issues at now for ttl: from a
+// little before now, but not before the CA's, to now + ttl, but not after
+// the CA's.
+func validity(signer *authorityCA, now time.Time, ttl time.Duration) (notBefore, notAfter time.Time) {
+	notBefore = now.Add(-30 * time.Second) // slack for agents whose clocks are behind
+	if notBefore.Before(signer.cert.NotBefore) {
+		notBefore = signer.cert.NotBefore
+	}
+	notAfter = now.Add(ttl)
+	if notAfter.After(signer.cert.NotAfter) {
+		notAfter = signer.cert.NotAfter
+	}
+	return notBefore, notAfter
+}
+
+// issue signs the SVID req asks for with signer at now. The caller holds
+// mu, for reading at least.
+func (a *Authority) issue(signer *authorityCA, now time.Time, req svidRequest) (*x509.Certificate, error) {
+	notBefore, notAfter := validity(signer, now, req.ttl)
+	if !notAfter.After(now) {
+		return nil, fmt.Errorf("active CA %s expired at %v", signer.id, signer.cert.NotAfter)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          req.serial,
+		Subject:               pkix.Name{Organization: []string{"Cairn"}},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		BasicConstraintsValid: true,
+		IsCA:                  false,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		URIs:                  []*url.URL{req.id.URL()},
+		DNSNames:              req.dnsNames,
+		IPAddresses:           req.ips,
+		AuthorityKeyId:        signer.cert.SubjectKeyId,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer.cert, req.pub, signer.key)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	a.log.Debug("SVID issued", "id", req.id.String(), "serial", leaf.SerialNumber.Text(16), "ca", signer.id, "not_after", leaf.NotAfter)
+	return leaf, nil
 }
 
 // checkCSR parses and vets a CSR for id.

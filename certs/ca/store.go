@@ -1,6 +1,8 @@
 package ca
 
 import (
+	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
@@ -48,12 +50,44 @@ type stateCA struct {
 	LastSVIDExpiry time.Time `json:"last_svid_expiry,omitzero"`
 }
 
+// lockTimeout bounds the wait for the directory lock. Holders keep it for a
+// few file writes; a longer wait means a stuck file system or process, and
+// failing says so where blocking would not.
+const lockTimeout = 30 * time.Second
+
+// lockDir takes dirMu and the directory lock, in that order, and returns a
+// function that releases both. The caller takes mu after it.
+func (a *Authority) lockDir() (unlock func(), err error) {
+	a.dirMu.Lock()
+	ctx, cancel := context.WithTimeout(context.Background(), lockTimeout)
+	defer cancel()
+	release, err := certs.LockDir(ctx, a.dir)
+	if err != nil {
+		a.dirMu.Unlock()
+		return nil, err
+	}
+	return func() {
+		if err := release(); err != nil {
+			a.log.Warn("could not release the directory lock", "error", err)
+		}
+		a.dirMu.Unlock()
+	}, nil
+}
+
 // load reads Dir into a, finishing an interrupted add or prune, or creates
-// the first CA.
+// the first CA, holding the directory lock: of several Authorities opening
+// an empty directory at once, one creates the CA and the others load it.
 func (a *Authority) load() error {
 	if err := os.MkdirAll(a.dir, 0o700); err != nil {
 		return err
 	}
+	unlock, err := a.lockDir()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if err := a.removeTempFiles(); err != nil {
 		return err
 	}
@@ -71,51 +105,15 @@ func (a *Authority) load() error {
 	if err != nil {
 		return err
 	}
-	var st stateFile
-	if err := json.Unmarshal(data, &st); err != nil {
-		return fmt.Errorf("%s: %w", stateFileName, err)
-	}
-	if err := a.checkState(&st); err != nil {
-		return fmt.Errorf("%s: %w", stateFileName, err)
-	}
-
-	for _, id := range st.Discard {
-		if err := a.removeCAFiles(id); err != nil {
-			return err
-		}
-	}
-	listed := map[string]bool{}
-	for _, sc := range st.CAs {
-		listed[sc.ID] = true
-	}
-	files, err := a.caFiles()
+	st, cas, err := a.readState(data)
 	if err != nil {
 		return err
 	}
-	var stray []string
-	for _, f := range files {
-		if !listed[strings.TrimSuffix(strings.TrimSuffix(f, ".crt"), ".key")] {
-			stray = append(stray, f)
-		}
-	}
-	if len(stray) > 0 {
-		return fmt.Errorf("CA files not listed in %s: %s; the state file may be an old copy, so check before moving them away", stateFileName, strings.Join(stray, ", "))
-	}
-
-	cas := make([]*authorityCA, 0, len(st.CAs))
-	for _, sc := range st.CAs {
-		c, err := a.loadCA(sc)
-		if err != nil {
-			return fmt.Errorf("CA %s: %w", sc.ID, err)
-		}
-		cas = append(cas, c)
-	}
-	sortCAs(cas)
-
 	if len(cas) == 0 {
 		// Only an interrupted first start leaves no CAs behind.
 		return a.initialize()
 	}
+	a.stateData = data
 	if len(st.Discard) > 0 {
 		if err := a.writeState(cas); err != nil {
 			return err
@@ -125,6 +123,87 @@ func (a *Authority) load() error {
 	active := a.activeLocked()
 	a.log.Info("CA loaded", "trust_domain", a.td.Name(), "cas", len(cas), "active_ca", active.id, "pin", certs.SPKIPin(active.cert), "not_after", active.cert.NotAfter)
 	return nil
+}
+
+// refreshLocked makes a.cas what the state file says, if the file is not
+// what this Authority last read or wrote: another Authority sharing Dir
+// changed it. The caller holds the directory lock and mu. An error leaves
+// a.cas as it was.
+func (a *Authority) refreshLocked() error {
+	data, err := os.ReadFile(a.statePath())
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	if a.stateData != nil && bytes.Equal(data, a.stateData) {
+		return nil
+	}
+	st, cas, err := a.readState(data)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	if len(cas) == 0 {
+		return fmt.Errorf("reload: %s lists no CAs", stateFileName)
+	}
+	old := a.cas
+	a.cas, a.stateData, a.discard = cas, data, nil
+	if len(st.Discard) > 0 {
+		if err := a.writeState(cas); err != nil {
+			// The files are gone; the next change writes the state anew.
+			a.log.Warn("could not rewrite the state file after deleting discarded CAs", "error", err)
+		}
+	}
+	if !sameCAs(old, cas) {
+		active := a.activeLocked()
+		a.log.Info("CA reloaded a change made by another process", "cas", len(cas), "active_ca", active.id, "pin", certs.SPKIPin(active.cert))
+	}
+	return nil
+}
+
+// readState parses and checks the state file's bytes, deletes the files it
+// discards, checks that Dir holds no CA file it does not list, and loads
+// the CAs it lists, newest first. The caller holds the directory lock.
+func (a *Authority) readState(data []byte) (*stateFile, []*authorityCA, error) {
+	var st stateFile
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", stateFileName, err)
+	}
+	if err := a.checkState(&st); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", stateFileName, err)
+	}
+
+	for _, id := range st.Discard {
+		if err := a.removeCAFiles(id); err != nil {
+			return nil, nil, err
+		}
+	}
+	listed := map[string]bool{}
+	for _, sc := range st.CAs {
+		listed[sc.ID] = true
+	}
+	files, err := a.caFiles()
+	if err != nil {
+		return nil, nil, err
+	}
+	var stray []string
+	for _, f := range files {
+		if !listed[strings.TrimSuffix(strings.TrimSuffix(f, ".crt"), ".key")] {
+			stray = append(stray, f)
+		}
+	}
+	if len(stray) > 0 {
+		return nil, nil, fmt.Errorf("CA files not listed in %s: %s; the state file may be an old copy, so check before moving them away", stateFileName, strings.Join(stray, ", "))
+	}
+
+	cas := make([]*authorityCA, 0, len(st.CAs))
+	for _, sc := range st.CAs {
+		c, err := a.loadCA(sc)
+		if err != nil {
+			return nil, nil, fmt.Errorf("CA %s: %w", sc.ID, err)
+		}
+		cas = append(cas, c)
+	}
+	sortCAs(cas)
+	return &st, cas, nil
 }
 
 // checkState checks what can be checked without the certificates.
@@ -342,7 +421,9 @@ func (a *Authority) addCA(cur []*authorityCA, c *authorityCA) ([]*authorityCA, e
 	return next, nil
 }
 
-// writeState atomically replaces the state file with cas and a.discard.
+// writeState atomically replaces the state file with cas and a.discard,
+// and keeps the bytes in a.stateData. The caller holds the directory lock
+// and mu.
 func (a *Authority) writeState(cas []*authorityCA) error {
 	st := stateFile{Version: stateVersion, TrustDomain: a.td.Name(), Discard: a.discard}
 	for _, c := range cas {
@@ -358,9 +439,14 @@ func (a *Authority) writeState(cas []*authorityCA) error {
 	if err != nil {
 		return err
 	}
-	if err := certs.WriteFileAtomic(a.statePath(), append(data, '\n'), 0o600); err != nil {
+	data = append(data, '\n')
+	if err := certs.WriteFileAtomic(a.statePath(), data, 0o600); err != nil {
+		// The file may hold the old bytes or the new: let the next change
+		// read it whatever it holds.
+		a.stateData = nil
 		return fmt.Errorf("write %s: %w", stateFileName, err)
 	}
+	a.stateData = data
 	return nil
 }
 

@@ -28,10 +28,19 @@ import (
 //
 // Unlike MaybeRotate it does not publish the new key first: agents verify
 // its envelopes only once they have fetched the new key set. Use it when
-// the active key must stop signing at once.
+// the active key must stop signing at once. Other Signers sharing the
+// directory keep signing with the old key until their next MaybeRotate.
 func (s *Signer) Rotate() error {
+	unlock, err := s.lockDir()
+	if err != nil {
+		return fmt.Errorf("rotate signing key: %w", err)
+	}
+	defer unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.refresh(); err != nil {
+		return fmt.Errorf("rotate signing key: %w", err)
+	}
 	now := s.now()
 	cur := s.cur
 	nk, err := newSigningKey(now)
@@ -61,10 +70,15 @@ func (s *Signer) Rotate() error {
 	return nil
 }
 
-// MaybeRotate does what the rotation schedule calls for now and reports
-// whether the key set changed; if it did, the version grew by exactly one
-// and callers should send the new KeySetEnvelope to agents. Call it
-// periodically, at least a few times per Grace; hourly is plenty.
+// MaybeRotate takes up changes that other Signers sharing the directory
+// made, does what the rotation schedule calls for now, and reports whether
+// the key set or the active key changed since the last MaybeRotate (or
+// Open), by this call, an earlier Rotate or another Signer; if so, callers
+// should send the new KeySetEnvelope to agents. The version grows with
+// every change. Call it periodically, at least a few times per Grace: how
+// often bounds how long this Signer lags another's rotation (see the
+// package doc); a minute is plenty. An error reports no change; the next
+// successful call reports it.
 //
 // The schedule is measured from the active key's activation:
 //
@@ -79,13 +93,24 @@ func (s *Signer) Rotate() error {
 // always knows the key that signs, and an envelope stays verifiable for at
 // least Grace after it was signed. With the defaults (30 days, 7 days) a
 // key set holds at most three keys.
+//
+// Of several Signers sharing the directory that are due at once, the first
+// to take the directory lock rotates and the others find the rotation done.
 func (s *Signer) MaybeRotate() (changed bool, err error) {
+	unlock, err := s.lockDir()
+	if err != nil {
+		return false, fmt.Errorf("rotate signing key: %w", err)
+	}
+	defer unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.refresh(); err != nil {
+		return false, fmt.Errorf("rotate signing key: %w", err)
+	}
 	now := s.now()
 	cur := s.cur
 	keys := s.prune(cur.keys, now)
-	changed = len(keys) != len(cur.keys)
+	pruned := len(keys) != len(cur.keys)
 
 	active, pending := cur.active(), cur.find(stateNext)
 	age := now.Sub(active.activatedAt)
@@ -116,8 +141,8 @@ func (s *Signer) MaybeRotate() (changed bool, err error) {
 			}
 		}
 	}
-	if !changed && added == nil && activated == nil {
-		return false, nil
+	if !pruned && added == nil && activated == nil {
+		return s.report(), nil
 	}
 	next := &ring{keys: keys, version: cur.version + 1, issuedAt: now}
 	if err := s.commit(next, added); err != nil {
@@ -129,7 +154,15 @@ func (s *Signer) MaybeRotate() (changed bool, err error) {
 	case activated != nil:
 		s.log.Info("signing key activated", "key_id", activated.id, "retired_key_id", retired.id, "retired_until", retired.notAfter, "key_set_version", next.version)
 	}
-	return true, nil
+	return s.report(), nil
+}
+
+// report reports whether s.cur differs from what the last report saw. The
+// caller holds mu.
+func (s *Signer) report() bool {
+	changed := !s.cur.same(s.reported)
+	s.reported = s.cur
+	return changed
 }
 
 // prune returns keys without the retired ones whose NotAfter has passed at

@@ -125,8 +125,8 @@ func TestRotateDropsNextAndPrunes(t *testing.T) {
 	if ks2.Version != ks.Version+1 {
 		t.Errorf("version: got %d; want %d", ks2.Version, ks.Version+1)
 	}
-	if got := listDir(t, dir); len(got) != 4 { // root, two keys, state
-		t.Errorf("dir: got %v; want the root, 2 signing keys and signer.json", got)
+	if got := listDir(t, dir); len(got) != 5 { // root, two keys, state, lock
+		t.Errorf("dir: got %v; want the root, 2 signing keys, signer.json and the lock file", got)
 	}
 }
 

@@ -7,8 +7,31 @@
 // Only the control plane may link this package. Agents verify with
 // certs/sign and hold the root's public key alone; they never see a private
 // key. The signing keys are not the CA's keys (certs/ca) and the two must
-// not be mixed. One Signer owns its directory; two processes must not open
-// the same one.
+// not be mixed.
+//
+// # Several replicas
+//
+// Control-plane replicas may share the directory (a shared volume). Every
+// change to it (creating the keys at the first Open, Rotate, MaybeRotate)
+// holds an exclusive lock on the directory (certs.LockDir) and starts by
+// reading the state file again, taking up whatever another Signer wrote.
+// So replicas opening an empty directory at once make one root, not one
+// each; two replicas due to rotate make one new key, not two; and no
+// replica writes over another's change.
+//
+// Between changes a Signer works from memory: it signs with the key that
+// was active when it last read or wrote the directory, and publishes that
+// key set. It learns of another replica's rotation at its next MaybeRotate,
+// so it lags by at most the interval between MaybeRotate calls. That lag
+// is harmless while it is much shorter than Grace, because on both sides
+// of an activation both keys are in every replica's key set for Grace: the
+// next key is published Grace before it signs (a replica that has read the
+// directory once since then has it), and the retired key stays valid for
+// Grace after it stopped signing. Agents accept a signature by any key in
+// the key set they hold, so an envelope signed by either replica verifies
+// with the key set of either; one a lagging replica signs with the retired
+// key verifies for Grace less the lag. Rotate skips the publication and so
+// has no such margin on its own; it is for emergencies.
 package signer
 
 import (
@@ -18,6 +41,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -31,9 +55,10 @@ const (
 
 // Config configures a Signer.
 type Config struct {
-	// Dir holds the root key, the signing keys and the state file. It is
-	// required, created with mode 0700 if missing, and refused if group or
-	// others may write to it. Private keys are written 0600 as PKCS#8 PEM
+	// Dir holds the root key, the signing keys, the state file and a lock
+	// file. It is required, created with mode 0700 if missing, and refused
+	// if group or others may write to it. Several processes may share it
+	// (see the package doc). Private keys are written 0600 as PKCS#8 PEM
 	// and never logged.
 	Dir string
 	// Now is the clock; nil means time.Now.
@@ -65,12 +90,26 @@ type Signer struct {
 	root   ed25519.PrivateKey // fixed after Open
 	rootID string
 
+	// dirMu orders this Signer's changes to dir, and the directory lock
+	// (certs.LockDir) orders them with other processes'. A change takes
+	// dirMu, then the directory lock, then mu (see lockDir).
+	dirMu sync.Mutex
+
 	mu  sync.RWMutex
 	cur *ring // never modified; a change builds a new one, persists it, then swaps it in
+	// The fields below change only with the directory lock and mu held.
+
 	// discard lists key ids whose files, if any, are garbage: a key being
 	// added or pruned when the process stopped. It is written into the
 	// state file so that Open can tell them from files the state lost.
 	discard []string
+	// stateData is the state file as this Signer last read or wrote it,
+	// nil after a failed write. A change that finds other bytes on disk
+	// loads them first.
+	stateData []byte
+	// reported is the ring as of the last MaybeRotate, or Open, so that
+	// MaybeRotate reports a change whoever made it.
+	reported *ring
 }
 
 // ring is the signing keys and the version of the key set they make.
@@ -109,9 +148,11 @@ func (k *signingKey) public() ed25519.PublicKey {
 }
 
 // Open loads the signer in cfg.Dir, or creates one with a new root key and
-// a first signing key if Dir is empty or missing. It refuses key files that
-// group or others can access, key files the state file does not list, and a
-// state file that disagrees with the keys next to it.
+// a first signing key if Dir is empty or missing; of several processes
+// opening an empty Dir at once, one creates the keys and the others load
+// them. It refuses key files that group or others can access, key files
+// the state file does not list, and a state file that disagrees with the
+// keys next to it.
 func Open(cfg Config) (*Signer, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("signer: Config.Dir is required")
@@ -141,6 +182,7 @@ func Open(cfg Config) (*Signer, error) {
 	if err := s.load(); err != nil {
 		return nil, err
 	}
+	s.reported = s.cur
 	return s, nil
 }
 
@@ -195,6 +237,15 @@ func (r *ring) active() *signingKey {
 		return k
 	}
 	panic("signer: no active signing key")
+}
+
+// same reports whether r and o are the same key set with the same active
+// key: what a Signer signs with and publishes.
+func (r *ring) same(o *ring) bool {
+	return r.version == o.version && r.issuedAt.Equal(o.issuedAt) &&
+		slices.EqualFunc(r.keys, o.keys, func(a, b *signingKey) bool {
+			return a.id == b.id && a.state == b.state && a.notAfter.Equal(b.notAfter)
+		})
 }
 
 func (r *ring) find(st keyState) *signingKey {

@@ -52,7 +52,8 @@ func TestOpenCreates(t *testing.T) {
 	checkMode(t, filepath.Join(dir, rootID+".key"), 0o600)
 	checkMode(t, filepath.Join(dir, k.KeyID+".key"), 0o600)
 	checkMode(t, filepath.Join(dir, "signer.json"), 0o600)
-	want := []string{rootID + ".key", k.KeyID + ".key", "signer.json"}
+	checkMode(t, filepath.Join(dir, certs.LockFileName), 0o600)
+	want := []string{certs.LockFileName, rootID + ".key", k.KeyID + ".key", "signer.json"}
 	slices.Sort(want)
 	if got := listDir(t, dir); !slices.Equal(got, want) {
 		t.Errorf("dir: got %v; want %v", got, want)
@@ -402,8 +403,8 @@ func TestOpenRecovers(t *testing.T) {
 		if sign.KeyID(s.RootPublicKey()) == oldRoot {
 			t.Errorf("got the discarded root back")
 		}
-		if got := len(listDir(t, dir)); got != 3 {
-			t.Errorf("dir: got %d files; want 3", got)
+		if got := len(listDir(t, dir)); got != 4 {
+			t.Errorf("dir: got %d files; want 4 (the root, a signing key, the state and the lock)", got)
 		}
 	})
 }

@@ -2,6 +2,7 @@ package signer
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
@@ -47,12 +48,44 @@ type stateKey struct {
 	NotAfter    time.Time `json:"not_after,omitzero"`
 }
 
+// lockTimeout bounds the wait for the directory lock. Holders keep it for a
+// few file writes; a longer wait means a stuck file system or process, and
+// failing says so where blocking would not.
+const lockTimeout = 30 * time.Second
+
+// lockDir takes dirMu and the directory lock, in that order, and returns a
+// function that releases both. The caller takes mu after it.
+func (s *Signer) lockDir() (unlock func(), err error) {
+	s.dirMu.Lock()
+	ctx, cancel := context.WithTimeout(context.Background(), lockTimeout)
+	defer cancel()
+	release, err := certs.LockDir(ctx, s.dir)
+	if err != nil {
+		s.dirMu.Unlock()
+		return nil, err
+	}
+	return func() {
+		if err := release(); err != nil {
+			s.log.Warn("could not release the directory lock", "error", err)
+		}
+		s.dirMu.Unlock()
+	}, nil
+}
+
 // load reads Dir into s, finishing an interrupted change, or creates the
-// keys.
+// keys, holding the directory lock: of several Signers opening an empty
+// directory at once, one creates the keys and the others load them.
 func (s *Signer) load() error {
 	if err := s.checkDir(); err != nil {
 		return fmt.Errorf("signer: %w", err)
 	}
+	unlock, err := s.lockDir()
+	if err != nil {
+		return fmt.Errorf("signer: %w", err)
+	}
+	defer unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err := s.removeTempFiles(); err != nil {
 		return fmt.Errorf("signer: %w", err)
 	}
@@ -71,19 +104,89 @@ func (s *Signer) load() error {
 	if err != nil {
 		return fmt.Errorf("signer: %w", err)
 	}
+	st, err := decodeState(data)
+	if err != nil {
+		return fmt.Errorf("signer: %w", err)
+	}
+	root, r, err := s.readState(st)
+	if err != nil {
+		return fmt.Errorf("signer: %w", err)
+	}
+	if root == nil {
+		// Only an interrupted first start leaves no root behind; any
+		// files it wrote were in Discard and are gone.
+		return s.initialize()
+	}
+	s.root, s.rootID, s.cur, s.stateData = root, st.RootKeyID, r, data
+	if len(st.Discard) > 0 {
+		if err := s.writeState(s.rootID, r); err != nil {
+			return fmt.Errorf("signer: %w", err)
+		}
+	}
+	active := r.active()
+	s.log.Info("signer loaded", "root_key_id", s.rootID, "active_key_id", active.id, "keys", len(r.keys), "key_set_version", r.version)
+	return nil
+}
+
+// refresh makes s.cur what the state file says, if the file is not what
+// this Signer last read or wrote: another Signer sharing Dir changed it.
+// The caller holds the directory lock and mu. An error leaves s as it was.
+func (s *Signer) refresh() error {
+	data, err := os.ReadFile(s.statePath())
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	if s.stateData != nil && bytes.Equal(data, s.stateData) {
+		return nil
+	}
+	st, err := decodeState(data)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	if st.RootKeyID != s.rootID {
+		// Agents hold the root's public key; a signer that switched roots
+		// would sign key sets none of them accepts.
+		return fmt.Errorf("reload: %s names root key %q, not %s; the directory was replaced, so restart to load it", stateFileName, st.RootKeyID, s.rootID)
+	}
+	_, r, err := s.readState(st)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	old := s.cur
+	s.cur, s.stateData, s.discard = r, data, nil
+	if len(st.Discard) > 0 {
+		if err := s.writeState(s.rootID, r); err != nil {
+			// The files are gone; the next change writes the state anew.
+			s.log.Warn("could not rewrite the state file after deleting discarded keys", "error", err)
+		}
+	}
+	if !r.same(old) {
+		s.log.Info("signer reloaded a change made by another process", "active_key_id", r.active().id, "keys", len(r.keys), "key_set_version", r.version)
+	}
+	return nil
+}
+
+// decodeState parses and checks the state file's bytes.
+func decodeState(data []byte) (*stateFile, error) {
 	var st stateFile
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&st); err != nil {
-		return fmt.Errorf("signer: %s: %w", stateFileName, err)
+		return nil, fmt.Errorf("%s: %w", stateFileName, err)
 	}
 	if err := checkState(&st); err != nil {
-		return fmt.Errorf("signer: %s: %w", stateFileName, err)
+		return nil, fmt.Errorf("%s: %w", stateFileName, err)
 	}
+	return &st, nil
+}
 
+// readState deletes the files st discards, checks that Dir holds no key
+// file st does not list, and reads the keys st lists. It returns a nil root
+// if st has none yet. The caller holds the directory lock.
+func (s *Signer) readState(st *stateFile) (ed25519.PrivateKey, *ring, error) {
 	for _, id := range st.Discard {
 		if err := s.removeKeyFile(id); err != nil {
-			return fmt.Errorf("signer: %w", err)
+			return nil, nil, err
 		}
 	}
 	listed := map[string]bool{st.RootKeyID: st.RootKeyID != ""}
@@ -92,7 +195,7 @@ func (s *Signer) load() error {
 	}
 	files, err := s.keyFiles()
 	if err != nil {
-		return fmt.Errorf("signer: %w", err)
+		return nil, nil, err
 	}
 	var stray []string
 	for _, f := range files {
@@ -101,23 +204,20 @@ func (s *Signer) load() error {
 		}
 	}
 	if len(stray) > 0 {
-		return fmt.Errorf("signer: key files not listed in %s: %s; the state file may be an old copy, so check before moving them away", stateFileName, strings.Join(stray, ", "))
+		return nil, nil, fmt.Errorf("key files not listed in %s: %s; the state file may be an old copy, so check before moving them away", stateFileName, strings.Join(stray, ", "))
 	}
-
 	if st.RootKeyID == "" {
-		// Only an interrupted first start leaves no root behind; any
-		// files it wrote were in Discard and are gone.
-		return s.initialize()
+		return nil, nil, nil
 	}
 	root, err := s.readKey(st.RootKeyID)
 	if err != nil {
-		return fmt.Errorf("signer: root key %s: %w", st.RootKeyID, err)
+		return nil, nil, fmt.Errorf("root key %s: %w", st.RootKeyID, err)
 	}
 	r := &ring{version: st.KeySetVersion, issuedAt: st.IssuedAt}
 	for _, sk := range st.Keys {
 		key, err := s.readKey(sk.ID)
 		if err != nil {
-			return fmt.Errorf("signer: signing key %s: %w", sk.ID, err)
+			return nil, nil, fmt.Errorf("signing key %s: %w", sk.ID, err)
 		}
 		r.keys = append(r.keys, &signingKey{
 			id:          sk.ID,
@@ -128,15 +228,7 @@ func (s *Signer) load() error {
 			notAfter:    sk.NotAfter,
 		})
 	}
-	s.root, s.rootID, s.cur = root, st.RootKeyID, r
-	if len(st.Discard) > 0 {
-		if err := s.writeState(s.rootID, r); err != nil {
-			return fmt.Errorf("signer: %w", err)
-		}
-	}
-	active := r.active()
-	s.log.Info("signer loaded", "root_key_id", s.rootID, "active_key_id", active.id, "keys", len(r.keys), "key_set_version", r.version)
-	return nil
+	return root, r, nil
 }
 
 // checkState checks what can be checked without the keys.
@@ -341,7 +433,8 @@ func without(ids []string, drop ...string) []string {
 }
 
 // writeState atomically replaces the state file with rootID, r and
-// s.discard.
+// s.discard, and keeps the bytes in s.stateData. The caller holds the
+// directory lock and mu.
 func (s *Signer) writeState(rootID string, r *ring) error {
 	st := stateFile{
 		Version:       stateVersion,
@@ -364,9 +457,14 @@ func (s *Signer) writeState(rootID string, r *ring) error {
 	if err != nil {
 		return err
 	}
-	if err := certs.WriteFileAtomic(s.statePath(), append(data, '\n'), 0o600); err != nil {
+	data = append(data, '\n')
+	if err := certs.WriteFileAtomic(s.statePath(), data, 0o600); err != nil {
+		// The file may hold the old bytes or the new: let the next change
+		// read it whatever it holds.
+		s.stateData = nil
 		return fmt.Errorf("write %s: %w", stateFileName, err)
 	}
+	s.stateData = data
 	return nil
 }
 
