@@ -20,11 +20,6 @@ import (
 	"github.com/cairnhq/cairn/internal/storetest"
 )
 
-// metricsNotServed is the bug that keeps snapshot bytes out of reach.
-const metricsNotServed = "the agent API's config stream metrics (" + snapshotBytesMetric + " and the other cairn_agent_stream_* " +
-	"counters of controlplane/internal/agentapi/metrics.go) are not served on the admin /metrics: agentapi.Server.Metrics() " +
-	"is never registered (controlplane/cli/cli.go), so snapshot bytes sent to agents cannot be checked"
-
 // knownBug skips the rest of the test for a product bug, which the test
 // goes on to show when CAIRN_E2E_KNOWN_BUGS=run.
 func knownBug(t *testing.T, what string) {
@@ -202,7 +197,6 @@ func TestFleetOnPostgres(t *testing.T) {
 			t.Errorf("after the restart sync %v; want epoch %s (the cache was kept) and applied %d", after.GetSync(), before.GetSync().GetEpoch(), head)
 		}
 
-		knownBug(t, metricsNotServed)
 		if !served {
 			t.Fatalf("the admin /metrics has no %s", snapshotBytesMetric)
 		}
@@ -214,10 +208,6 @@ func TestFleetOnPostgres(t *testing.T) {
 	step("the control plane records the resumed agent as seen", func(t *testing.T) {
 		// The restarted agent-0 has streamed and had a heartbeat since it
 		// restarted (previous step): it has been seen on a config stream.
-		knownBug(t, "an agent whose Hello is already at the head is never recorded as seen: configService.catchUp returns "+
-			"before save() when there is nothing to send, and an idle stream's heartbeats write nothing, so "+
-			"Agent.sync.last_seen_time keeps the agent's last ack before its restart, and ListAgents not_seen_for "+
-			"lists connected, current agents (controlplane/internal/agentapi/configstream.go)")
 		if seen := cp.agentByID(t, ids[0]).GetSync().GetLastSeenTime().AsTime(); !seen.After(restarted) {
 			t.Errorf("agent-0 last seen %v; want after its restart at %v", seen, restarted)
 		}
@@ -249,7 +239,6 @@ func TestFleetOnPostgres(t *testing.T) {
 			return len(behind) == 0, fmt.Sprintf("behind: %v", behind)
 		})
 
-		knownBug(t, metricsNotServed)
 		if !served {
 			t.Fatalf("the admin /metrics has no %s", snapshotBytesMetric)
 		}
@@ -488,7 +477,6 @@ func TestFleetCompactedHistory(t *testing.T) {
 	}
 	cp.stop(t)
 
-	knownBug(t, metricsNotServed)
 	if !served {
 		t.Fatalf("the admin /metrics has no %s", snapshotBytesMetric)
 	}

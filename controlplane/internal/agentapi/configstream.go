@@ -37,8 +37,15 @@ type streamState struct {
 	sent    int64 // newest revision queued to send
 	nacked  int64 // newest revision refused; not resent until a newer one exists
 	applied int64
-	checked bool // the agent's state was checked against the log's at its revision
+	checked bool      // the agent's state was checked against the log's at its revision
+	saved   time.Time // when the position was last recorded
 }
+
+// seenEvery is how often an idle stream records that its agent is still
+// there (Agent.sync.last_seen_time): rarely enough that a large fleet's
+// idle streams cost few writes, often enough for ListAgents not_seen_for
+// of a few minutes.
+const seenEvery = time.Minute
 
 func keySetVersion(env *agentv1.SignedEnvelope) int64 {
 	var ks sign.KeySet
@@ -138,6 +145,10 @@ func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService
 	if err := cs.catchUp(ctx, q, st); err != nil {
 		return err
 	}
+	if st.saved.IsZero() {
+		// Already current: nothing was sent, but the agent is seen.
+		cs.save(ctx, st)
+	}
 	heartbeat := time.NewTicker(s.cfg.HeartbeatEvery)
 	defer heartbeat.Stop()
 	for {
@@ -175,6 +186,9 @@ func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService
 			}
 			if err := q.put(ctx, &agentv1.StreamResponse{Msg: &agentv1.StreamResponse_Heartbeat{Heartbeat: hb}}); err != nil {
 				return err
+			}
+			if time.Since(st.saved) >= seenEvery {
+				cs.save(ctx, st)
 			}
 		}
 	}
@@ -285,4 +299,5 @@ func (cs *configService) save(ctx context.Context, st *streamState) {
 	if err := cs.s.cfg.Store.PutAgentSync(ctx, rec); err != nil {
 		cs.s.log.WarnContext(ctx, "record agent sync", "agent_id", st.c.AgentID, "error", err)
 	}
+	st.saved = time.Now()
 }
