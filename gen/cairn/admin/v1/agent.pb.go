@@ -661,7 +661,8 @@ type ListAgentsRequest struct {
 	// Only agents whose newest refusal is later than what they applied.
 	WithNack bool `protobuf:"varint,6,opt,name=with_nack,json=withNack,proto3" json:"with_nack,omitempty"`
 	// Only agents not seen on a config stream for this long (including
-	// agents that never streamed).
+	// agents that never streamed). An open stream refreshes the agent's
+	// last-seen time once a minute, so use a minute or more.
 	NotSeenFor *durationpb.Duration `protobuf:"bytes,7,opt,name=not_seen_for,json=notSeenFor,proto3" json:"not_seen_for,omitempty"`
 	// Leave out revoked agents.
 	ActiveOnly bool `protobuf:"varint,8,opt,name=active_only,json=activeOnly,proto3" json:"active_only,omitempty"`
