@@ -177,7 +177,7 @@ func TestLocalMetricsPush(t *testing.T) {
 	go rep.Run(ctx)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		batch, err := q.Peek(100, 1000)
+		batch, err := q.Peek(100, 1000, 1<<30)
 		if err != nil {
 			t.Fatal(err)
 		}

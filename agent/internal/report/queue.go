@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/protobuf/proto"
 
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
@@ -39,6 +41,7 @@ type Queue struct {
 
 	mu      sync.Mutex
 	id      string
+	next    int64 // the newest sequence number handed out
 	len     int
 	dropped int64
 	// wake is closed and replaced on every Append.
@@ -46,10 +49,12 @@ type Queue struct {
 }
 
 // OpenQueue opens or creates the queue file at path holding at most max
-// reports. A file that cannot be read as a queue is moved aside and a new
-// queue, with a new id, started: the control plane then forgets the old
-// sequence, and nothing it already stored is stored twice because the old
-// reports are gone with the file.
+// reports. A file that is not a readable queue (corrupt) is moved aside
+// and a new queue, with a new id, started: the control plane then forgets
+// the old sequence, and nothing it already stored is stored twice because
+// the old reports are gone with the file. Any other error (the file is
+// locked by another process, a permission problem) is returned and the
+// file left alone.
 func OpenQueue(path string, max int) (*Queue, error) {
 	if max <= 0 {
 		return nil, errors.New("report queue: max must be positive")
@@ -58,6 +63,9 @@ func OpenQueue(path string, max int) (*Queue, error) {
 	if err == nil {
 		return q, nil
 	}
+	if !errors.Is(err, errCorrupt) {
+		return nil, err
+	}
 	aside := path + ".corrupt-" + time.Now().UTC().Format("20060102T150405")
 	if rerr := os.Rename(path, aside); rerr != nil {
 		return nil, fmt.Errorf("report queue: %w (and moving it aside: %v)", err, rerr)
@@ -65,12 +73,25 @@ func OpenQueue(path string, max int) (*Queue, error) {
 	return openQueue(path, max)
 }
 
-func openQueue(path string, max int) (*Queue, error) {
+// errCorrupt marks a queue file that is not a readable queue.
+var errCorrupt = errors.New("not a readable report queue")
+
+func openQueue(path string, max int) (q *Queue, err error) {
+	// bbolt maps the file; a scrambled one can fault or panic.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			q, err = nil, fmt.Errorf("report queue: %w: %v", errCorrupt, r)
+		}
+	}()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
-	if err != nil {
+	switch {
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, berrors.ErrChecksum):
+		return nil, fmt.Errorf("report queue: %w: %v", errCorrupt, err)
+	case err != nil:
 		return nil, fmt.Errorf("report queue: open: %w", err)
 	}
-	q := &Queue{db: db, max: max, wake: make(chan struct{})}
+	q = &Queue{db: db, max: max, wake: make(chan struct{})}
 	err = db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
@@ -83,19 +104,20 @@ func openQueue(path string, max int) (*Queue, error) {
 		if id := meta.Get(keyQueueID); len(id) > 0 {
 			q.id = string(id)
 		} else {
-			var b [16]byte
-			if _, err := rand.Read(b[:]); err != nil {
+			id, err := newQueueID()
+			if err != nil {
 				return err
 			}
-			q.id = hex.EncodeToString(b[:])
+			q.id = id
 			if err := meta.Put(keyQueueID, []byte(q.id)); err != nil {
 				return err
 			}
 		}
 		q.dropped = int64(getUint(meta, keyDropped))
+		q.next = int64(getUint(meta, keyNextSeq))
 		return items.ForEach(func(k, v []byte) error {
 			if len(k) != 8 {
-				return fmt.Errorf("bad key %x", k)
+				return fmt.Errorf("%w: bad key %x", errCorrupt, k)
 			}
 			q.len++
 			return nil
@@ -106,6 +128,40 @@ func openQueue(path string, max int) (*Queue, error) {
 		return nil, fmt.Errorf("report queue: %w", err)
 	}
 	return q, nil
+}
+
+func newQueueID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// LastSeq is the newest sequence number the queue handed out.
+func (q *Queue) LastSeq() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.next
+}
+
+// NewID gives the queue a new random id, keeping its reports and their
+// sequence numbers: for when the control plane holds a newer sequence
+// number for the old id than this queue ever handed out (the data
+// directory was restored from a backup), so it would skip new reports.
+// Under the new id it stores them all.
+func (q *Queue) NewID() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	id, err := newQueueID()
+	if err != nil {
+		return fmt.Errorf("report queue: %w", err)
+	}
+	if err := q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyQueueID, []byte(id)) }); err != nil {
+		return fmt.Errorf("report queue: new id: %w", err)
+	}
+	q.id = id
+	return nil
 }
 
 func getUint(b *bolt.Bucket, k []byte) uint64 {
@@ -126,7 +182,11 @@ func putUint(b *bolt.Bucket, k []byte, v uint64) error {
 func (q *Queue) Close() error { return q.db.Close() }
 
 // ID is the queue's random id, sent with every batch.
-func (q *Queue) ID() string { return q.id }
+func (q *Queue) ID() string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.id
+}
 
 // Len is the number of reports waiting.
 func (q *Queue) Len() int {
@@ -192,16 +252,18 @@ func (q *Queue) Append(r *agentv1.Report) error {
 	}
 	q.len += 1 - dropped
 	q.dropped += int64(dropped)
+	q.next = r.Seq
 	close(q.wake)
 	q.wake = make(chan struct{})
 	return nil
 }
 
-// Peek returns the oldest reports, in order: at most maxReports, and no
-// more metric points than maxPoints (but always at least one report).
-func (q *Queue) Peek(maxReports, maxPoints int) ([]*agentv1.Report, error) {
+// Peek returns the oldest reports, in order: at most maxReports, no more
+// metric points than maxPoints and no more than maxBytes of encoded
+// reports (but always at least one report).
+func (q *Queue) Peek(maxReports, maxPoints, maxBytes int) ([]*agentv1.Report, error) {
 	var out []*agentv1.Report
-	points := 0
+	points, size := 0, 0
 	err := q.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketItems).Cursor()
 		for k, v := c.First(); k != nil && len(out) < maxReports; k, v = c.Next() {
@@ -210,10 +272,11 @@ func (q *Queue) Peek(maxReports, maxPoints int) ([]*agentv1.Report, error) {
 				return fmt.Errorf("report %x: %w", k, err)
 			}
 			n := len(r.GetMetrics().GetPoints())
-			if len(out) > 0 && points+n > maxPoints {
+			if len(out) > 0 && (points+n > maxPoints || size+len(v) > maxBytes) {
 				break
 			}
 			points += n
+			size += len(v)
 			out = append(out, r)
 		}
 		return nil

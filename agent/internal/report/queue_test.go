@@ -32,7 +32,7 @@ func openTestQueue(t *testing.T, path string, max int) *Queue {
 
 func seqs(t *testing.T, q *Queue) []int64 {
 	t.Helper()
-	batch, err := q.Peek(1000, 1<<30)
+	batch, err := q.Peek(1000, 1<<30, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestQueuePeekLimits(t *testing.T) {
 		// One report over the point budget still goes alone.
 		{10, 1, []int64{1}},
 	} {
-		batch, err := q.Peek(tc.reports, tc.points)
+		batch, err := q.Peek(tc.reports, tc.points, 1<<30)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,7 +152,7 @@ func TestQueuePeekLimits(t *testing.T) {
 			got = append(got, r.Seq)
 		}
 		if !equal(got, tc.want) {
-			t.Errorf("Peek(%d, %d) = %v; want %v", tc.reports, tc.points, got, tc.want)
+			t.Errorf("Peek(%d, %d, 1<<30) = %v; want %v", tc.reports, tc.points, got, tc.want)
 		}
 	}
 }

@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -25,12 +27,17 @@ import (
 	"github.com/cairnhq/cairn/internal/metricpoint"
 )
 
-// Batch limits, matching what the control plane accepts.
+// Batch limits, within what the control plane accepts: 500 reports, 5,000
+// points, and a 1 MiB message (the encoded batch stays well below it).
 const (
 	MaxBatchReports  = 500
 	MaxBatchPoints   = 5000
+	MaxBatchBytes    = 900 << 10
+	maxItemBytes     = 256 << 10
 	maxPointsPerItem = 1000
 	maxPushPoints    = 1000
+	// maxStatusText is the control plane's limit on each status text.
+	maxStatusText = 1024
 )
 
 // Config configures a Reporter.
@@ -169,24 +176,34 @@ var ErrStopped = errors.New("agent stopping")
 // ErrInvalid wraps Push's refusals of bad points.
 var ErrInvalid = errors.New("invalid metric points")
 
-// Run makes reports until ctx ends: the status when it changes and at
-// least every StatusEvery, and a metrics report every MetricsEvery. It
-// returns only ctx's end or a queue that cannot be written.
+// Run makes reports until ctx ends: the status when it changes (the
+// count of dropped reports alone is no change: with a full queue it moves
+// on every append) and at least every StatusEvery, and a metrics report
+// every MetricsEvery. A queue that cannot be written (a full disk) is
+// logged, at most once a minute, and tried again: reporting never stops
+// the agent from serving its config.
 func (r *Reporter) Run(ctx context.Context) error {
 	poll := time.NewTicker(r.cfg.PollEvery)
 	defer poll.Stop()
 	metrics := time.NewTicker(r.cfg.MetricsEvery)
 	defer metrics.Stop()
 	var last *agentv1.AgentStatus
-	var due time.Time
+	var due, logged time.Time
+	failed := func(err error) {
+		if now := r.cfg.Now(); now.Sub(logged) >= time.Minute {
+			r.log.Error("cannot queue a report", "error", err)
+			logged = now
+		}
+	}
 	for {
 		st := r.status()
-		if now := r.cfg.Now(); last == nil || !proto.Equal(st, last) || !now.Before(due) {
+		if now := r.cfg.Now(); last == nil || !sameStatus(st, last) || !now.Before(due) {
 			if err := r.enqueue(&agentv1.Report{Body: &agentv1.Report_Status{Status: st}}); err != nil {
-				return err
+				failed(err)
+			} else {
+				last = st
+				due = now.Add(jitter(r.cfg.StatusEvery))
 			}
-			last = st
-			due = now.Add(jitter(r.cfg.StatusEvery))
 		}
 		select {
 		case <-ctx.Done():
@@ -196,16 +213,46 @@ func (r *Reporter) Run(ctx context.Context) error {
 		case <-poll.C:
 		case <-metrics.C:
 			if err := r.flushMetrics(); err != nil {
-				return err
+				failed(err)
 			}
 		}
 	}
 }
 
+// sameStatus compares statuses leaving out the dropped-reports count.
+func sameStatus(a, b *agentv1.AgentStatus) bool {
+	a, b = proto.CloneOf(a), proto.CloneOf(b)
+	a.DroppedReports, b.DroppedReports = 0, 0
+	return proto.Equal(a, b)
+}
+
+// status is Config.Status made fit to send: every text valid UTF-8
+// without NUL bytes and within the control plane's limit, so that no
+// status can be refused (and its batch dropped) or fail to encode.
 func (r *Reporter) status() *agentv1.AgentStatus {
 	st := proto.CloneOf(r.cfg.Status())
 	st.DroppedReports = r.cfg.Queue.Dropped()
+	for _, f := range []*string{&st.StateHash, &st.AgentVersion, &st.HostVersion, &st.ProductVersion, &st.LastError} {
+		*f = cleanText(*f, maxStatusText)
+	}
+	for _, c := range st.Checks {
+		c.Name, c.Detail = cleanText(c.Name, 64), cleanText(c.Detail, maxStatusText)
+	}
 	return st
+}
+
+// cleanText makes s valid UTF-8 without NUL bytes and cuts it to at most
+// max bytes at a character boundary.
+func cleanText(s string, max int) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
 }
 
 // flushPushed queues the pushed points waiting for the next batch and
@@ -241,10 +288,19 @@ func (r *Reporter) flushMetrics() error {
 	return r.enqueuePoints(points)
 }
 
-// enqueuePoints queues points in reports of at most maxPointsPerItem.
+// enqueuePoints queues points in reports of at most maxPointsPerItem
+// points and about maxItemBytes, so any report fits in a batch.
 func (r *Reporter) enqueuePoints(points []*agentv1.MetricPoint) error {
 	for len(points) > 0 {
-		n := min(len(points), maxPointsPerItem)
+		n, size := 0, 0
+		for n < len(points) && n < maxPointsPerItem {
+			ps := proto.Size(points[n]) + 4 // field tag and length
+			if n > 0 && size+ps > maxItemBytes {
+				break
+			}
+			size += ps
+			n++
+		}
 		if err := r.enqueue(&agentv1.Report{Body: &agentv1.Report_Metrics{Metrics: &agentv1.MetricBatch{Points: points[:n]}}}); err != nil {
 			return err
 		}
@@ -263,14 +319,14 @@ func (r *Reporter) enqueue(rep *agentv1.Report) error {
 
 // Deliver sends queued reports with client until ctx ends or a call
 // fails, and reports whether any batch was acknowledged. A batch the
-// control plane refuses as invalid is discarded and counted as dropped,
-// so it cannot block the queue; any other error is returned for the
-// caller to reconnect with backoff.
+// control plane refuses as invalid, or a single report too large for it,
+// is discarded and counted as dropped, so it cannot block the queue; any
+// other error is returned for the caller to reconnect with backoff.
 func (r *Reporter) Deliver(ctx context.Context, client agentv1.ReportServiceClient) (progress bool, err error) {
 	q := r.cfg.Queue
 	for {
 		wake := q.Wait()
-		batch, err := q.Peek(MaxBatchReports, MaxBatchPoints)
+		batch, err := q.Peek(MaxBatchReports, MaxBatchPoints, MaxBatchBytes)
 		if err != nil {
 			return progress, err
 		}
@@ -284,8 +340,9 @@ func (r *Reporter) Deliver(ctx context.Context, client agentv1.ReportServiceClie
 		}
 		resp, err := client.Report(ctx, &agentv1.ReportRequest{QueueId: q.ID(), Reports: batch})
 		last := batch[len(batch)-1].Seq
+		code := status.Code(err)
 		switch {
-		case status.Code(err) == codes.InvalidArgument:
+		case code == codes.InvalidArgument || (code == codes.ResourceExhausted && len(batch) == 1):
 			r.log.Error("control plane refused a report batch; dropping it", "first_seq", batch[0].Seq, "last_seq", last, "error", err)
 			if err := q.Discard(last); err != nil {
 				return progress, err
@@ -294,11 +351,17 @@ func (r *Reporter) Deliver(ctx context.Context, client agentv1.ReportServiceClie
 		case err != nil:
 			return progress, err
 		}
-		if resp.AckedSeq < batch[0].Seq {
-			// The control plane holds less than this batch's start after
-			// storing it: its record of this queue was lost (a restored
-			// database). Nothing to drop; the batch is resent.
-			return progress, fmt.Errorf("report: control plane acknowledged %d below the batch's first %d", resp.AckedSeq, batch[0].Seq)
+		if resp.AckedSeq > q.LastSeq() {
+			// The control plane holds a sequence number this queue never
+			// handed out: the data directory was restored from a backup.
+			// It would skip our reports up to it; under a new id it takes
+			// them all.
+			r.log.Warn("control plane is ahead of the report queue (restored data directory?); starting a new queue id",
+				"acked_seq", resp.AckedSeq, "last_seq", q.LastSeq())
+			if err := q.NewID(); err != nil {
+				return progress, err
+			}
+			continue
 		}
 		before := q.Len()
 		if err := q.Ack(resp.AckedSeq); err != nil {

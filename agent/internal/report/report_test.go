@@ -54,7 +54,7 @@ func TestPushRefusesBadPointsWhole(t *testing.T) {
 	if err := r.flushMetrics(); err != nil {
 		t.Fatal(err)
 	}
-	batch, _ := r.cfg.Queue.Peek(10, 1000)
+	batch, _ := r.cfg.Queue.Peek(10, 1000, 1<<30)
 	if len(batch) != 1 || len(batch[0].GetMetrics().GetPoints()) != 2 {
 		t.Fatalf("queued %v; want one report of the 2 accepted points", batch)
 	}
@@ -84,7 +84,7 @@ func TestRunReportsStatusOnChangeAndMetricsPeriodically(t *testing.T) {
 		}
 	})
 	statuses := func() []int64 {
-		batch, err := q.Peek(1000, 1<<30)
+		batch, err := q.Peek(1000, 1<<30, 1<<30)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +97,7 @@ func TestRunReportsStatusOnChangeAndMetricsPeriodically(t *testing.T) {
 		return out
 	}
 	hasMetrics := func() bool {
-		batch, _ := q.Peek(1000, 1<<30)
+		batch, _ := q.Peek(1000, 1<<30, 1<<30)
 		for _, rep := range batch {
 			if len(rep.GetMetrics().GetPoints()) > 0 && rep.GetMetrics().GetPoints()[0].Source == "agent" {
 				return true
@@ -131,7 +131,7 @@ func TestFlushSplitsLargeBatches(t *testing.T) {
 	if err := r.flushMetrics(); err != nil {
 		t.Fatal(err)
 	}
-	batch, _ := r.cfg.Queue.Peek(100, 1<<30)
+	batch, _ := r.cfg.Queue.Peek(100, 1<<30, 1<<30)
 	if len(batch) != 3 {
 		t.Fatalf("%d reports; want 3 of at most %d points", len(batch), maxPointsPerItem)
 	}
@@ -162,7 +162,7 @@ func TestRunFlushesPushedPointsWhenStopped(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	batch, _ := q.Peek(100, 1000)
+	batch, _ := q.Peek(100, 1000, 1<<30)
 	n := 0
 	for _, rep := range batch {
 		n += len(rep.GetMetrics().GetPoints())

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// TestReviewOpenQueueLeavesALockedFileAlone: OpenQueue moves aside any
+// TestOpenQueueLeavesALockedFileAlone: OpenQueue moves aside any
 // file it fails to open, not only a corrupt one. A file another process
 // holds (bbolt's flock, past the 5 s timeout) is renamed away and a new,
 // empty queue with a new id started: the reports queued in it are never
@@ -13,10 +13,7 @@ import (
 // situation, returns an error and leaves the file alone ("Other errors
 // (permissions, disk, another process holding the file past a few
 // seconds) return a nil cache and leave the file alone").
-func TestReviewOpenQueueLeavesALockedFileAlone(t *testing.T) {
-	reviewBug(t, "OpenQueue treats every open error (bbolt lock timeout, permissions) as corruption: it renames the file to "+
-		".corrupt-* and starts a new queue, so the reports in it are lost without being counted; only a corrupt file "+
-		"should be moved aside")
+func TestOpenQueueLeavesALockedFileAlone(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "reports.db")
 	q := openTestQueue(t, path, 100)
 	for i := range 3 {

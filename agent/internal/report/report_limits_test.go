@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -24,9 +23,6 @@ import (
 // grpc.MaxRecvMsgSize for the agent API (agentapi.go).
 const serverMaxRecvMsgSize = 1 << 20
 
-// maxStatusText is the ReportService's limit on each status text field
-// and check detail (controlplane/internal/agentapi/report.go).
-const maxStatusText = 1024
 
 // reviewCP is a fake ReportService that refuses what the real one refuses
 // for size: status text past maxStatusText (INVALID_ARGUMENT, as
@@ -131,17 +127,14 @@ func deliverUntil(t *testing.T, r *Reporter, client agentv1.ReportServiceClient,
 	return errs
 }
 
-// TestReviewDeliverFitsTheServersMessageLimit: Peek budgets a batch by
+// TestDeliverFitsTheServersMessageLimit: Peek budgets a batch by
 // reports (500) and points (5,000) only, and enqueuePoints cuts pushed
 // points into reports of 1,000 points whatever their size; but the agent
 // API refuses any message over 1 MiB with RESOURCE_EXHAUSTED, which Deliver
 // returns as an ordinary error. keepStream then resends the very same
 // oldest batch forever: nothing more is delivered, ever (until the queue
 // overflows and drops the oldest).
-func TestReviewDeliverFitsTheServersMessageLimit(t *testing.T) {
-	reviewBug(t, "a batch of valid points can exceed the agent API's 1 MiB grpc.MaxRecvMsgSize: 5,000 points with a few "+
-		"ordinary labels (~220 bytes each), or one report of 1,000 points with long labels (metricpoint allows 16 labels of "+
-		"256-byte values, ~4.5 KB a point), is refused with RESOURCE_EXHAUSTED on every attempt and blocks the queue for good")
+func TestDeliverFitsTheServersMessageLimit(t *testing.T) {
 	labels := func(i, n, size int) map[string]string {
 		m := map[string]string{}
 		for j := range n {
@@ -186,17 +179,14 @@ func TestReviewDeliverFitsTheServersMessageLimit(t *testing.T) {
 	}
 }
 
-// TestReviewFullQueueDoesNotChurnStatuses: Run sends the status when it
+// TestFullQueueDoesNotChurnStatuses: Run sends the status when it
 // differs from the last one sent, and the status carries the queue's drop
 // count. Once the queue is full every Append drops the oldest report, so
 // the drop count, and with it the status, changes on every append: Run
 // then appends a status on every poll (every second) instead of every
 // StatusEvery, each one pushing another queued report (metrics made during
 // the outage) out of the queue.
-func TestReviewFullQueueDoesNotChurnStatuses(t *testing.T) {
-	reviewBug(t, "with the queue full, AgentStatus.dropped_reports changes with each status appended, so Run appends a new "+
-		"status on every PollEvery tick: about 3,600 statuses an hour instead of 60, each dropping one more queued report, so "+
-		"the full queue keeps only the last few hours of a long outage instead of --report-queue-max reports of metrics")
+func TestFullQueueDoesNotChurnStatuses(t *testing.T) {
 	q := openTestQueue(t, filepath.Join(t.TempDir(), "reports.db"), 5)
 	for range 5 {
 		if err := q.Append(metricReport(1)); err != nil {
@@ -227,7 +217,7 @@ func TestReviewFullQueueDoesNotChurnStatuses(t *testing.T) {
 	}
 }
 
-// TestReviewLongStatusTextIsNotDiscarded: the ReportService refuses a
+// TestLongStatusTextIsNotDiscarded: the ReportService refuses a
 // whole batch with INVALID_ARGUMENT when a status text field or check
 // detail is over 1,024 bytes, and Deliver then discards the whole batch
 // (up to 500 reports, metrics included). Nothing on the agent bounds those
@@ -236,10 +226,7 @@ func TestReviewFullQueueDoesNotChurnStatuses(t *testing.T) {
 // lastError.set and the render check's detail (errors.Join of every rule's
 // error) are unbounded. Every status re-sent with the long text takes the
 // reports queued with it along, and the status itself never arrives.
-func TestReviewLongStatusTextIsNotDiscarded(t *testing.T) {
-	reviewBug(t, "status text over the ReportService's 1,024-byte limit (e.g. a Nack's 1,024-byte detail behind daemon.status's "+
-		"'refused revision N: REASON: ' prefix, or many render rules' errors joined) is sent as is; the batch is refused as "+
-		"INVALID_ARGUMENT and Deliver discards it whole, metrics reports included, again at every status re-send")
+func TestLongStatusTextIsNotDiscarded(t *testing.T) {
 	q := openTestQueue(t, filepath.Join(t.TempDir(), "reports.db"), 1000)
 	detail := strings.Repeat("d", 1024) // configsync's maxDetail
 	r := newReporter(t, Config{Queue: q, Status: func() *agentv1.AgentStatus {
@@ -264,16 +251,14 @@ func TestReviewLongStatusTextIsNotDiscarded(t *testing.T) {
 	}
 }
 
-// TestReviewUnencodableStatusDoesNotStopTheAgent: a status string that is
+// TestUnencodableStatusDoesNotStopTheAgent: a status string that is
 // not valid UTF-8 cannot be marshalled (proto3 strings), so Queue.Append
 // fails, Run returns the error and the daemon (startReports' fail) cancels
 // everything: the agent stops serving its cache and rendering because of a
 // byte in an error message. configsync already sanitizes Nack details with
 // strings.ToValidUTF8 for this reason; last_error from lastError.set (any
 // gRPC or OS error text) and the render check's detail are not.
-func TestReviewUnencodableStatusDoesNotStopTheAgent(t *testing.T) {
-	reviewBug(t, "a status with invalid UTF-8 (e.g. in last_error or a check detail built from an error string) makes "+
-		"Queue.Append fail with 'string field contains invalid UTF-8'; Run returns it and the daemon exits")
+func TestUnencodableStatusDoesNotStopTheAgent(t *testing.T) {
 	q := openTestQueue(t, filepath.Join(t.TempDir(), "reports.db"), 1000)
 	var polls atomic.Int64
 	r := newReporter(t, Config{Queue: q, PollEvery: 2 * time.Millisecond, Status: func() *agentv1.AgentStatus {
@@ -300,12 +285,3 @@ func TestReviewUnencodableStatusDoesNotStopTheAgent(t *testing.T) {
 	}
 }
 
-// reviewBug skips the rest of the test for a known bug, which the test
-// goes on to show when CAIRN_REVIEW_BUGS=run.
-func reviewBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("CAIRN_REVIEW_BUGS") != "run" {
-		t.Skip("BUG: " + what)
-	}
-	t.Log("known bug, checked anyway: " + what)
-}
