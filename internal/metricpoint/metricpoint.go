@@ -7,7 +7,10 @@ package metricpoint
 
 import (
 	"fmt"
+	"math"
 	"regexp"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Limits of one point.
@@ -41,6 +44,9 @@ func CheckLabels(labels map[string]string) error {
 		if len(v) > MaxLabelValue {
 			return fmt.Errorf("label %s: value longer than %d bytes", k, MaxLabelValue)
 		}
+		if err := CheckText(v); err != nil {
+			return fmt.Errorf("label %s: %w", k, err)
+		}
 	}
 	return nil
 }
@@ -49,6 +55,28 @@ func CheckLabels(labels map[string]string) error {
 func CheckSource(s string) error {
 	if s == "" || len(s) > MaxSourceLen {
 		return fmt.Errorf("source must be 1 to %d characters", MaxSourceLen)
+	}
+	return CheckText(s)
+}
+
+// CheckValue refuses NaN and infinities, which not every store can hold.
+func CheckValue(v float64) error {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return fmt.Errorf("value %v is not a finite number", v)
+	}
+	return nil
+}
+
+// CheckText refuses text a store cannot hold: invalid UTF-8 and control
+// characters (PostgreSQL TEXT refuses NUL outright).
+func CheckText(s string) error {
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%q is not valid UTF-8", s)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) && r != '\n' && r != '\t' {
+			return fmt.Errorf("%q holds a control character", s)
+		}
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package metricpoint
 
 import (
+	"math"
 	"strings"
 	"testing"
 )
@@ -29,6 +30,14 @@ func TestChecks(t *testing.T) {
 			return m
 		}()), false},
 		{"source", CheckSource("ingest-gateway"), true},
+		{"source with NUL", CheckSource("svc\x00"), false},
+		{"source not UTF-8", CheckSource("svc\xff"), false},
+		{"label value with NUL", CheckLabels(map[string]string{"a": "x\x00"}), false},
+		{"value", CheckValue(1.5), true},
+		{"NaN", CheckValue(math.NaN()), false},
+		{"+Inf", CheckValue(math.Inf(1)), false},
+		{"text with newline", CheckText("line 1\nline 2"), true},
+		{"text with escape", CheckText("\x1b[31m"), false},
 		{"empty source", CheckSource(""), false},
 	} {
 		if (tc.err == nil) != tc.ok {

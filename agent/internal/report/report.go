@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
@@ -150,6 +151,9 @@ func (r *Reporter) Push(source string, points []*agentv1.MetricPoint) error {
 		if err := metricpoint.CheckLabels(p.GetLabels()); err != nil {
 			return fmt.Errorf("%w: points[%d].labels: %w", ErrInvalid, i, err)
 		}
+		if err := metricpoint.CheckValue(p.GetValue()); err != nil {
+			return fmt.Errorf("%w: points[%d].value: %w", ErrInvalid, i, err)
+		}
 		c := proto.CloneOf(p)
 		c.Source = source
 		if c.Time == nil || c.Time.CheckValid() != nil {
@@ -241,10 +245,16 @@ func (r *Reporter) status() *agentv1.AgentStatus {
 	return st
 }
 
-// cleanText makes s valid UTF-8 without NUL bytes and cuts it to at most
-// max bytes at a character boundary.
+// cleanText makes s valid UTF-8 without control characters (but for
+// newline and tab) and cuts it to at most max bytes at a character
+// boundary, as the control plane requires (metricpoint.CheckText).
 func cleanText(s string, max int) string {
-	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) && r != '\n' && r != '\t' {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
 	if len(s) <= max {
 		return s
 	}

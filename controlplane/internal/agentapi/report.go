@@ -86,14 +86,17 @@ func reportsFromRequest(req *agentv1.ReportRequest) (store.Reports, error) {
 				{"host_version", st.HostVersion}, {"product_version", st.ProductVersion}, {"last_error", st.LastError}} {
 				if len(s.v) > maxStatusText {
 					add(f+".status."+s.name, "at most %d bytes", maxStatusText)
+				} else if err := metricpoint.CheckText(s.v); err != nil {
+					add(f+".status."+s.name, "%v", err)
 				}
 			}
 			item.Status = &store.AgentStatus{AppliedRevision: st.AppliedRevision, StateHash: st.StateHash,
 				AgentVersion: st.AgentVersion, HostVersion: st.HostVersion, ProductVersion: st.ProductVersion,
 				LastError: st.LastError, Stale: st.Stale, DroppedReports: st.DroppedReports, ReportTime: reportTime(r)}
 			for j, ch := range st.Checks {
-				if ch.Name == "" || len(ch.Name) > 64 || len(ch.Detail) > maxStatusText {
-					add(fmt.Sprintf("%s.status.checks[%d]", f, j), "name must be 1 to 64 bytes, detail at most %d", maxStatusText)
+				if ch.Name == "" || len(ch.Name) > 64 || len(ch.Detail) > maxStatusText ||
+					metricpoint.CheckText(ch.Name) != nil || metricpoint.CheckText(ch.Detail) != nil {
+					add(fmt.Sprintf("%s.status.checks[%d]", f, j), "name must be 1 to 64 bytes, detail at most %d, both without control characters", maxStatusText)
 				}
 				item.Status.Checks = append(item.Status.Checks, store.Check{Name: ch.Name, Healthy: ch.Healthy, Detail: ch.Detail})
 			}
@@ -109,6 +112,9 @@ func reportsFromRequest(req *agentv1.ReportRequest) (store.Reports, error) {
 				}
 				if err := metricpoint.CheckSource(p.Source); err != nil {
 					add(pf+".source", "%v", err)
+				}
+				if err := metricpoint.CheckValue(p.Value); err != nil {
+					add(pf+".value", "%v", err)
 				}
 				t := reportTime(r)
 				if p.Time != nil && p.Time.CheckValid() == nil {
