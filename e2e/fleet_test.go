@@ -178,16 +178,16 @@ func TestFleetOnPostgres(t *testing.T) {
 		if got := waitLocalRevision(t, a, locals[0], head); got.StateHash != stateHash || len(got.Documents) != 3 {
 			t.Fatalf("restarted agent-0 serves state %s with %d documents; want %s with 3", got.StateHash, len(got.Documents), stateHash)
 		}
-		// A heartbeat on the new stream marks the config fresh again, and
-		// the status reports it. Heartbeats follow the catch-up, so by then
-		// the control plane has sent whatever it was going to send on
-		// resuming.
-		pollUntil(t, fleetDeadline, "a status of the restarted agent-0 after a heartbeat on its new stream", func() (bool, string) {
-			st := cp.agentByID(t, ids[0]).GetStatus()
-			fresh := statusCheck(st, "config_fresh")
-			last, err := time.Parse(time.RFC3339, strings.TrimPrefix(fresh.GetDetail(), "last fresh "))
-			return err == nil && last.After(restarted) && fresh.GetHealthy() && statusCheck(st, "config_stream").GetHealthy() &&
-				st.GetAppliedRevision() == head, fmt.Sprintf("%v", st)
+		// The control plane records the resumed agent as seen once its
+		// catch-up is done (nothing to send here), so by then it has sent
+		// whatever it was going to send on resuming; and the restarted
+		// agent reports itself connected and fresh at the head.
+		pollUntil(t, fleetDeadline, "the restarted agent-0 seen after catch-up and reporting itself connected", func() (bool, string) {
+			ag := cp.agentByID(t, ids[0])
+			st := ag.GetStatus()
+			return ag.GetSync().GetLastSeenTime().AsTime().After(restarted) && st.GetReportTime().AsTime().After(restarted) &&
+				statusCheck(st, "config_fresh").GetHealthy() && statusCheck(st, "config_stream").GetHealthy() &&
+				st.GetAppliedRevision() == head, fmt.Sprintf("sync %v status %v", ag.GetSync(), st)
 		})
 		if strings.Contains(a.out.String(), snapshotLog) {
 			t.Errorf("the restarted agent-0 took a snapshot:\n%s", a.out)

@@ -56,6 +56,7 @@ type flags struct {
 	historyMaxAge      time.Duration
 	metricsRetention   time.Duration
 	maintainEvery      time.Duration
+	heartbeatEvery     time.Duration
 	streamAdmitRate    float64
 	streamAdmitBurst   int
 	streamSendTimeout  time.Duration
@@ -86,6 +87,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs.IntVar(&f.maxMessageBytes, "max-message-bytes", server.DefaultMaxMessageBytes, "largest admin API request accepted, in bytes")
 	fs.Float64Var(&f.streamAdmitRate, "stream-admit-rate", agentapi.DefaultStreamAdmitRate, "new agent config streams admitted per second by this replica; beyond it (and the burst) agents are told to retry later (RESOURCE_EXHAUSTED with a retry delay)")
 	fs.IntVar(&f.streamAdmitBurst, "stream-admit-burst", agentapi.DefaultStreamAdmitBurst, "new agent config streams admitted at once beyond --stream-admit-rate")
+	fs.DurationVar(&f.heartbeatEvery, "heartbeat-interval", agentapi.DefaultHeartbeatEvery, "how often an idle config stream gets a signed heartbeat; keep it well below agents' --stale-after")
 	fs.DurationVar(&f.streamSendTimeout, "stream-send-timeout", agentapi.DefaultStreamSendTimeout, "how long a send to an agent that stopped reading may block before its config stream is ended (the agent reconnects and resumes)")
 	fs.Int64Var(&f.historyKeep, "history-revisions", 1000, "revisions of each data plane's log kept for agents to catch up by deltas; agents further behind get a snapshot")
 	fs.DurationVar(&f.historyMaxAge, "history-max-age", 7*24*time.Hour, "revisions older than this are compacted too (the newest is always kept)")
@@ -119,6 +121,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 		return flags{}, errors.New("--stream-admit-rate must be above 0 and --stream-admit-burst at least 1")
 	case f.streamSendTimeout < time.Second:
 		return flags{}, errors.New("--stream-send-timeout must be at least 1s")
+	case f.heartbeatEvery < 100*time.Millisecond || f.heartbeatEvery > 10*time.Minute:
+		return flags{}, errors.New("--heartbeat-interval must be between 100ms and 10m")
 	}
 	if _, err := spiffeid.TrustDomainFromString(f.trustDomain); err != nil {
 		return flags{}, fmt.Errorf("--trust-domain: %w", err)
@@ -226,6 +230,7 @@ func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error
 		Listener: agentLis, Store: st, CA: authority, Signer: keys, TrustDomain: td, SVIDTTL: f.svidTTL, Logger: log,
 		ServingNames: strings.Split(f.agentNames, ","), SPIRE: spire,
 		StreamAdmitRate: f.streamAdmitRate, StreamAdmitBurst: f.streamAdmitBurst, StreamSendTimeout: f.streamSendTimeout,
+		HeartbeatEvery: f.heartbeatEvery,
 	})
 	if err != nil {
 		return err

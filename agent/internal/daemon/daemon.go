@@ -14,6 +14,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -89,7 +90,9 @@ type Daemon struct {
 	// cache is the config cache while Run runs; nil without a syncer.
 	cache *cache.Cache
 	// render renders files while Run runs; nil when not rendering.
-	render *render.Renderer
+	// Set once rendering starts; the status reporter reads it from its
+	// own goroutine.
+	render atomic.Pointer[render.Renderer]
 	// reporter reports status and metrics while Run runs; nil without a
 	// syncer.
 	reporter *report.Reporter
@@ -166,6 +169,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer closeCache()
+	// Rendering first, so the first status report shows it.
+	if err := d.startRender(ctx, &renewing); err != nil {
+		cancel(err)
+	}
 	if syncer != nil {
 		// Reports first: the health server and the local API use the
 		// reporter.
@@ -202,9 +209,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 				cancel(err)
 			}
 		}()
-	}
-	if err := d.startRender(ctx, &renewing); err != nil {
-		cancel(err)
 	}
 	err = d.bundleLoop(ctx, src)
 	// Stop renewing before returning: a renewal in flight writes the
@@ -309,6 +313,7 @@ func (d *Daemon) bundleLoop(ctx context.Context, src *identity.Source) error {
 			var msg *agentv1.WatchBundleResponse
 			if msg, err = stream.Recv(); err == nil {
 				progress = true
+				madeProgress(ctx)
 				if uerr := src.UpdateBundle(msg.Bundle); uerr != nil {
 					d.log.Warn("ignoring trust bundle", "error", uerr)
 				}
@@ -338,7 +343,7 @@ func (d *Daemon) keepStream(ctx context.Context, src *identity.Source, what stri
 				return fmt.Errorf("agent: dial %s: %w", d.cfg.Addr, err)
 			}
 		}
-		sctx, cancel := context.WithCancel(ctx)
+		sctx, cancel := context.WithCancel(context.WithValue(ctx, progressKey{}, func() { d.lastErr.clear(what) }))
 		progress, err := session(sctx, conn)
 		cancel()
 		if ctx.Err() != nil {
@@ -414,7 +419,7 @@ func (d *Daemon) configLoop(ctx context.Context, src *identity.Source, syncer *c
 		before := syncer.Stats().Applied
 		stream, err := agentv1.NewConfigServiceClient(conn).Stream(ctx)
 		if err == nil {
-			err = syncer.Session(ctx, stream)
+			err = syncer.Session(ctx, progressStream{stream})
 		}
 		return syncer.Stats().Applied > before, err
 	})

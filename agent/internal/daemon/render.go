@@ -84,7 +84,7 @@ func (d *Daemon) startRender(ctx context.Context, wg *sync.WaitGroup) error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	d.render = r
+	d.render.Store(r)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

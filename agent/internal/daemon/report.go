@@ -93,7 +93,7 @@ func (d *Daemon) startReports(ctx context.Context, wg *sync.WaitGroup, src *iden
 	go func() {
 		defer wg.Done()
 		err := d.keepStream(ctx, src, "report delivery", func(ctx context.Context, conn *grpc.ClientConn) (bool, error) {
-			return r.Deliver(ctx, agentv1.NewReportServiceClient(conn))
+			return r.Deliver(ctx, progressReports{agentv1.NewReportServiceClient(conn)})
 		})
 		if err != nil {
 			fail(err)
@@ -109,15 +109,17 @@ func (d *Daemon) status(src *identity.Source, syncer *configsync.Syncer) *agentv
 	stale := syncer.Stale()
 	checks := []*agentv1.Check{
 		{Name: "config_stream", Healthy: stats.Connected, Detail: map[bool]string{true: "connected", false: "disconnected"}[stats.Connected]},
-		{Name: "config_fresh", Healthy: !stale, Detail: "last fresh " + stats.LastFresh.UTC().Format(time.RFC3339)},
+		// No time while fresh: it moves with every heartbeat, and a status
+		// that changes each heartbeat would be re-sent each heartbeat.
+		{Name: "config_fresh", Healthy: !stale, Detail: staleDetail(stale, stats.LastFresh)},
 	}
 	if svid := src.SVID(); svid != nil && len(svid.Certificates) > 0 {
 		left := time.Until(svid.Certificates[0].NotAfter)
 		checks = append(checks, &agentv1.Check{Name: "svid", Healthy: left > 0,
 			Detail: "expires " + svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339)})
 	}
-	if d.render != nil {
-		rs := d.render.Status()
+	if r := d.render.Load(); r != nil {
+		rs := r.Status()
 		checks = append(checks, &agentv1.Check{Name: "render", Healthy: rs.Err == "" && !rs.ReloadPending, Detail: rs.Err})
 	}
 	lastErr := d.lastErr.get()
@@ -128,6 +130,13 @@ func (d *Daemon) status(src *identity.Source, syncer *configsync.Syncer) *agentv
 		AppliedRevision: st.Revision, StateHash: st.StateHash, AgentVersion: d.cfg.Version,
 		HostVersion: hostVersion(), Checks: checks, LastError: lastErr, Stale: stale,
 	}
+}
+
+func staleDetail(stale bool, lastFresh time.Time) string {
+	if !stale {
+		return ""
+	}
+	return "nothing fresh from the control plane since " + lastFresh.UTC().Format(time.RFC3339)
 }
 
 // sample is the agent's own metrics.
@@ -166,4 +175,44 @@ func hostVersion() string {
 		v += " " + strings.TrimSpace(string(b))
 	}
 	return v
+}
+
+// progressKey holds, in a session's context, what keepStream does when
+// the session makes progress: it clears the error that ended the previous
+// session, at once rather than when this (healthy, long) session ends.
+type progressKey struct{}
+
+// madeProgress tells keepStream that the session of ctx made progress.
+func madeProgress(ctx context.Context) {
+	if f, ok := ctx.Value(progressKey{}).(func()); ok {
+		f()
+	}
+}
+
+// progressStream is a config stream whose every received message counts
+// as progress.
+type progressStream struct {
+	agentv1.ConfigService_StreamClient
+}
+
+func (s progressStream) Recv() (*agentv1.StreamResponse, error) {
+	m, err := s.ConfigService_StreamClient.Recv()
+	if err == nil {
+		madeProgress(s.Context())
+	}
+	return m, err
+}
+
+// progressReports is a report client whose every acknowledged batch
+// counts as progress.
+type progressReports struct {
+	agentv1.ReportServiceClient
+}
+
+func (c progressReports) Report(ctx context.Context, in *agentv1.ReportRequest, opts ...grpc.CallOption) (*agentv1.ReportResponse, error) {
+	resp, err := c.ReportServiceClient.Report(ctx, in, opts...)
+	if err == nil {
+		madeProgress(ctx)
+	}
+	return resp, err
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/cairnhq/cairn/agent/internal/identity"
 )
 
-// TestReviewLastErrorClearsOnceReconnected: lastError's contract is that
+// TestLastErrorClearsOnceReconnected: lastError's contract is that
 // "a session that makes progress clears its own", and the status reports
 // last_error as "the newest error worth an operator's attention; empty when
 // none". But keepStream learns of a session's progress only when the
@@ -20,12 +20,7 @@ import (
 // error that ended the previous session stays in every status for as long
 // as the new, healthy session lasts: one control-plane restart leaves a
 // stale last_error on the agent for days.
-func TestReviewLastErrorClearsOnceReconnected(t *testing.T) {
-	if os.Getenv("CAIRN_REVIEW_BUGS") != "run" {
-		t.Skip("BUG: keepStream clears lastErr only when a session returns having made progress; a reconnected, healthy " +
-			"session never returns, so the error of the previous session stays in Agent.status.last_error until the next " +
-			"disconnect")
-	}
+func TestLastErrorClearsOnceReconnected(t *testing.T) {
 	f := startFakeCP(t)
 	cfg, _ := config(t, f, f.newToken())
 	d, err := New(cfg)
