@@ -43,41 +43,58 @@ func put(t *testing.T, c *cache.Cache, kind, name, content string) {
 	}
 }
 
-func TestLocalAPI(t *testing.T) {
-	dir, err := os.MkdirTemp("", "lapi") // short: Unix socket paths are limited
+// shortDir is a temporary directory with a short path (Unix socket paths
+// are limited) holding an open cache, both removed at the end.
+func shortDir(t *testing.T) (string, *cache.Cache) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "lapi")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	c, err := cache.Open(filepath.Join(dir, "cache.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	put(t, c, "cairn.dev/greeting", "hello", "hi")
-	stale := false
-	sock := filepath.Join(dir, "agent.sock")
-	srv, err := localapi.New(localapi.Config{Socket: sock, Cache: c, Stale: func() bool { return stale }})
+	t.Cleanup(func() { c.Close() })
+	return dir, c
+}
+
+// serve runs a local API with cfg until the test ends, checking that it
+// stops cleanly and removes its socket, and returns a client connection.
+func serve(t *testing.T, cfg localapi.Config) *grpc.ClientConn {
+	t.Helper()
+	srv, err := localapi.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	defer func() {
+	conn, err := grpc.NewClient("unix://"+cfg.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
 		cancel()
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
-		if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		if _, err := os.Stat(cfg.Socket); !os.IsNotExist(err) {
 			t.Error("socket left behind after Run")
 		}
-	}()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	})
+	return conn
+}
+
+func TestLocalAPI(t *testing.T) {
+	dir, c := shortDir(t)
+	put(t, c, "cairn.dev/greeting", "hello", "hi")
+	stale := false
+	sock := filepath.Join(dir, "agent.sock")
+	conn := serve(t, localapi.Config{Socket: sock, Cache: c, Stale: func() bool { return stale }})
+	ctx := context.Background()
 	client := agentv1.NewLocalConfigServiceClient(conn)
 	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer rcancel()
@@ -120,45 +137,20 @@ func TestLocalAPI(t *testing.T) {
 }
 
 func TestLocalMetricsPush(t *testing.T) {
-	dir, err := os.MkdirTemp("", "lapi") // short: Unix socket paths are limited
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	c, err := cache.Open(filepath.Join(dir, "cache.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	dir, c := shortDir(t)
 	q, err := report.OpenQueue(filepath.Join(dir, "reports.db"), 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer q.Close()
+	t.Cleanup(func() { q.Close() })
 	rep, err := report.New(report.Config{Queue: q, Status: func() *agentv1.AgentStatus { return &agentv1.AgentStatus{} },
 		MetricsEvery: 10 * time.Millisecond, MaxPushed: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "agent.sock")
-	srv, err := localapi.New(localapi.Config{Socket: sock, Cache: c, Metrics: rep})
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := serve(t, localapi.Config{Socket: filepath.Join(dir, "agent.sock"), Cache: c, Metrics: rep})
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	defer cancel()
 	client := agentv1.NewLocalMetricsServiceClient(conn)
 	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer rcancel()
