@@ -23,7 +23,6 @@ import (
 // grpc.MaxRecvMsgSize for the agent API (agentapi.go).
 const serverMaxRecvMsgSize = 1 << 20
 
-
 // reviewCP is a fake ReportService that refuses what the real one refuses
 // for size: status text past maxStatusText (INVALID_ARGUMENT, as
 // reportsFromRequest does) and, through the real gRPC server options,
@@ -284,4 +283,3 @@ func TestUnencodableStatusDoesNotStopTheAgent(t *testing.T) {
 		t.Fatal("no status queued")
 	}
 }
-
