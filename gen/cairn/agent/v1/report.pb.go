@@ -198,8 +198,12 @@ type AgentStatus struct {
 	DroppedReports int64 `protobuf:"varint,8,opt,name=dropped_reports,json=droppedReports,proto3" json:"dropped_reports,omitempty"`
 	// The version of the product the agent runs for its cluster, if any.
 	ProductVersion string `protobuf:"bytes,9,opt,name=product_version,json=productVersion,proto3" json:"product_version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// What each of the data plane's clusters runs, as the agent's upgrade
+	// hook last left it; empty when the agent runs no upgrade hook. At most
+	// 1000.
+	Clusters      []*ClusterVersion `protobuf:"bytes,10,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentStatus) Reset() {
@@ -295,6 +299,95 @@ func (x *AgentStatus) GetProductVersion() string {
 	return ""
 }
 
+func (x *AgentStatus) GetClusters() []*ClusterVersion {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+// ClusterVersion is one cluster's product version as its agent sees it.
+type ClusterVersion struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The version the cluster runs; empty until an upgrade first succeeded.
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// False while the last attempt to reach the desired version failed.
+	Healthy bool `protobuf:"varint,3,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// Why it is unhealthy; at most 1024 bytes.
+	Detail string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The version the cluster should run (from its cairn.dev/desired-version
+	// document).
+	DesiredVersion string `protobuf:"bytes,5,opt,name=desired_version,json=desiredVersion,proto3" json:"desired_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ClusterVersion) Reset() {
+	*x = ClusterVersion{}
+	mi := &file_cairn_agent_v1_report_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterVersion) ProtoMessage() {}
+
+func (x *ClusterVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_agent_v1_report_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterVersion.ProtoReflect.Descriptor instead.
+func (*ClusterVersion) Descriptor() ([]byte, []int) {
+	return file_cairn_agent_v1_report_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ClusterVersion) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *ClusterVersion) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ClusterVersion) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *ClusterVersion) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *ClusterVersion) GetDesiredVersion() string {
+	if x != nil {
+		return x.DesiredVersion
+	}
+	return ""
+}
+
 // Check is the result of one local health check.
 type Check struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -307,7 +400,7 @@ type Check struct {
 
 func (x *Check) Reset() {
 	*x = Check{}
-	mi := &file_cairn_agent_v1_report_proto_msgTypes[3]
+	mi := &file_cairn_agent_v1_report_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +412,7 @@ func (x *Check) String() string {
 func (*Check) ProtoMessage() {}
 
 func (x *Check) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_agent_v1_report_proto_msgTypes[3]
+	mi := &file_cairn_agent_v1_report_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +425,7 @@ func (x *Check) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Check.ProtoReflect.Descriptor instead.
 func (*Check) Descriptor() ([]byte, []int) {
-	return file_cairn_agent_v1_report_proto_rawDescGZIP(), []int{3}
+	return file_cairn_agent_v1_report_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Check) GetName() string {
@@ -365,7 +458,7 @@ type MetricBatch struct {
 
 func (x *MetricBatch) Reset() {
 	*x = MetricBatch{}
-	mi := &file_cairn_agent_v1_report_proto_msgTypes[4]
+	mi := &file_cairn_agent_v1_report_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -377,7 +470,7 @@ func (x *MetricBatch) String() string {
 func (*MetricBatch) ProtoMessage() {}
 
 func (x *MetricBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_agent_v1_report_proto_msgTypes[4]
+	mi := &file_cairn_agent_v1_report_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -390,7 +483,7 @@ func (x *MetricBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricBatch.ProtoReflect.Descriptor instead.
 func (*MetricBatch) Descriptor() ([]byte, []int) {
-	return file_cairn_agent_v1_report_proto_rawDescGZIP(), []int{4}
+	return file_cairn_agent_v1_report_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MetricBatch) GetPoints() []*MetricPoint {
@@ -418,7 +511,7 @@ type MetricPoint struct {
 
 func (x *MetricPoint) Reset() {
 	*x = MetricPoint{}
-	mi := &file_cairn_agent_v1_report_proto_msgTypes[5]
+	mi := &file_cairn_agent_v1_report_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -430,7 +523,7 @@ func (x *MetricPoint) String() string {
 func (*MetricPoint) ProtoMessage() {}
 
 func (x *MetricPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_agent_v1_report_proto_msgTypes[5]
+	mi := &file_cairn_agent_v1_report_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -443,7 +536,7 @@ func (x *MetricPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricPoint.ProtoReflect.Descriptor instead.
 func (*MetricPoint) Descriptor() ([]byte, []int) {
-	return file_cairn_agent_v1_report_proto_rawDescGZIP(), []int{5}
+	return file_cairn_agent_v1_report_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MetricPoint) GetName() string {
@@ -492,7 +585,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_cairn_agent_v1_report_proto_msgTypes[6]
+	mi := &file_cairn_agent_v1_report_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +597,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_agent_v1_report_proto_msgTypes[6]
+	mi := &file_cairn_agent_v1_report_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +610,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_agent_v1_report_proto_rawDescGZIP(), []int{6}
+	return file_cairn_agent_v1_report_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReportResponse) GetAckedSeq() int64 {
@@ -540,7 +633,7 @@ const file_cairn_agent_v1_report_proto_rawDesc = "" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x125\n" +
 	"\x06status\x18\x03 \x01(\v2\x1b.cairn.agent.v1.AgentStatusH\x00R\x06status\x127\n" +
 	"\ametrics\x18\x04 \x01(\v2\x1b.cairn.agent.v1.MetricBatchH\x00R\ametricsB\x06\n" +
-	"\x04body\"\xd5\x02\n" +
+	"\x04body\"\x91\x03\n" +
 	"\vAgentStatus\x12)\n" +
 	"\x10applied_revision\x18\x01 \x01(\x03R\x0fappliedRevision\x12\x1d\n" +
 	"\n" +
@@ -552,7 +645,16 @@ const file_cairn_agent_v1_report_proto_rawDesc = "" +
 	"last_error\x18\x06 \x01(\tR\tlastError\x12\x14\n" +
 	"\x05stale\x18\a \x01(\bR\x05stale\x12'\n" +
 	"\x0fdropped_reports\x18\b \x01(\x03R\x0edroppedReports\x12'\n" +
-	"\x0fproduct_version\x18\t \x01(\tR\x0eproductVersion\"M\n" +
+	"\x0fproduct_version\x18\t \x01(\tR\x0eproductVersion\x12:\n" +
+	"\bclusters\x18\n" +
+	" \x03(\v2\x1e.cairn.agent.v1.ClusterVersionR\bclusters\"\xa4\x01\n" +
+	"\x0eClusterVersion\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
+	"\ahealthy\x18\x03 \x01(\bR\ahealthy\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\x12'\n" +
+	"\x0fdesired_version\x18\x05 \x01(\tR\x0edesiredVersion\"M\n" +
 	"\x05Check\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\ahealthy\x18\x02 \x01(\bR\ahealthy\x12\x16\n" +
@@ -586,34 +688,36 @@ func file_cairn_agent_v1_report_proto_rawDescGZIP() []byte {
 	return file_cairn_agent_v1_report_proto_rawDescData
 }
 
-var file_cairn_agent_v1_report_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_cairn_agent_v1_report_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_cairn_agent_v1_report_proto_goTypes = []any{
 	(*ReportRequest)(nil),         // 0: cairn.agent.v1.ReportRequest
 	(*Report)(nil),                // 1: cairn.agent.v1.Report
 	(*AgentStatus)(nil),           // 2: cairn.agent.v1.AgentStatus
-	(*Check)(nil),                 // 3: cairn.agent.v1.Check
-	(*MetricBatch)(nil),           // 4: cairn.agent.v1.MetricBatch
-	(*MetricPoint)(nil),           // 5: cairn.agent.v1.MetricPoint
-	(*ReportResponse)(nil),        // 6: cairn.agent.v1.ReportResponse
-	nil,                           // 7: cairn.agent.v1.MetricPoint.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*ClusterVersion)(nil),        // 3: cairn.agent.v1.ClusterVersion
+	(*Check)(nil),                 // 4: cairn.agent.v1.Check
+	(*MetricBatch)(nil),           // 5: cairn.agent.v1.MetricBatch
+	(*MetricPoint)(nil),           // 6: cairn.agent.v1.MetricPoint
+	(*ReportResponse)(nil),        // 7: cairn.agent.v1.ReportResponse
+	nil,                           // 8: cairn.agent.v1.MetricPoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_cairn_agent_v1_report_proto_depIdxs = []int32{
-	1, // 0: cairn.agent.v1.ReportRequest.reports:type_name -> cairn.agent.v1.Report
-	8, // 1: cairn.agent.v1.Report.time:type_name -> google.protobuf.Timestamp
-	2, // 2: cairn.agent.v1.Report.status:type_name -> cairn.agent.v1.AgentStatus
-	4, // 3: cairn.agent.v1.Report.metrics:type_name -> cairn.agent.v1.MetricBatch
-	3, // 4: cairn.agent.v1.AgentStatus.checks:type_name -> cairn.agent.v1.Check
-	5, // 5: cairn.agent.v1.MetricBatch.points:type_name -> cairn.agent.v1.MetricPoint
-	7, // 6: cairn.agent.v1.MetricPoint.labels:type_name -> cairn.agent.v1.MetricPoint.LabelsEntry
-	8, // 7: cairn.agent.v1.MetricPoint.time:type_name -> google.protobuf.Timestamp
-	0, // 8: cairn.agent.v1.ReportService.Report:input_type -> cairn.agent.v1.ReportRequest
-	6, // 9: cairn.agent.v1.ReportService.Report:output_type -> cairn.agent.v1.ReportResponse
-	9, // [9:10] is the sub-list for method output_type
-	8, // [8:9] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	1,  // 0: cairn.agent.v1.ReportRequest.reports:type_name -> cairn.agent.v1.Report
+	9,  // 1: cairn.agent.v1.Report.time:type_name -> google.protobuf.Timestamp
+	2,  // 2: cairn.agent.v1.Report.status:type_name -> cairn.agent.v1.AgentStatus
+	5,  // 3: cairn.agent.v1.Report.metrics:type_name -> cairn.agent.v1.MetricBatch
+	4,  // 4: cairn.agent.v1.AgentStatus.checks:type_name -> cairn.agent.v1.Check
+	3,  // 5: cairn.agent.v1.AgentStatus.clusters:type_name -> cairn.agent.v1.ClusterVersion
+	6,  // 6: cairn.agent.v1.MetricBatch.points:type_name -> cairn.agent.v1.MetricPoint
+	8,  // 7: cairn.agent.v1.MetricPoint.labels:type_name -> cairn.agent.v1.MetricPoint.LabelsEntry
+	9,  // 8: cairn.agent.v1.MetricPoint.time:type_name -> google.protobuf.Timestamp
+	0,  // 9: cairn.agent.v1.ReportService.Report:input_type -> cairn.agent.v1.ReportRequest
+	7,  // 10: cairn.agent.v1.ReportService.Report:output_type -> cairn.agent.v1.ReportResponse
+	10, // [10:11] is the sub-list for method output_type
+	9,  // [9:10] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_cairn_agent_v1_report_proto_init() }
@@ -631,7 +735,7 @@ func file_cairn_agent_v1_report_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_agent_v1_report_proto_rawDesc), len(file_cairn_agent_v1_report_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
