@@ -5,9 +5,10 @@
 // A KV watch is an ordered push consumer on the bucket's stream: one
 // JetStream consumer per watcher on the server, with idle heartbeats, and
 // the client recreates it from the last sequence it saw when it detects a
-// gap or lost heartbeats. The package measures NATS as shipped: default
-// file-store sync interval, default reconnect wait. It must not tune NATS
-// for this benchmark beyond what a bucket needs.
+// gap or lost heartbeats. The package measures NATS as shipped (default
+// file-store sync interval, default reconnect wait) except for one limit:
+// the server's default cap of 1,000 consumers per stream, which would stop
+// the benchmark at 1,000 watchers. It must not tune NATS beyond that.
 package natspeer
 
 import (
@@ -16,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairnhq/cairn/bench/internal/pki"
@@ -44,6 +46,10 @@ func Start(ctx context.Context, cfg serverproc.ServeConfig) (io.Closer, error) {
 		StoreDir:   cfg.Dir,
 		NoSigs:     true,
 		NoLog:      true,
+		// Every KV watcher is a consumer on the bucket's stream, and the
+		// server allows 1,000 consumers per stream unless told otherwise
+		// (default_max_consumers); -1 lifts the cap, as a fleet would have to.
+		JetStreamLimits: server.JSLimitOpts{DefaultMaxConsumers: -1},
 	}
 	if cfg.TLSDir != "" {
 		tlsCfg, err := pki.ServerConfig(cfg.TLSDir)
@@ -95,6 +101,10 @@ type Client struct {
 	cfg ClientConfig
 	nc  *nats.Conn
 	kv  jetstream.KeyValue
+	// errs counts asynchronous errors on any connection this client made
+	// (nats.go would print each to stderr); firstErr keeps the first.
+	errs     *atomic.Int64
+	firstErr *atomic.Value
 }
 
 // Dial connects the writer and makes sure the bucket exists.
@@ -102,7 +112,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if cfg.URL == "" || cfg.Bucket == "" {
 		return nil, errors.New("natspeer: URL and Bucket are required")
 	}
-	c := &Client{cfg: cfg}
+	c := &Client{cfg: cfg, errs: new(atomic.Int64), firstErr: new(atomic.Value)}
 	nc, err := c.connect("writer")
 	if err != nil {
 		return nil, err
@@ -131,6 +141,10 @@ func (c *Client) connect(name string) (*nats.Conn, error) {
 		// Watchers must outlive a restart however long it takes; the
 		// default gives up after 60 attempts.
 		nats.MaxReconnects(-1),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			c.firstErr.CompareAndSwap(nil, err.Error())
+			c.errs.Add(1)
+		}),
 	}
 	if c.cfg.CA != nil {
 		tlsCfg, err := c.cfg.CA.ClientConfig(name)
@@ -208,6 +222,17 @@ func (w *watcher) Close() error {
 	err := w.kw.Stop()
 	w.nc.Close()
 	return err
+}
+
+// ServerVersion returns the version the server announced to the writer.
+func (c *Client) ServerVersion() string { return c.nc.ConnectedServerVersion() }
+
+// AsyncErrors returns how many asynchronous errors the client's
+// connections reported (for example a reconnect attempt that timed out),
+// and the first one.
+func (c *Client) AsyncErrors() (int64, string) {
+	first, _ := c.firstErr.Load().(string)
+	return c.errs.Load(), first
 }
 
 // DeleteBucket removes the bucket; for runs against a shared server.

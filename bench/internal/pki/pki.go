@@ -25,11 +25,14 @@ import (
 
 // File names under a TLS directory written by WriteServerFiles.
 const (
-	CAFile      = "ca.pem"
-	CertFile    = "server.pem"
-	KeyFile     = "server-key.pem"
+	CAFile   = "ca.pem"
+	CertFile = "server.pem"
+	KeyFile  = "server-key.pem"
+)
+
+const (
 	validFor    = 24 * time.Hour
-	clockSkew   = time.Hour
+	clockSkew   = time.Hour // backdating, for clocks a little behind
 	serialBytes = 16
 )
 

@@ -51,7 +51,10 @@ type Result struct {
 	ReconnectReceived     int     `json:"reconnect_received,omitempty"`
 
 	// Context.
-	ConnectAllMs   float64  `json:"connect_all_ms"`
+	ConnectAllMs float64 `json:"connect_all_ms"`
+	// WatcherErrors counts errors the watchers' client library reported on
+	// its own and recovered from (NATS only).
+	WatcherErrors  int64    `json:"watcher_errors,omitempty"`
 	ClientRSSBytes int64    `json:"client_rss_bytes,omitempty"`
 	Peer           string   `json:"peer"`
 	TLS            bool     `json:"tls"`
@@ -134,7 +137,10 @@ func (r *Result) addStandardNotes(sys system, external bool, cfg Config) {
 	case "nats":
 		notes = append(notes,
 			"nats: each KV Put is a JetStream publish acknowledged once stored in the file store, which syncs to disk every 2 min by default, not per write; one connection per watcher, each KV watch is an ordered push consumer (one server-side consumer per watcher, 5 s idle heartbeats)",
-			"nats reconnect: nats.go's default ReconnectWait (2 s, jitter) paces the watchers' return; an ordered consumer recreates itself from its last sequence when it notices the gap")
+			"nats reconnect: connections return after nats.go's ReconnectWait (2 s), but a KV watch's ordered consumer is recreated only when its activity check (every 2 x the 5 s idle heartbeat, skipped while disconnected) finds it silent: 10-20 s after the kill")
+		if !external {
+			notes = append(notes, "nats: the embedded server runs with default_max_consumers -1 (unlimited); its default of 1,000 consumers per stream would refuse watcher 1,001")
+		}
 		if external {
 			notes = append(notes, "nats: external server "+cfg.NATSURL+" with its own configuration; not restarted, so no reconnect figure")
 		}
@@ -164,9 +170,13 @@ func (r *Result) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "\nconnect all watchers: %.0f ms; client process RSS %s\n", r.ConnectAllMs, mib(r.ClientRSSBytes))
 	if r.ServerRSSBytes != 0 {
-		fmt.Fprintf(&b, "figure 3: server RSS %s idle, %s with %d watchers: %.0f bytes/watcher; live heap %s -> %s: %.0f bytes/watcher; %d goroutines\n",
-			mib(r.ServerRSSIdleBytes), mib(r.ServerRSSBytes), r.N, r.BytesPerWatcher,
-			mib(r.ServerHeapIdleBytes), mib(r.ServerHeapBytes), r.HeapBytesPerWatcher, r.ServerGoroutines)
+		fmt.Fprintf(&b, "figure 3: server RSS %s idle, %s with %d watchers: %.0f bytes/watcher",
+			mib(r.ServerRSSIdleBytes), mib(r.ServerRSSBytes), r.N, r.BytesPerWatcher)
+		if r.ServerHeapBytes != 0 {
+			fmt.Fprintf(&b, "; live heap %s -> %s: %.0f bytes/watcher; %d goroutines",
+				mib(r.ServerHeapIdleBytes), mib(r.ServerHeapBytes), r.HeapBytesPerWatcher, r.ServerGoroutines)
+		}
+		b.WriteString("\n")
 	}
 	if r.ServerRestartMs != 0 {
 		all := "not all"

@@ -208,6 +208,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, err
 		}
 	}
+	if ae, ok := r.factory.(interface{ AsyncErrors() (int64, string) }); ok {
+		if n, first := ae.AsyncErrors(); n > 0 {
+			r.res.WatcherErrors = n
+			r.res.Notes = append(r.res.Notes, fmt.Sprintf("the watchers' connections reported %d asynchronous errors, all retried by the client (first: %s)", n, first))
+		}
+	}
 	r.res.addStandardNotes(r.sys, external, cfg)
 	return r.res, nil
 }
@@ -224,7 +230,8 @@ type run struct {
 	spec     serverproc.Spec
 	proc     *serverproc.Proc
 	addr     string
-	writer   peer
+	writer   peer // replaced by a new one after the restart
+	factory  peer // the first writer, which made the watchers
 	watchers []io.Closer
 	idle     serverproc.Stats
 }
@@ -296,7 +303,10 @@ func (r *run) prepare(ctx context.Context, external bool) error {
 	if err != nil {
 		return err
 	}
-	r.writer = w
+	r.writer, r.factory = w, w
+	if sv, ok := w.(interface{ ServerVersion() string }); ok && external {
+		r.res.Peer = "nats-server " + sv.ServerVersion()
+	}
 	if err := w.Put(ctx, "seed"); err != nil {
 		return fmt.Errorf("first put: %w", err)
 	}
@@ -340,7 +350,7 @@ func (r *run) connectWatchers(ctx context.Context) error {
 	for range min(r.cfg.DialConcurrency, r.cfg.N) {
 		wg.Go(func() {
 			for id := range ids {
-				w, err := r.writer.Watch(ctx, id, r.rec.deliver)
+				w, err := r.factory.Watch(ctx, id, r.rec.deliver)
 				if err != nil {
 					once.Do(func() { firstErr = fmt.Errorf("watcher %d (after %d connected): %w", id, done.Load(), err); cancel() })
 					continue
@@ -490,7 +500,10 @@ func (r *run) reconnectStorm(ctx context.Context) error {
 	deadline := time.Now().Add(r.cfg.Timeout)
 	var written int64
 	for {
-		err := r.putAfterRestart(ctx, k)
+		// One attempt may take all the time left: the writer's connection
+		// queues behind N reconnecting watchers, and cutting it short would
+		// only restart its wait.
+		err := r.putAfterRestart(ctx, k, deadline)
 		if err == nil {
 			written = r.rec.now()
 			break
@@ -527,8 +540,8 @@ func (r *run) reconnectStorm(ctx context.Context) error {
 	return nil
 }
 
-func (r *run) putAfterRestart(ctx context.Context, k int) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+func (r *run) putAfterRestart(ctx context.Context, k int, deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	if r.writer == nil {
 		w, err := r.sys.dial(ctx, r.addr, r.ca)
