@@ -18,6 +18,7 @@ import (
 	"github.com/cairnhq/cairn/agent/internal/daemon"
 	"github.com/cairnhq/cairn/agent/internal/identity"
 	"github.com/cairnhq/cairn/agent/internal/render"
+	"github.com/cairnhq/cairn/agent/internal/upgrade"
 	"github.com/cairnhq/cairn/internal/flagenv"
 	"github.com/cairnhq/cairn/internal/logging"
 )
@@ -28,27 +29,29 @@ const envPrefix = "CAIRN_AGENT"
 const Version = "0.1.0-dev"
 
 type flags struct {
-	controlPlane  string
-	dataDir       string
-	joinToken     string
-	joinTokenFile string
-	caBundle      string
-	caPin         string
-	spiffeSocket  string
-	localSocket   string
-	httpAddr      string
-	trustDomain   string
-	logLevel      string
-	logFormat     string
-	render        renderRules
-	reloadCommand []string
-	reloadTimeout time.Duration
-	dataPlaneID   string
-	signingRoot   string
-	queueMax      int
-	statusEvery   time.Duration
-	metricsEvery  time.Duration
-	staleAfter    time.Duration
+	controlPlane   string
+	dataDir        string
+	joinToken      string
+	joinTokenFile  string
+	caBundle       string
+	caPin          string
+	spiffeSocket   string
+	localSocket    string
+	httpAddr       string
+	trustDomain    string
+	logLevel       string
+	logFormat      string
+	render         renderRules
+	reloadCommand  []string
+	reloadTimeout  time.Duration
+	dataPlaneID    string
+	upgradeHook    []string
+	upgradeTimeout time.Duration
+	signingRoot    string
+	queueMax       int
+	statusEvery    time.Duration
+	metricsEvery   time.Duration
+	staleAfter     time.Duration
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (flags, error) {
@@ -70,6 +73,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs.Var(&f.render, "render", renderUsage)
 	reloadCommand := fs.String("reload-command", "", `command to run after rendered files change, no shell: words separated by spaces, or a JSON array of strings such as ["nginx","-s","reload"]; needs --render`)
 	fs.DurationVar(&f.reloadTimeout, "reload-timeout", render.DefaultReloadTimeout, "how long the reload command may run before it is killed")
+	upgradeHook := fs.String("upgrade-hook", "", `command that upgrades one cluster to the version its cairn.dev/desired-version document names, no shell (words, or a JSON array); it gets CAIRN_CLUSTER_ID, CAIRN_TARGET_VERSION and CAIRN_CURRENT_VERSION and must exit 0 once the cluster runs the target`)
+	fs.DurationVar(&f.upgradeTimeout, "upgrade-timeout", upgrade.DefaultTimeout, "how long one run of the upgrade hook may take before it is killed")
 	fs.IntVar(&f.queueMax, "report-queue-max", 10000, "reports (status and metric batches) kept on disk while the control plane is unreachable; the oldest are dropped, and counted, past it")
 	fs.DurationVar(&f.statusEvery, "status-interval", time.Minute, "how often the status is re-sent when it has not changed (changes are sent at once)")
 	fs.DurationVar(&f.metricsEvery, "metrics-interval", 30*time.Second, "how often the agent's own metrics and those pushed to it are batched for the control plane")
@@ -96,7 +101,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 		return flags{}, errors.New("--data-plane-id and --signing-root go together, with --spiffe-socket (enrolled agents learn both at enrollment)")
 	}
 	var err error
-	if f.reloadCommand, err = parseReloadCommand(*reloadCommand); err != nil {
+	if f.upgradeHook, err = parseCommand("--upgrade-hook", *upgradeHook); err != nil {
+		return flags{}, err
+	}
+	if f.reloadCommand, err = parseCommand("--reload-command", *reloadCommand); err != nil {
 		return flags{}, err
 	}
 	if f.reloadCommand != nil && f.render == nil {
@@ -152,6 +160,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Report:      daemon.ReportConfig{QueueMax: f.queueMax, StatusEvery: f.statusEvery, MetricsEvery: f.metricsEvery},
 		StaleAfter:  f.staleAfter,
 		DataPlaneID: f.dataPlaneID, SigningRootFile: f.signingRoot,
+		UpgradeHook: f.upgradeHook, UpgradeTimeout: f.upgradeTimeout,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "cairn-agent:", err)

@@ -80,10 +80,11 @@ func parseRenderRule(s string) (render.Rule, error) {
 	return r, nil
 }
 
-// parseReloadCommand turns --reload-command into argv: a JSON array of
-// strings, or words separated by spaces. No shell is involved; for
-// quoting, pipes or several commands, write a script.
-func parseReloadCommand(s string) ([]string, error) {
+// parseCommand turns a command flag (--reload-command, --upgrade-hook)
+// into argv: a JSON array of strings, or words separated by spaces. No
+// shell is involved; for quoting, pipes or several commands, write a
+// script.
+func parseCommand(flag, s string) ([]string, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return nil, nil
@@ -93,10 +94,10 @@ func parseReloadCommand(s string) ([]string, error) {
 	}
 	var argv []string
 	if err := json.Unmarshal([]byte(s), &argv); err != nil {
-		return nil, fmt.Errorf("--reload-command: not a JSON array of strings: %w", err)
+		return nil, fmt.Errorf("%s: not a JSON array of strings: %w", flag, err)
 	}
 	if len(argv) == 0 || argv[0] == "" {
-		return nil, fmt.Errorf("--reload-command: no program")
+		return nil, fmt.Errorf("%s: no program", flag)
 	}
 	return argv, nil
 }

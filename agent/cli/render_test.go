@@ -56,7 +56,7 @@ func TestParseReloadCommand(t *testing.T) {
 		{in: `["a", 1]`, wantErr: true},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
-			got, err := parseReloadCommand(tc.in)
+			got, err := parseCommand("--reload-command", tc.in)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("got error %v; want error %v", err, tc.wantErr)
 			}

@@ -29,6 +29,7 @@ import (
 	"github.com/cairnhq/cairn/agent/internal/localapi"
 	"github.com/cairnhq/cairn/agent/internal/render"
 	"github.com/cairnhq/cairn/agent/internal/report"
+	"github.com/cairnhq/cairn/agent/internal/upgrade"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 )
 
@@ -68,6 +69,11 @@ type Config struct {
 	// Report configures status and metrics reporting (report.go); the zero
 	// value uses the defaults.
 	Report ReportConfig
+	// UpgradeHook, when set, is run to bring each cluster to its desired
+	// product version (package upgrade); UpgradeTimeout bounds one run (0
+	// means upgrade.DefaultTimeout).
+	UpgradeHook    []string
+	UpgradeTimeout time.Duration
 	// StaleAfter is configsync.Config.StaleAfter: how long without a fresh
 	// signed heartbeat before the agent reports itself stale; 0 means
 	// configsync.DefaultStaleAfter.
@@ -93,6 +99,9 @@ type Daemon struct {
 	// Set once rendering starts; the status reporter reads it from its
 	// own goroutine.
 	render atomic.Pointer[render.Renderer]
+	// upgrader runs the upgrade hook; set before reporting starts, nil
+	// without a hook.
+	upgrader *upgrade.Upgrader
 	// reporter reports status and metrics while Run runs; nil without a
 	// syncer.
 	reporter *report.Reporter
@@ -169,8 +178,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer closeCache()
-	// Rendering first, so the first status report shows it.
+	// Rendering and upgrades first, so the first status report shows them.
 	if err := d.startRender(ctx, &renewing); err != nil {
+		cancel(err)
+	}
+	if err := d.startUpgrades(ctx, &renewing); err != nil {
 		cancel(err)
 	}
 	if syncer != nil {

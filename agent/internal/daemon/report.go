@@ -126,10 +126,14 @@ func (d *Daemon) status(src *identity.Source, syncer *configsync.Syncer) *agentv
 	if rev, reason, detail := syncer.LastNack(); rev > st.Revision && lastErr == "" {
 		lastErr = fmt.Sprintf("refused revision %d: %s: %s", rev, reason, detail)
 	}
-	return &agentv1.AgentStatus{
+	out := &agentv1.AgentStatus{
 		AppliedRevision: st.Revision, StateHash: st.StateHash, AgentVersion: d.cfg.Version,
 		HostVersion: hostVersion(), Checks: checks, LastError: lastErr, Stale: stale,
 	}
+	if d.upgrader != nil {
+		out.Clusters = d.upgrader.Clusters()
+	}
+	return out
 }
 
 func staleDetail(stale bool, lastFresh time.Time) string {
