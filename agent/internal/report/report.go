@@ -242,6 +242,9 @@ func (r *Reporter) status() *agentv1.AgentStatus {
 	for _, c := range st.Checks {
 		c.Name, c.Detail = cleanText(c.Name, 64), cleanText(c.Detail, maxStatusText)
 	}
+	for _, c := range st.Clusters {
+		c.Detail = cleanText(c.Detail, maxStatusText)
+	}
 	return st
 }
 

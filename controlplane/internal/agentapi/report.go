@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -22,6 +23,8 @@ const (
 	maxQueueID         = 64
 	maxStatusText      = 1024
 	maxChecks          = 64
+	maxClusters        = 1000
+	maxVersionText     = 64
 )
 
 type reportService struct {
@@ -99,6 +102,25 @@ func reportsFromRequest(req *agentv1.ReportRequest) (store.Reports, error) {
 					add(fmt.Sprintf("%s.status.checks[%d]", f, j), "name must be 1 to 64 bytes, detail at most %d, both without control characters", maxStatusText)
 				}
 				item.Status.Checks = append(item.Status.Checks, store.Check{Name: ch.Name, Healthy: ch.Healthy, Detail: ch.Detail})
+			}
+			if len(st.Clusters) > maxClusters {
+				add(f+".status.clusters", "at most %d", maxClusters)
+			}
+			for j, cv := range st.Clusters {
+				cf := fmt.Sprintf("%s.status.clusters[%d]", f, j)
+				if _, err := uuid.Parse(cv.ClusterId); err != nil {
+					add(cf+".cluster_id", "must be a cluster id")
+				}
+				for _, v := range []struct{ name, v string }{{"version", cv.Version}, {"desired_version", cv.DesiredVersion}} {
+					if len(v.v) > maxVersionText || metricpoint.CheckText(v.v) != nil {
+						add(cf+"."+v.name, "at most %d characters, no control characters", maxVersionText)
+					}
+				}
+				if len(cv.Detail) > maxStatusText || metricpoint.CheckText(cv.Detail) != nil {
+					add(cf+".detail", "at most %d bytes, no control characters", maxStatusText)
+				}
+				item.Status.Clusters = append(item.Status.Clusters, store.ClusterReport{ClusterID: cv.ClusterId,
+					Version: cv.Version, DesiredVersion: cv.DesiredVersion, Healthy: cv.Healthy, Detail: cv.Detail})
 			}
 		case *agentv1.Report_Metrics:
 			for j, p := range body.Metrics.GetPoints() {

@@ -28,6 +28,20 @@ type AgentStatus struct {
 	// ReportTime is the agent's clock; ReceiveTime the control plane's.
 	ReportTime  time.Time
 	ReceiveTime time.Time
+	// Clusters is what the agent's upgrade hook left each cluster at.
+	// Stored per cluster (ClusterReport), not with the status.
+	Clusters []ClusterReport
+}
+
+// ClusterReport is one cluster's product version as its agent reported.
+type ClusterReport struct {
+	ClusterID      string
+	AgentID        string
+	Version        string
+	DesiredVersion string
+	Healthy        bool
+	Detail         string
+	ReportTime     time.Time
 }
 
 // Check is one local health check result.
@@ -148,7 +162,64 @@ func putStatus(ctx context.Context, q querier, agentID, dataPlaneID string, st A
 	if err != nil {
 		return fmt.Errorf("put status: %w", err)
 	}
+	return putClusterReports(ctx, q, agentID, dataPlaneID, st.Clusters, st.ReportTime)
+}
+
+// putClusterReports records the clusters' versions an agent reported, for
+// clusters of its own data plane only (others are ignored: an agent speaks
+// for its data plane), and copies each version to clusters.reported_version.
+// The cluster's etag does not change: the version is an observation, not
+// a change of what the cluster should be.
+func putClusterReports(ctx context.Context, q querier, agentID, dataPlaneID string, reports []ClusterReport, at time.Time) error {
+	for _, r := range reports {
+		if !isValidID(r.ClusterID) {
+			continue
+		}
+		var n int
+		if err := q.queryRow(ctx, `SELECT count(*) FROM clusters WHERE id = $1 AND data_plane_id = $2`, r.ClusterID, dataPlaneID).Scan(&n); err != nil {
+			return fmt.Errorf("cluster report: %w", err)
+		}
+		if n == 0 {
+			continue
+		}
+		if _, err := q.exec(ctx, `INSERT INTO cluster_reports (cluster_id, agent_id, version, desired_version, healthy, detail, report_time)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)
+			ON CONFLICT (cluster_id) DO UPDATE SET agent_id = excluded.agent_id, version = excluded.version,
+			desired_version = excluded.desired_version, healthy = excluded.healthy, detail = excluded.detail,
+			report_time = excluded.report_time`,
+			r.ClusterID, agentID, r.Version, r.DesiredVersion, r.Healthy, r.Detail, at.UTC()); err != nil {
+			return fmt.Errorf("cluster report: %w", err)
+		}
+		if r.Version != "" {
+			if _, err := q.exec(ctx, `UPDATE clusters SET reported_version = $2 WHERE id = $1 AND reported_version <> $2`,
+				r.ClusterID, r.Version); err != nil {
+				return fmt.Errorf("cluster report: %w", err)
+			}
+		}
+	}
 	return nil
+}
+
+// GetClusterReport returns what a cluster's agent last reported of it;
+// ErrNotFound when nothing yet.
+func (s *Store) GetClusterReport(ctx context.Context, clusterID string) (ClusterReport, error) {
+	if !isValidID(clusterID) {
+		return ClusterReport{}, fmt.Errorf("cluster report %q: %w", clusterID, ErrNotFound)
+	}
+	var r ClusterReport
+	err := s.b.read(ctx, func(q querier) error {
+		return q.queryRow(ctx, `SELECT cluster_id, agent_id, version, desired_version, healthy, detail, report_time
+			FROM cluster_reports WHERE cluster_id = $1`, clusterID).
+			Scan(&r.ClusterID, &r.AgentID, &r.Version, &r.DesiredVersion, &r.Healthy, &r.Detail, &r.ReportTime)
+	})
+	if isNoRows(err) {
+		return ClusterReport{}, fmt.Errorf("cluster report %q: %w", clusterID, ErrNotFound)
+	}
+	if err != nil {
+		return ClusterReport{}, fmt.Errorf("get cluster report: %w", err)
+	}
+	r.ReportTime = utc(r.ReportTime)
+	return r, nil
 }
 
 func nonNilSlice[T any](s []T) []T {

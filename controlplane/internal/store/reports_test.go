@@ -179,3 +179,37 @@ func TestCompactMetrics(t *testing.T) {
 		}
 	})
 }
+
+func TestClusterReports(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f := newEnrollFixture(t, s)
+		other := must[store.DataPlane](t)(s.CreateDataPlane(ctx, actor, "", store.DataPlane{TenantID: f.tenant.ID, Name: "other", Region: "r"}))
+		mine := must[store.Cluster](t)(s.CreateCluster(ctx, actor, "", store.Cluster{DataPlaneID: f.dp.ID, Name: "mine"}))
+		theirs := must[store.Cluster](t)(s.CreateCluster(ctx, actor, "", store.Cluster{DataPlaneID: other.ID, Name: "theirs"}))
+		ag := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		r := statusReport(1, 1)
+		r.Status.Clusters = []store.ClusterReport{
+			{ClusterID: mine.ID, Version: "1.2.0", DesiredVersion: "1.3.0", Healthy: false, Detail: "hook failed"},
+			{ClusterID: theirs.ID, Version: "6.6.6", Healthy: true},
+			{ClusterID: "not-an-id", Version: "1.0.0"},
+		}
+		if _, err := s.IngestReports(ctx, store.Reports{AgentID: ag.ID, DataPlaneID: f.dp.ID, QueueID: "q", Items: []store.Report{r}}); err != nil {
+			t.Fatal(err)
+		}
+		got := must[store.ClusterReport](t)(s.GetClusterReport(ctx, mine.ID))
+		if got.Version != "1.2.0" || got.DesiredVersion != "1.3.0" || got.Healthy || got.Detail != "hook failed" || got.AgentID != ag.ID {
+			t.Fatalf("cluster report %+v", got)
+		}
+		if c := must[store.Cluster](t)(s.GetCluster(ctx, "", mine.ID)); c.ReportedVersion != "1.2.0" || c.Etag != mine.Etag {
+			t.Fatalf("cluster after report: reported %q etag changed %v; want 1.2.0 and the same etag", c.ReportedVersion, c.Etag != mine.Etag)
+		}
+		// An agent speaks for its own data plane only.
+		if _, err := s.GetClusterReport(ctx, theirs.ID); err == nil {
+			t.Fatal("an agent reported another data plane's cluster")
+		}
+		if c := must[store.Cluster](t)(s.GetCluster(ctx, "", theirs.ID)); c.ReportedVersion != "" {
+			t.Fatalf("another data plane's cluster got reported version %q", c.ReportedVersion)
+		}
+	})
+}
