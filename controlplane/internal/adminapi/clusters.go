@@ -3,6 +3,7 @@ package adminapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -85,7 +86,15 @@ func (s *clusters) GetCluster(ctx context.Context, req *connect.Request[adminv1.
 	if err != nil {
 		return nil, s.toConnect(ctx, err)
 	}
-	return connect.NewResponse(&adminv1.GetClusterResponse{Cluster: clusterPB(out)}), nil
+	pb := clusterPB(out)
+	switch r, err := s.st.GetClusterReport(ctx, out.ID); {
+	case err == nil:
+		pb.AgentReport = &adminv1.ClusterAgentReport{Version: r.Version, DesiredVersion: r.DesiredVersion, Healthy: r.Healthy,
+			Detail: r.Detail, AgentId: r.AgentID, ReportTime: timestamppb.New(r.ReportTime)}
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, s.toConnect(ctx, err)
+	}
+	return connect.NewResponse(&adminv1.GetClusterResponse{Cluster: pb}), nil
 }
 
 func (s *clusters) ListClusters(ctx context.Context, req *connect.Request[adminv1.ListClustersRequest]) (*connect.Response[adminv1.ListClustersResponse], error) {

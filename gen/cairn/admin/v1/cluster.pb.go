@@ -42,10 +42,13 @@ type Cluster struct {
 	// The version the cluster's agent last reported; output only.
 	ReportedVersion string `protobuf:"bytes,8,opt,name=reported_version,json=reportedVersion,proto3" json:"reported_version,omitempty"`
 	// The version of the host platform the cluster runs on.
-	HostVersion   string                 `protobuf:"bytes,9,opt,name=host_version,json=hostVersion,proto3" json:"host_version,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	Etag          string                 `protobuf:"bytes,12,opt,name=etag,proto3" json:"etag,omitempty"`
+	HostVersion string                 `protobuf:"bytes,9,opt,name=host_version,json=hostVersion,proto3" json:"host_version,omitempty"`
+	CreateTime  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime  *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	Etag        string                 `protobuf:"bytes,12,opt,name=etag,proto3" json:"etag,omitempty"`
+	// What the cluster's agent last reported of its upgrades; output only,
+	// set by GetCluster (not by ListClusters), unset until a report.
+	AgentReport   *ClusterAgentReport `protobuf:"bytes,13,opt,name=agent_report,json=agentReport,proto3" json:"agent_report,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -164,6 +167,101 @@ func (x *Cluster) GetEtag() string {
 	return ""
 }
 
+func (x *Cluster) GetAgentReport() *ClusterAgentReport {
+	if x != nil {
+		return x.AgentReport
+	}
+	return nil
+}
+
+// ClusterAgentReport is a cluster's upgrade state as its agent reported.
+type ClusterAgentReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The version the cluster runs (also reported_version).
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The target the agent last worked towards.
+	DesiredVersion string `protobuf:"bytes,2,opt,name=desired_version,json=desiredVersion,proto3" json:"desired_version,omitempty"`
+	// False while the last attempt to reach desired_version failed.
+	Healthy       bool                   `protobuf:"varint,3,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	Detail        string                 `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	AgentId       string                 `protobuf:"bytes,5,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	ReportTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=report_time,json=reportTime,proto3" json:"report_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterAgentReport) Reset() {
+	*x = ClusterAgentReport{}
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterAgentReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterAgentReport) ProtoMessage() {}
+
+func (x *ClusterAgentReport) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterAgentReport.ProtoReflect.Descriptor instead.
+func (*ClusterAgentReport) Descriptor() ([]byte, []int) {
+	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ClusterAgentReport) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ClusterAgentReport) GetDesiredVersion() string {
+	if x != nil {
+		return x.DesiredVersion
+	}
+	return ""
+}
+
+func (x *ClusterAgentReport) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *ClusterAgentReport) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *ClusterAgentReport) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *ClusterAgentReport) GetReportTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReportTime
+	}
+	return nil
+}
+
 type CreateClusterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       *Cluster               `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
@@ -173,7 +271,7 @@ type CreateClusterRequest struct {
 
 func (x *CreateClusterRequest) Reset() {
 	*x = CreateClusterRequest{}
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[1]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -185,7 +283,7 @@ func (x *CreateClusterRequest) String() string {
 func (*CreateClusterRequest) ProtoMessage() {}
 
 func (x *CreateClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[1]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -198,7 +296,7 @@ func (x *CreateClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClusterRequest.ProtoReflect.Descriptor instead.
 func (*CreateClusterRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateClusterRequest) GetCluster() *Cluster {
@@ -217,7 +315,7 @@ type CreateClusterResponse struct {
 
 func (x *CreateClusterResponse) Reset() {
 	*x = CreateClusterResponse{}
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[2]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -229,7 +327,7 @@ func (x *CreateClusterResponse) String() string {
 func (*CreateClusterResponse) ProtoMessage() {}
 
 func (x *CreateClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[2]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -242,7 +340,7 @@ func (x *CreateClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClusterResponse.ProtoReflect.Descriptor instead.
 func (*CreateClusterResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateClusterResponse) GetCluster() *Cluster {
@@ -261,7 +359,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[3]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -273,7 +371,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[3]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -286,7 +384,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetClusterRequest) GetId() string {
@@ -305,7 +403,7 @@ type GetClusterResponse struct {
 
 func (x *GetClusterResponse) Reset() {
 	*x = GetClusterResponse{}
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[4]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -317,7 +415,7 @@ func (x *GetClusterResponse) String() string {
 func (*GetClusterResponse) ProtoMessage() {}
 
 func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[4]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -330,7 +428,7 @@ func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetClusterResponse) GetCluster() *Cluster {
@@ -354,7 +452,7 @@ type ListClustersRequest struct {
 
 func (x *ListClustersRequest) Reset() {
 	*x = ListClustersRequest{}
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[5]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +464,7 @@ func (x *ListClustersRequest) String() string {
 func (*ListClustersRequest) ProtoMessage() {}
 
 func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[5]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +477,7 @@ func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListClustersRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListClustersRequest) GetPageSize() int32 {
@@ -427,7 +525,7 @@ type ListClustersResponse struct {
 
 func (x *ListClustersResponse) Reset() {
 	*x = ListClustersResponse{}
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[6]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +537,7 @@ func (x *ListClustersResponse) String() string {
 func (*ListClustersResponse) ProtoMessage() {}
 
 func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[6]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +550,7 @@ func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListClustersResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListClustersResponse) GetClusters() []*Cluster {
@@ -481,7 +579,7 @@ type UpdateClusterRequest struct {
 
 func (x *UpdateClusterRequest) Reset() {
 	*x = UpdateClusterRequest{}
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[7]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +591,7 @@ func (x *UpdateClusterRequest) String() string {
 func (*UpdateClusterRequest) ProtoMessage() {}
 
 func (x *UpdateClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[7]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +604,7 @@ func (x *UpdateClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateClusterRequest.ProtoReflect.Descriptor instead.
 func (*UpdateClusterRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpdateClusterRequest) GetCluster() *Cluster {
@@ -532,7 +630,7 @@ type UpdateClusterResponse struct {
 
 func (x *UpdateClusterResponse) Reset() {
 	*x = UpdateClusterResponse{}
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[8]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +642,7 @@ func (x *UpdateClusterResponse) String() string {
 func (*UpdateClusterResponse) ProtoMessage() {}
 
 func (x *UpdateClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[8]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +655,7 @@ func (x *UpdateClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateClusterResponse.ProtoReflect.Descriptor instead.
 func (*UpdateClusterResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpdateClusterResponse) GetCluster() *Cluster {
@@ -577,7 +675,7 @@ type DeleteClusterRequest struct {
 
 func (x *DeleteClusterRequest) Reset() {
 	*x = DeleteClusterRequest{}
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[9]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +687,7 @@ func (x *DeleteClusterRequest) String() string {
 func (*DeleteClusterRequest) ProtoMessage() {}
 
 func (x *DeleteClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[9]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +700,7 @@ func (x *DeleteClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteClusterRequest.ProtoReflect.Descriptor instead.
 func (*DeleteClusterRequest) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeleteClusterRequest) GetId() string {
@@ -627,7 +725,7 @@ type DeleteClusterResponse struct {
 
 func (x *DeleteClusterResponse) Reset() {
 	*x = DeleteClusterResponse{}
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[10]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +737,7 @@ func (x *DeleteClusterResponse) String() string {
 func (*DeleteClusterResponse) ProtoMessage() {}
 
 func (x *DeleteClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[10]
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,14 +750,14 @@ func (x *DeleteClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteClusterResponse.ProtoReflect.Descriptor instead.
 func (*DeleteClusterResponse) Descriptor() ([]byte, []int) {
-	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 var File_cairn_admin_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_cairn_admin_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccairn/admin/v1/cluster.proto\x12\x0ecairn.admin.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x04\n" +
+	"\x1ccairn/admin/v1/cluster.proto\x12\x0ecairn.admin.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x04\n" +
 	"\aCluster\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\"\n" +
@@ -677,10 +775,19 @@ const file_cairn_admin_v1_cluster_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x12\n" +
-	"\x04etag\x18\f \x01(\tR\x04etag\x1a9\n" +
+	"\x04etag\x18\f \x01(\tR\x04etag\x12E\n" +
+	"\fagent_report\x18\r \x01(\v2\".cairn.admin.v1.ClusterAgentReportR\vagentReport\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"I\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe1\x01\n" +
+	"\x12ClusterAgentReport\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12'\n" +
+	"\x0fdesired_version\x18\x02 \x01(\tR\x0edesiredVersion\x12\x18\n" +
+	"\ahealthy\x18\x03 \x01(\bR\ahealthy\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\x12\x19\n" +
+	"\bagent_id\x18\x05 \x01(\tR\aagentId\x12;\n" +
+	"\vreport_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"reportTime\"I\n" +
 	"\x14CreateClusterRequest\x121\n" +
 	"\acluster\x18\x01 \x01(\v2\x17.cairn.admin.v1.ClusterR\acluster\"J\n" +
 	"\x15CreateClusterResponse\x121\n" +
@@ -730,51 +837,54 @@ func file_cairn_admin_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_cairn_admin_v1_cluster_proto_rawDescData
 }
 
-var file_cairn_admin_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_cairn_admin_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_cairn_admin_v1_cluster_proto_goTypes = []any{
 	(*Cluster)(nil),               // 0: cairn.admin.v1.Cluster
-	(*CreateClusterRequest)(nil),  // 1: cairn.admin.v1.CreateClusterRequest
-	(*CreateClusterResponse)(nil), // 2: cairn.admin.v1.CreateClusterResponse
-	(*GetClusterRequest)(nil),     // 3: cairn.admin.v1.GetClusterRequest
-	(*GetClusterResponse)(nil),    // 4: cairn.admin.v1.GetClusterResponse
-	(*ListClustersRequest)(nil),   // 5: cairn.admin.v1.ListClustersRequest
-	(*ListClustersResponse)(nil),  // 6: cairn.admin.v1.ListClustersResponse
-	(*UpdateClusterRequest)(nil),  // 7: cairn.admin.v1.UpdateClusterRequest
-	(*UpdateClusterResponse)(nil), // 8: cairn.admin.v1.UpdateClusterResponse
-	(*DeleteClusterRequest)(nil),  // 9: cairn.admin.v1.DeleteClusterRequest
-	(*DeleteClusterResponse)(nil), // 10: cairn.admin.v1.DeleteClusterResponse
-	nil,                           // 11: cairn.admin.v1.Cluster.LabelsEntry
-	(*structpb.Struct)(nil),       // 12: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 14: google.protobuf.FieldMask
+	(*ClusterAgentReport)(nil),    // 1: cairn.admin.v1.ClusterAgentReport
+	(*CreateClusterRequest)(nil),  // 2: cairn.admin.v1.CreateClusterRequest
+	(*CreateClusterResponse)(nil), // 3: cairn.admin.v1.CreateClusterResponse
+	(*GetClusterRequest)(nil),     // 4: cairn.admin.v1.GetClusterRequest
+	(*GetClusterResponse)(nil),    // 5: cairn.admin.v1.GetClusterResponse
+	(*ListClustersRequest)(nil),   // 6: cairn.admin.v1.ListClustersRequest
+	(*ListClustersResponse)(nil),  // 7: cairn.admin.v1.ListClustersResponse
+	(*UpdateClusterRequest)(nil),  // 8: cairn.admin.v1.UpdateClusterRequest
+	(*UpdateClusterResponse)(nil), // 9: cairn.admin.v1.UpdateClusterResponse
+	(*DeleteClusterRequest)(nil),  // 10: cairn.admin.v1.DeleteClusterRequest
+	(*DeleteClusterResponse)(nil), // 11: cairn.admin.v1.DeleteClusterResponse
+	nil,                           // 12: cairn.admin.v1.Cluster.LabelsEntry
+	(*structpb.Struct)(nil),       // 13: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil), // 15: google.protobuf.FieldMask
 }
 var file_cairn_admin_v1_cluster_proto_depIdxs = []int32{
-	11, // 0: cairn.admin.v1.Cluster.labels:type_name -> cairn.admin.v1.Cluster.LabelsEntry
-	12, // 1: cairn.admin.v1.Cluster.properties:type_name -> google.protobuf.Struct
-	13, // 2: cairn.admin.v1.Cluster.create_time:type_name -> google.protobuf.Timestamp
-	13, // 3: cairn.admin.v1.Cluster.update_time:type_name -> google.protobuf.Timestamp
-	0,  // 4: cairn.admin.v1.CreateClusterRequest.cluster:type_name -> cairn.admin.v1.Cluster
-	0,  // 5: cairn.admin.v1.CreateClusterResponse.cluster:type_name -> cairn.admin.v1.Cluster
-	0,  // 6: cairn.admin.v1.GetClusterResponse.cluster:type_name -> cairn.admin.v1.Cluster
-	0,  // 7: cairn.admin.v1.ListClustersResponse.clusters:type_name -> cairn.admin.v1.Cluster
-	0,  // 8: cairn.admin.v1.UpdateClusterRequest.cluster:type_name -> cairn.admin.v1.Cluster
-	14, // 9: cairn.admin.v1.UpdateClusterRequest.update_mask:type_name -> google.protobuf.FieldMask
-	0,  // 10: cairn.admin.v1.UpdateClusterResponse.cluster:type_name -> cairn.admin.v1.Cluster
-	1,  // 11: cairn.admin.v1.ClusterService.CreateCluster:input_type -> cairn.admin.v1.CreateClusterRequest
-	3,  // 12: cairn.admin.v1.ClusterService.GetCluster:input_type -> cairn.admin.v1.GetClusterRequest
-	5,  // 13: cairn.admin.v1.ClusterService.ListClusters:input_type -> cairn.admin.v1.ListClustersRequest
-	7,  // 14: cairn.admin.v1.ClusterService.UpdateCluster:input_type -> cairn.admin.v1.UpdateClusterRequest
-	9,  // 15: cairn.admin.v1.ClusterService.DeleteCluster:input_type -> cairn.admin.v1.DeleteClusterRequest
-	2,  // 16: cairn.admin.v1.ClusterService.CreateCluster:output_type -> cairn.admin.v1.CreateClusterResponse
-	4,  // 17: cairn.admin.v1.ClusterService.GetCluster:output_type -> cairn.admin.v1.GetClusterResponse
-	6,  // 18: cairn.admin.v1.ClusterService.ListClusters:output_type -> cairn.admin.v1.ListClustersResponse
-	8,  // 19: cairn.admin.v1.ClusterService.UpdateCluster:output_type -> cairn.admin.v1.UpdateClusterResponse
-	10, // 20: cairn.admin.v1.ClusterService.DeleteCluster:output_type -> cairn.admin.v1.DeleteClusterResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	12, // 0: cairn.admin.v1.Cluster.labels:type_name -> cairn.admin.v1.Cluster.LabelsEntry
+	13, // 1: cairn.admin.v1.Cluster.properties:type_name -> google.protobuf.Struct
+	14, // 2: cairn.admin.v1.Cluster.create_time:type_name -> google.protobuf.Timestamp
+	14, // 3: cairn.admin.v1.Cluster.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 4: cairn.admin.v1.Cluster.agent_report:type_name -> cairn.admin.v1.ClusterAgentReport
+	14, // 5: cairn.admin.v1.ClusterAgentReport.report_time:type_name -> google.protobuf.Timestamp
+	0,  // 6: cairn.admin.v1.CreateClusterRequest.cluster:type_name -> cairn.admin.v1.Cluster
+	0,  // 7: cairn.admin.v1.CreateClusterResponse.cluster:type_name -> cairn.admin.v1.Cluster
+	0,  // 8: cairn.admin.v1.GetClusterResponse.cluster:type_name -> cairn.admin.v1.Cluster
+	0,  // 9: cairn.admin.v1.ListClustersResponse.clusters:type_name -> cairn.admin.v1.Cluster
+	0,  // 10: cairn.admin.v1.UpdateClusterRequest.cluster:type_name -> cairn.admin.v1.Cluster
+	15, // 11: cairn.admin.v1.UpdateClusterRequest.update_mask:type_name -> google.protobuf.FieldMask
+	0,  // 12: cairn.admin.v1.UpdateClusterResponse.cluster:type_name -> cairn.admin.v1.Cluster
+	2,  // 13: cairn.admin.v1.ClusterService.CreateCluster:input_type -> cairn.admin.v1.CreateClusterRequest
+	4,  // 14: cairn.admin.v1.ClusterService.GetCluster:input_type -> cairn.admin.v1.GetClusterRequest
+	6,  // 15: cairn.admin.v1.ClusterService.ListClusters:input_type -> cairn.admin.v1.ListClustersRequest
+	8,  // 16: cairn.admin.v1.ClusterService.UpdateCluster:input_type -> cairn.admin.v1.UpdateClusterRequest
+	10, // 17: cairn.admin.v1.ClusterService.DeleteCluster:input_type -> cairn.admin.v1.DeleteClusterRequest
+	3,  // 18: cairn.admin.v1.ClusterService.CreateCluster:output_type -> cairn.admin.v1.CreateClusterResponse
+	5,  // 19: cairn.admin.v1.ClusterService.GetCluster:output_type -> cairn.admin.v1.GetClusterResponse
+	7,  // 20: cairn.admin.v1.ClusterService.ListClusters:output_type -> cairn.admin.v1.ListClustersResponse
+	9,  // 21: cairn.admin.v1.ClusterService.UpdateCluster:output_type -> cairn.admin.v1.UpdateClusterResponse
+	11, // 22: cairn.admin.v1.ClusterService.DeleteCluster:output_type -> cairn.admin.v1.DeleteClusterResponse
+	18, // [18:23] is the sub-list for method output_type
+	13, // [13:18] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_cairn_admin_v1_cluster_proto_init() }
@@ -788,7 +898,7 @@ func file_cairn_admin_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_admin_v1_cluster_proto_rawDesc), len(file_cairn_admin_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
