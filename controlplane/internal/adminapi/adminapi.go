@@ -85,6 +85,7 @@ var ServiceNames = []string{
 	adminv1connect.AuditServiceName,
 	adminv1connect.TokenServiceName,
 	adminv1connect.AgentServiceName,
+	adminv1connect.ReleaseServiceName,
 }
 
 // Register mounts every service on mux.
@@ -96,6 +97,7 @@ func (s *Services) Register(mux *http.ServeMux) {
 	mux.Handle(adminv1connect.NewAuditServiceHandler(&audit{s}, s.opts...))
 	mux.Handle(adminv1connect.NewTokenServiceHandler(&tokens{s}, s.opts...))
 	mux.Handle(adminv1connect.NewAgentServiceHandler(&agents{s}, s.opts...))
+	mux.Handle(adminv1connect.NewReleaseServiceHandler(&releases{s}, s.opts...))
 }
 
 // caller returns the authenticated principal and the audit actor.

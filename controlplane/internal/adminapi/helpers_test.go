@@ -248,6 +248,44 @@ func rpcs(tg target) []rpc {
 			_, err := c.Agents.ListAgentMetrics(ctx, connect.NewRequest(&adminv1.ListAgentMetricsRequest{AgentId: tg.agentID}))
 			return err
 		}},
+		// The catalog is shared: calls name the release admintest seeds, or
+		// versions and channels that do not exist, so none writes.
+		{"ReleaseService/CreateRelease", operator, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Releases.CreateRelease(ctx, connect.NewRequest(&adminv1.CreateReleaseRequest{Release: &adminv1.Release{
+				Product: admintest.SeedProduct, Version: admintest.SeedVersion}}))
+			return err
+		}},
+		{"ReleaseService/GetRelease", viewer, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Releases.GetRelease(ctx, connect.NewRequest(&adminv1.GetReleaseRequest{Product: admintest.SeedProduct, Version: "9.9.9"}))
+			return err
+		}},
+		{"ReleaseService/ListReleases", viewer, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Releases.ListReleases(ctx, connect.NewRequest(&adminv1.ListReleasesRequest{Product: admintest.SeedProduct}))
+			return err
+		}},
+		{"ReleaseService/UpdateRelease", operator, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Releases.UpdateRelease(ctx, connect.NewRequest(&adminv1.UpdateReleaseRequest{Release: &adminv1.Release{
+				Product: admintest.SeedProduct, Version: "9.9.9", State: adminv1.ReleaseState_RELEASE_STATE_BLOCKED}, UpdateMask: mask("state")}))
+			return err
+		}},
+		{"ReleaseService/CreateChannel", operator, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Releases.CreateChannel(ctx, connect.NewRequest(&adminv1.CreateChannelRequest{Channel: &adminv1.Channel{
+				Product: admintest.SeedProduct, Name: "stable", DefaultVersions: map[string]string{"": "9.9.9"}}}))
+			return err
+		}},
+		{"ReleaseService/GetChannel", viewer, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Releases.GetChannel(ctx, connect.NewRequest(&adminv1.GetChannelRequest{Product: admintest.SeedProduct, Name: "nosuch"}))
+			return err
+		}},
+		{"ReleaseService/ListChannels", viewer, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Releases.ListChannels(ctx, connect.NewRequest(&adminv1.ListChannelsRequest{Product: admintest.SeedProduct}))
+			return err
+		}},
+		{"ReleaseService/UpdateChannel", operator, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Releases.UpdateChannel(ctx, connect.NewRequest(&adminv1.UpdateChannelRequest{Channel: &adminv1.Channel{
+				Product: admintest.SeedProduct, Name: "nosuch", DefaultVersions: map[string]string{"": admintest.SeedVersion}}}))
+			return err
+		}},
 		{"AgentService/GetTrustBundle", viewer, func(ctx context.Context, c admintest.Clients) error {
 			_, err := c.Agents.GetTrustBundle(ctx, connect.NewRequest(&adminv1.GetTrustBundleRequest{}))
 			return err
@@ -289,6 +327,14 @@ var unknownTargetWant = map[string]connect.Code{
 	"AgentService/ListAgents":            ok,
 	"AgentService/RevokeAgent":           connect.CodeNotFound,
 	"AgentService/ListAgentMetrics":      connect.CodeNotFound,
+	"ReleaseService/CreateRelease":       connect.CodeAlreadyExists,
+	"ReleaseService/GetRelease":          connect.CodeNotFound,
+	"ReleaseService/ListReleases":        ok,
+	"ReleaseService/UpdateRelease":       connect.CodeNotFound,
+	"ReleaseService/CreateChannel":       connect.CodeNotFound,
+	"ReleaseService/GetChannel":          connect.CodeNotFound,
+	"ReleaseService/ListChannels":        ok,
+	"ReleaseService/UpdateChannel":       connect.CodeNotFound,
 	// The test server has no agent CA.
 	"AgentService/GetTrustBundle": connect.CodeUnavailable,
 }

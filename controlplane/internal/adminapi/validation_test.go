@@ -449,6 +449,7 @@ func invalidCases(tb testing.TB, f admintest.Tenant) []invalidCase {
 
 		{"CreateToken malformed ttl", "ttl", createToken(&adminv1.CreateTokenRequest{Role: adminv1.Role_ROLE_VIEWER, Ttl: &durationpb.Duration{Seconds: 1, Nanos: -1}})},
 	}...)
+	cases = append(cases, releaseInvalidCases()...)
 	return cases
 }
 
@@ -489,4 +490,81 @@ func TestValidationBeforeTenantCheck(t *testing.T) {
 		})
 	}
 	wantNoNewAudit(t, s, before)
+}
+
+// releaseInvalidCases break one rule of the release catalog each.
+func releaseInvalidCases() []invalidCase {
+	rel := func(mutate func(*adminv1.Release)) func(ctx context.Context, c admintest.Clients) error {
+		return func(ctx context.Context, c admintest.Clients) error {
+			r := &adminv1.Release{Product: "kafka", Version: "1.2.3"}
+			mutate(r)
+			_, err := c.Releases.CreateRelease(ctx, connect.NewRequest(&adminv1.CreateReleaseRequest{Release: r}))
+			return err
+		}
+	}
+	channel := func(mutate func(*adminv1.Channel)) func(ctx context.Context, c admintest.Clients) error {
+		return func(ctx context.Context, c admintest.Clients) error {
+			ch := &adminv1.Channel{Product: admintest.SeedProduct, Name: "stable", DefaultVersions: map[string]string{"": admintest.SeedVersion}}
+			mutate(ch)
+			_, err := c.Releases.CreateChannel(ctx, connect.NewRequest(&adminv1.CreateChannelRequest{Channel: ch}))
+			return err
+		}
+	}
+	many := make([]*adminv1.Constraint, 17)
+	for i := range many {
+		many[i] = &adminv1.Constraint{Component: "host", Range: ">1.0.0"}
+	}
+	return []invalidCase{
+		{"CreateRelease missing", "release", func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Releases.CreateRelease(ctx, connect.NewRequest(&adminv1.CreateReleaseRequest{}))
+			return err
+		}},
+		{"CreateRelease product not a DNS label", "release.product", rel(func(r *adminv1.Release) { r.Product = "Kafka!" })},
+		{"CreateRelease missing version", "release.version", rel(func(r *adminv1.Release) { r.Version = "" })},
+		{"CreateRelease v-prefixed version", "release.version", rel(func(r *adminv1.Release) { r.Version = "v1.2.3" })},
+		{"CreateRelease partial version", "release.version", rel(func(r *adminv1.Release) { r.Version = "1.2" })},
+		{"CreateRelease unknown state", "release.state", rel(func(r *adminv1.Release) { r.State = 42 })},
+		{"CreateRelease long notes", "release.notes", rel(func(r *adminv1.Release) { r.Notes = strings.Repeat("n", 4097) })},
+		{"CreateRelease bad range", "release.constraints[0].range", rel(func(r *adminv1.Release) {
+			r.Constraints = []*adminv1.Constraint{{Component: "host", Range: ">>3"}}
+		})},
+		{"CreateRelease bad component", "release.constraints[0].component", rel(func(r *adminv1.Release) {
+			r.Constraints = []*adminv1.Constraint{{Component: "Host Kernel", Range: ">3.4.0"}}
+		})},
+		{"CreateRelease too many constraints", "release.constraints", rel(func(r *adminv1.Release) { r.Constraints = many })},
+		{"UpdateRelease unknown mask path", "update_mask", func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Releases.UpdateRelease(ctx, connect.NewRequest(&adminv1.UpdateReleaseRequest{
+				Release: &adminv1.Release{Product: admintest.SeedProduct, Version: admintest.SeedVersion}, UpdateMask: mask("version")}))
+			return err
+		}},
+		{"UpdateRelease unspecified state", "release.state", func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Releases.UpdateRelease(ctx, connect.NewRequest(&adminv1.UpdateReleaseRequest{
+				Release: &adminv1.Release{Product: admintest.SeedProduct, Version: admintest.SeedVersion}, UpdateMask: mask("state")}))
+			return err
+		}},
+		{"GetRelease bad version", "version", func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Releases.GetRelease(ctx, connect.NewRequest(&adminv1.GetReleaseRequest{Product: "kafka", Version: "latest"}))
+			return err
+		}},
+		{"ListReleases missing product", "product", func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Releases.ListReleases(ctx, connect.NewRequest(&adminv1.ListReleasesRequest{}))
+			return err
+		}},
+		{"ListReleases unspecified state", "states[0]", func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Releases.ListReleases(ctx, connect.NewRequest(&adminv1.ListReleasesRequest{Product: "kafka",
+				States: []adminv1.ReleaseState{adminv1.ReleaseState_RELEASE_STATE_UNSPECIFIED}}))
+			return err
+		}},
+		{"CreateChannel bad name", "channel.name", channel(func(ch *adminv1.Channel) { ch.Name = "" })},
+		{"CreateChannel bad default version", `channel.default_versions["enterprise"]`, channel(func(ch *adminv1.Channel) {
+			ch.DefaultVersions = map[string]string{"enterprise": "latest"}
+		})},
+		{"CreateChannel bad plan", "channel.default_versions", channel(func(ch *adminv1.Channel) {
+			ch.DefaultVersions = map[string]string{"Gold Plan": admintest.SeedVersion}
+		})},
+		{"UpdateChannel missing", "channel", func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Releases.UpdateChannel(ctx, connect.NewRequest(&adminv1.UpdateChannelRequest{}))
+			return err
+		}},
+	}
 }

@@ -45,6 +45,13 @@ type Config struct {
 	Now func() time.Time
 }
 
+// The release Start puts in the catalog, so calls can name one that
+// exists.
+const (
+	SeedProduct = "demo"
+	SeedVersion = "1.0.0"
+)
+
 // Server is a running admin API server.
 type Server struct {
 	// URL is the server's base URL, http://127.0.0.1:<port>.
@@ -113,6 +120,10 @@ func Start(tb testing.TB, cfg Config) *Server {
 	sec, err := auth.ParseSecret(secret)
 	if err != nil {
 		tb.Fatalf("parse bootstrap token: %v", err)
+	}
+	if _, err := st.CreateRelease(ctx, store.Actor{ID: "admintest"}, store.Release{Product: SeedProduct, Version: SeedVersion,
+		State: store.ReleaseStable}); err != nil {
+		tb.Fatalf("seed release: %v", err)
 	}
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -189,6 +200,7 @@ type Clients struct {
 	Audit      adminv1connect.AuditServiceClient
 	Tokens     adminv1connect.TokenServiceClient
 	Agents     adminv1connect.AgentServiceClient
+	Releases   adminv1connect.ReleaseServiceClient
 }
 
 // Clients returns clients speaking p that send "Authorization: Bearer
@@ -209,6 +221,7 @@ func (s *Server) Clients(p Protocol, token string, opts ...connect.ClientOption)
 		Audit:      adminv1connect.NewAuditServiceClient(hc, s.URL, opts...),
 		Tokens:     adminv1connect.NewTokenServiceClient(hc, s.URL, opts...),
 		Agents:     adminv1connect.NewAgentServiceClient(hc, s.URL, opts...),
+		Releases:   adminv1connect.NewReleaseServiceClient(hc, s.URL, opts...),
 	}
 }
 
