@@ -24,7 +24,7 @@ func clusterPB(c store.Cluster) *adminv1.Cluster {
 	return &adminv1.Cluster{
 		Id: c.ID, TenantId: c.TenantID, DataPlaneId: c.DataPlaneID, Name: c.Name, Labels: c.Labels,
 		Properties: props, DesiredVersion: c.DesiredVersion, ReportedVersion: c.ReportedVersion,
-		HostVersion: c.HostVersion, Etag: c.Etag,
+		HostVersion: c.HostVersion, Product: c.Product, Channel: c.Channel, Etag: c.Etag,
 		CreateTime: timestamppb.New(c.CreateTime), UpdateTime: timestamppb.New(c.UpdateTime),
 	}
 }
@@ -55,6 +55,11 @@ func (s *clusters) CreateCluster(ctx context.Context, req *connect.Request[admin
 		v.properties("cluster.properties", c.Properties)
 		v.version("cluster.desired_version", c.DesiredVersion)
 		v.version("cluster.host_version", c.HostVersion)
+		v.optionalName("cluster.product", c.Product)
+		v.optionalName("cluster.channel", c.Channel)
+		if c.Channel != "" && c.Product == "" {
+			v.add("cluster.channel", "needs a product")
+		}
 		if c.ReportedVersion != "" {
 			v.add("cluster.reported_version", "output only: set by the cluster's agent")
 		}
@@ -64,7 +69,7 @@ func (s *clusters) CreateCluster(ctx context.Context, req *connect.Request[admin
 	}
 	out, err := s.st.CreateCluster(ctx, actor, p.Visible(), store.Cluster{
 		DataPlaneID: c.DataPlaneId, Name: c.Name, Labels: c.Labels, Properties: c.Properties.AsMap(),
-		DesiredVersion: c.DesiredVersion, HostVersion: c.HostVersion,
+		DesiredVersion: c.DesiredVersion, HostVersion: c.HostVersion, Product: c.Product, Channel: c.Channel,
 	})
 	if err != nil {
 		return nil, s.toConnect(ctx, err)
@@ -132,7 +137,7 @@ func (s *clusters) UpdateCluster(ctx context.Context, req *connect.Request[admin
 		v.add("cluster", "required")
 	} else {
 		v.id("cluster.id", c.Id)
-		fields = v.mask(req.Msg.UpdateMask, "labels", "properties", "desired_version", "host_version")
+		fields = v.mask(req.Msg.UpdateMask, "labels", "properties", "desired_version", "host_version", "channel")
 		if fields["labels"] {
 			v.labels("cluster.labels", c.Labels)
 		}
@@ -144,6 +149,9 @@ func (s *clusters) UpdateCluster(ctx context.Context, req *connect.Request[admin
 		}
 		if fields["host_version"] {
 			v.version("cluster.host_version", c.HostVersion)
+		}
+		if fields["channel"] {
+			v.optionalName("cluster.channel", c.Channel)
 		}
 	}
 	if err := v.err(); err != nil {
@@ -161,6 +169,9 @@ func (s *clusters) UpdateCluster(ctx context.Context, req *connect.Request[admin
 		}
 		if fields["host_version"] {
 			cur.HostVersion = c.HostVersion
+		}
+		if fields["channel"] {
+			cur.Channel = c.Channel
 		}
 		return nil
 	})

@@ -90,6 +90,18 @@ func TestReleaseCatalog(t *testing.T) {
 				t.Fatalf("GetChannel = %v, %v", got2, err)
 			}
 
+			// A cluster created on the channel starts on its plan's default;
+			// one pinned to a blocked release is refused.
+			clusters := s.Clients(admintest.GRPC, s.OperatorToken).Clusters
+			cl, err := clusters.CreateCluster(ctx, connect.NewRequest(&adminv1.CreateClusterRequest{Cluster: &adminv1.Cluster{
+				DataPlaneId: acme.DataPlane.Id, Name: "k1", Product: "kafka", Channel: "stable"}}))
+			if err != nil || cl.Msg.Cluster.DesiredVersion != "3.10.0" || cl.Msg.Cluster.Channel != "stable" {
+				t.Fatalf("CreateCluster on a channel = %v, %v; want desired 3.10.0", cl, err)
+			}
+			_, err = clusters.CreateCluster(ctx, connect.NewRequest(&adminv1.CreateClusterRequest{Cluster: &adminv1.Cluster{
+				DataPlaneId: acme.DataPlane.Id, Name: "k2", Product: "kafka", DesiredVersion: "3.9.1"}}))
+			wantCode(t, err, connect.CodeFailedPrecondition)
+
 			// Every change is in the audit log.
 			events := 0
 			for _, e := range s.AuditEvents(t) {

@@ -68,6 +68,13 @@ func (v *violations) name(field, s string) {
 	}
 }
 
+// optionalName is name for a field that may be empty.
+func (v *violations) optionalName(field, s string) {
+	if s != "" {
+		v.name(field, s)
+	}
+}
+
 func (v *violations) id(field, s string) {
 	switch {
 	case s == "":

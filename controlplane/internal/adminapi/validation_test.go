@@ -562,6 +562,16 @@ func releaseInvalidCases() []invalidCase {
 		{"CreateChannel bad plan", "channel.default_versions", channel(func(ch *adminv1.Channel) {
 			ch.DefaultVersions = map[string]string{"Gold Plan": admintest.SeedVersion}
 		})},
+		{"CreateCluster channel without product", "cluster.channel", func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Clusters.CreateCluster(ctx, connect.NewRequest(&adminv1.CreateClusterRequest{Cluster: &adminv1.Cluster{
+				DataPlaneId: unknownID(), Name: "c", Channel: "stable"}}))
+			return err
+		}},
+		{"CreateCluster bad product", "cluster.product", func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Clusters.CreateCluster(ctx, connect.NewRequest(&adminv1.CreateClusterRequest{Cluster: &adminv1.Cluster{
+				DataPlaneId: unknownID(), Name: "c", Product: "Kafka 3"}}))
+			return err
+		}},
 		{"UpdateChannel missing", "channel", func(ctx context.Context, c admintest.Clients) error {
 			_, err := c.Releases.UpdateChannel(ctx, connect.NewRequest(&adminv1.UpdateChannelRequest{}))
 			return err

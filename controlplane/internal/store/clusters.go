@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"time"
@@ -20,19 +21,23 @@ type Cluster struct {
 	DesiredVersion  string         `json:"desired_version"`
 	ReportedVersion string         `json:"reported_version"`
 	HostVersion     string         `json:"host_version"`
-	Etag            string         `json:"etag"`
-	CreateTime      time.Time      `json:"create_time"`
-	UpdateTime      time.Time      `json:"update_time"`
+	// Product names the catalog's product (immutable; "" for none) and
+	// Channel its release channel ("" for none).
+	Product    string    `json:"product,omitempty"`
+	Channel    string    `json:"channel,omitempty"`
+	Etag       string    `json:"etag"`
+	CreateTime time.Time `json:"create_time"`
+	UpdateTime time.Time `json:"update_time"`
 }
 
 const clusterCols = `t.id, t.tenant_id, t.data_plane_id, t.name, t.labels, t.properties,
-	t.desired_version, t.reported_version, t.host_version, t.etag, t.create_time, t.update_time`
+	t.desired_version, t.reported_version, t.host_version, t.product, t.channel, t.etag, t.create_time, t.update_time`
 
 func scanCluster(r row) (Cluster, error) {
 	var c Cluster
 	var labels, props string
 	if err := r.Scan(&c.ID, &c.TenantID, &c.DataPlaneID, &c.Name, &labels, &props,
-		&c.DesiredVersion, &c.ReportedVersion, &c.HostVersion, &c.Etag, &c.CreateTime, &c.UpdateTime); err != nil {
+		&c.DesiredVersion, &c.ReportedVersion, &c.HostVersion, &c.Product, &c.Channel, &c.Etag, &c.CreateTime, &c.UpdateTime); err != nil {
 		return Cluster{}, err
 	}
 	c.CreateTime, c.UpdateTime = utc(c.CreateTime), utc(c.UpdateTime)
@@ -73,11 +78,14 @@ func (s *Store) CreateCluster(ctx context.Context, a Actor, visible string, c Cl
 			return err
 		}
 		c.TenantID = dp.TenantID
+		if err := checkClusterVersions(ctx, q, &c, true); err != nil {
+			return err
+		}
 		_, err = q.exec(ctx, `INSERT INTO clusters (id, tenant_id, data_plane_id, name, labels, properties,
-			desired_version, reported_version, host_version, etag, create_time, update_time)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+			desired_version, reported_version, host_version, product, channel, etag, create_time, update_time)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 			c.ID, c.TenantID, c.DataPlaneID, c.Name, encodeLabels(c.Labels), props,
-			c.DesiredVersion, c.ReportedVersion, c.HostVersion, c.Etag, c.CreateTime, c.UpdateTime)
+			c.DesiredVersion, c.ReportedVersion, c.HostVersion, c.Product, c.Channel, c.Etag, c.CreateTime, c.UpdateTime)
 		if isUniqueViolation(err) {
 			return fmt.Errorf("cluster named %q in data plane %q: %w", c.Name, c.DataPlaneID, ErrAlreadyExists)
 		}
@@ -93,6 +101,46 @@ func (s *Store) CreateCluster(ctx context.Context, a Actor, visible string, c Cl
 		return Cluster{}, fmt.Errorf("create cluster: %w", err)
 	}
 	return c, nil
+}
+
+// checkClusterVersions checks a cluster's channel and desired version
+// against the catalog: the channel must be one of the cluster's product;
+// on create, a cluster on a channel without a desired version gets the
+// channel's default for its plan (the "plan" property); and a desired
+// version of a cluster with a product must be a release of it that is not
+// blocked. Clusters without a product are not checked: they predate the
+// catalog or are not version-managed.
+func checkClusterVersions(ctx context.Context, q querier, c *Cluster, create bool) error {
+	if c.Channel != "" {
+		if c.Product == "" {
+			return fmt.Errorf("channel %q needs a product: %w", c.Channel, ErrFailedPrecondition)
+		}
+		ch, err := getChannel(ctx, q, c.Product, c.Channel)
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("product %s has no channel %q: %w", c.Product, c.Channel, ErrFailedPrecondition)
+		}
+		if err != nil {
+			return err
+		}
+		if create && c.DesiredVersion == "" {
+			plan, _ := c.Properties["plan"].(string)
+			c.DesiredVersion = ch.DefaultVersion(plan)
+		}
+	}
+	if c.Product == "" || c.DesiredVersion == "" {
+		return nil
+	}
+	rel, err := getRelease(ctx, q, c.Product, c.DesiredVersion)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("desired version %s is not a release of %s: %w", c.DesiredVersion, c.Product, ErrFailedPrecondition)
+	}
+	if err != nil {
+		return err
+	}
+	if rel.State == ReleaseBlocked {
+		return fmt.Errorf("desired version %s of %s is blocked: %w", c.DesiredVersion, c.Product, ErrFailedPrecondition)
+	}
+	return nil
 }
 
 func getCluster(ctx context.Context, q querier, visible, id string) (Cluster, error) {
@@ -139,7 +187,7 @@ func (s *Store) ListClusters(ctx context.Context, f Filter, dataPlaneID string, 
 }
 
 // UpdateCluster applies mutate (which may change Labels, Properties,
-// DesiredVersion and HostVersion) to the current cluster; see UpdateTenant
+// DesiredVersion, HostVersion and Channel) to the current cluster; see UpdateTenant
 // for etag and retry rules.
 func (s *Store) UpdateCluster(ctx context.Context, a Actor, visible, id, etag string, mutate func(*Cluster) error) (Cluster, error) {
 	var out Cluster
@@ -156,8 +204,13 @@ func (s *Store) UpdateCluster(ctx context.Context, a Actor, visible, id, etag st
 		if err := mutate(&c); err != nil {
 			return err
 		}
-		c.ID, c.TenantID, c.DataPlaneID, c.Name, c.ReportedVersion, c.CreateTime =
-			old.ID, old.TenantID, old.DataPlaneID, old.Name, old.ReportedVersion, old.CreateTime
+		c.ID, c.TenantID, c.DataPlaneID, c.Name, c.ReportedVersion, c.Product, c.CreateTime =
+			old.ID, old.TenantID, old.DataPlaneID, old.Name, old.ReportedVersion, old.Product, old.CreateTime
+		if c.Channel != old.Channel || c.DesiredVersion != old.DesiredVersion {
+			if err := checkClusterVersions(ctx, q, &c, false); err != nil {
+				return err
+			}
+		}
 		c.Etag, c.UpdateTime = newEtag(), s.now()
 		c.Labels, c.Properties = nonNil(c.Labels), nonNil(c.Properties)
 		props, err := encodeProperties(c.Properties)
@@ -165,8 +218,8 @@ func (s *Store) UpdateCluster(ctx context.Context, a Actor, visible, id, etag st
 			return err
 		}
 		if _, err := q.exec(ctx, `UPDATE clusters SET labels = $2, properties = $3, desired_version = $4,
-			host_version = $5, etag = $6, update_time = $7 WHERE id = $1`,
-			c.ID, encodeLabels(c.Labels), props, c.DesiredVersion, c.HostVersion, c.Etag, c.UpdateTime); err != nil {
+			host_version = $5, channel = $6, etag = $7, update_time = $8 WHERE id = $1`,
+			c.ID, encodeLabels(c.Labels), props, c.DesiredVersion, c.HostVersion, c.Channel, c.Etag, c.UpdateTime); err != nil {
 			return err
 		}
 		if err := setLabels(ctx, q, c.ID, c.Labels); err != nil {

@@ -92,3 +92,51 @@ func TestReleasesAndChannels(t *testing.T) {
 		}
 	})
 }
+
+func TestClusterChannelsAndDefaults(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f := newEnrollFixture(t, s)
+		for _, r := range []store.Release{{Version: "1.0.0", State: store.ReleaseStable}, {Version: "2.0.0", State: store.ReleaseStable},
+			{Version: "2.0.1", State: store.ReleaseBlocked}} {
+			r.Product = "kafka"
+			must[store.Release](t)(s.CreateRelease(ctx, actor, r))
+		}
+		must[store.Channel](t)(s.CreateChannel(ctx, actor, store.Channel{Product: "kafka", Name: "stable",
+			Defaults: map[string]string{"": "1.0.0", "enterprise": "2.0.0"}}))
+		cluster := func(name, channel, desired string, props map[string]any) (store.Cluster, error) {
+			return s.CreateCluster(ctx, actor, "", store.Cluster{DataPlaneID: f.dp.ID, Name: name, Product: "kafka",
+				Channel: channel, DesiredVersion: desired, Properties: props})
+		}
+		free := must[store.Cluster](t)(cluster("free", "stable", "", nil))
+		ent := must[store.Cluster](t)(cluster("ent", "stable", "", map[string]any{"plan": "enterprise"}))
+		pinned := must[store.Cluster](t)(cluster("pinned", "stable", "2.0.0", nil))
+		if free.DesiredVersion != "1.0.0" || ent.DesiredVersion != "2.0.0" || pinned.DesiredVersion != "2.0.0" {
+			t.Fatalf("desired versions %q %q %q; want the channel's fallback, the plan's default, and the explicit one",
+				free.DesiredVersion, ent.DesiredVersion, pinned.DesiredVersion)
+		}
+		_, err := cluster("nochannel", "rapid", "", nil)
+		wantErr(t, err, store.ErrFailedPrecondition)
+		_, err = cluster("blocked", "", "2.0.1", nil)
+		wantErr(t, err, store.ErrFailedPrecondition)
+		_, err = cluster("unknown", "", "9.0.0", nil)
+		wantErr(t, err, store.ErrFailedPrecondition)
+		// Changing a default touches no running cluster.
+		must[store.Channel](t)(s.SetChannelDefaults(ctx, actor, "kafka", "stable", "", map[string]string{"": "2.0.0"}))
+		if got := must[store.Cluster](t)(s.GetCluster(ctx, "", free.ID)); got.DesiredVersion != "1.0.0" {
+			t.Fatalf("a default change moved a running cluster to %q", got.DesiredVersion)
+		}
+		// Updates are checked too; the product cannot change.
+		_, err = s.UpdateCluster(ctx, actor, "", free.ID, "", func(c *store.Cluster) error { c.DesiredVersion = "2.0.1"; return nil })
+		wantErr(t, err, store.ErrFailedPrecondition)
+		up := must[store.Cluster](t)(s.UpdateCluster(ctx, actor, "", free.ID, "", func(c *store.Cluster) error {
+			c.DesiredVersion, c.Product = "2.0.0", "redis"
+			return nil
+		}))
+		if up.DesiredVersion != "2.0.0" || up.Product != "kafka" {
+			t.Fatalf("updated %+v", up)
+		}
+		// Clusters without a product are not version-managed.
+		must[store.Cluster](t)(s.CreateCluster(ctx, actor, "", store.Cluster{DataPlaneID: f.dp.ID, Name: "legacy", DesiredVersion: "7.7.7"}))
+	})
+}

@@ -48,7 +48,16 @@ type Cluster struct {
 	Etag        string                 `protobuf:"bytes,12,opt,name=etag,proto3" json:"etag,omitempty"`
 	// What the cluster's agent last reported of its upgrades; output only,
 	// set by GetCluster (not by ListClusters), unset until a report.
-	AgentReport   *ClusterAgentReport `protobuf:"bytes,13,opt,name=agent_report,json=agentReport,proto3" json:"agent_report,omitempty"`
+	AgentReport *ClusterAgentReport `protobuf:"bytes,13,opt,name=agent_report,json=agentReport,proto3" json:"agent_report,omitempty"`
+	// The catalog product the cluster runs (ReleaseService), a DNS label;
+	// immutable. Empty: the cluster's versions are not checked against the
+	// catalog. With a product, desired_version must be a release of it that
+	// is not blocked.
+	Product string `protobuf:"bytes,14,opt,name=product,proto3" json:"product,omitempty"`
+	// The product's release channel. A cluster created on a channel without
+	// a desired_version gets the channel's default for its plan (the "plan"
+	// property).
+	Channel       string `protobuf:"bytes,15,opt,name=channel,proto3" json:"channel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -172,6 +181,20 @@ func (x *Cluster) GetAgentReport() *ClusterAgentReport {
 		return x.AgentReport
 	}
 	return nil
+}
+
+func (x *Cluster) GetProduct() string {
+	if x != nil {
+		return x.Product
+	}
+	return ""
+}
+
+func (x *Cluster) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
 }
 
 // ClusterAgentReport is a cluster's upgrade state as its agent reported.
@@ -570,8 +593,8 @@ func (x *ListClustersResponse) GetNextPageToken() string {
 type UpdateClusterRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Cluster *Cluster               `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	// Fields to change: labels, properties, desired_version, host_version.
-	// Empty means all of them.
+	// Fields to change: labels, properties, desired_version, host_version,
+	// channel. Empty means all of them.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -757,7 +780,7 @@ var File_cairn_admin_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_cairn_admin_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccairn/admin/v1/cluster.proto\x12\x0ecairn.admin.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x04\n" +
+	"\x1ccairn/admin/v1/cluster.proto\x12\x0ecairn.admin.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x05\n" +
 	"\aCluster\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\"\n" +
@@ -776,7 +799,9 @@ const file_cairn_admin_v1_cluster_proto_rawDesc = "" +
 	"\vupdate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x12\n" +
 	"\x04etag\x18\f \x01(\tR\x04etag\x12E\n" +
-	"\fagent_report\x18\r \x01(\v2\".cairn.admin.v1.ClusterAgentReportR\vagentReport\x1a9\n" +
+	"\fagent_report\x18\r \x01(\v2\".cairn.admin.v1.ClusterAgentReportR\vagentReport\x12\x18\n" +
+	"\aproduct\x18\x0e \x01(\tR\aproduct\x12\x18\n" +
+	"\achannel\x18\x0f \x01(\tR\achannel\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe1\x01\n" +
