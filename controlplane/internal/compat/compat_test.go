@@ -7,7 +7,9 @@ import (
 )
 
 func TestCheck(t *testing.T) {
-	rel := func(cons ...store.Constraint) store.Release { return store.Release{Product: "kafka", Version: "1.3.0", Constraints: cons} }
+	rel := func(cons ...store.Constraint) store.Release {
+		return store.Release{Product: "kafka", Version: "1.3.0", Constraints: cons}
+	}
 	host := func(r string) store.Constraint { return store.Constraint{Component: Host, Range: r} }
 	for _, tc := range []struct {
 		name    string
