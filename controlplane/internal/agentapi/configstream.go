@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -16,7 +18,6 @@ import (
 	"github.com/cairnhq/cairn/certs/sign"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
-	"github.com/cairnhq/cairn/internal/configstate"
 )
 
 // DefaultHeartbeatEvery is how often an idle stream gets a signed
@@ -39,7 +40,14 @@ type streamState struct {
 	applied int64
 	checked bool      // the agent's state was checked against the log's at its revision
 	saved   time.Time // when the position was last recorded
+	// snapshot is the revision of the newest snapshot sent; refusals of
+	// older revisions are stale.
+	snapshot int64
 }
+
+// snapshotNonce prefixes the nonce of a snapshot's end, so that the
+// agent's answer tells a snapshot at revision R from the delta to R.
+const snapshotNonce = "snapshot-"
 
 // seenEvery is how often an idle stream records that its agent is still
 // there (Agent.sync.last_seen_time): rarely enough that a large fleet's
@@ -92,11 +100,28 @@ func (cs *configService) Stream(stream agentv1.ConfigService_StreamServer) error
 // and decides what to send; a sendQueue sends it.
 func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService_StreamServer, c caller) error {
 	s := cs.s
-	first, err := stream.Recv()
-	if err != nil {
-		return err
+	// The Hello is awaited on its own goroutine, so that revocation and
+	// shutdown (which cancel ctx) end a stream that never sends one;
+	// returning ends the stream, which ends that Recv.
+	type received struct {
+		m   *agentv1.StreamRequest
+		err error
 	}
-	hello := first.GetHello()
+	firstc := make(chan received, 1)
+	go func() {
+		m, err := stream.Recv()
+		firstc <- received{m, err}
+	}()
+	var first received
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case first = <-firstc:
+	}
+	if first.err != nil {
+		return first.err
+	}
+	hello := first.m.GetHello()
 	if hello == nil {
 		return status.Error(codes.InvalidArgument, "the first message must be a Hello")
 	}
@@ -151,6 +176,8 @@ func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService
 	}
 	heartbeat := time.NewTicker(s.cfg.HeartbeatEvery)
 	defer heartbeat.Stop()
+	seen := time.NewTicker(seenEvery)
+	defer seen.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -187,7 +214,8 @@ func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService
 			if err := q.put(ctx, &agentv1.StreamResponse{Msg: &agentv1.StreamResponse_Heartbeat{Heartbeat: hb}}); err != nil {
 				return err
 			}
-			if time.Since(st.saved) >= seenEvery {
+		case <-seen.C:
+			if time.Since(st.saved) >= seenEvery/2 {
 				cs.save(ctx, st)
 			}
 		}
@@ -216,14 +244,15 @@ func (cs *configService) catchUp(ctx context.Context, q *sendQueue, st *streamSt
 		st.checked = true
 		want := head.StateHash
 		if st.sent < head.Revision {
-			want = configstate.EmptyHash
-			if st.sent > 0 {
-				revs, err := s.cfg.Store.RevisionsAfter(ctx, dp, st.sent-1, 1)
-				if err != nil || len(revs) == 0 {
-					snapshot = true
-				} else {
-					want = revs[0].StateHash
-				}
+			// The next revision's prev_state_hash is the state at the
+			// agent's revision; it is on the log whenever the deltas the
+			// agent needs are, even when the agent's own revision was
+			// just compacted away.
+			revs, err := s.cfg.Store.RevisionsAfter(ctx, dp, st.sent, 1)
+			if err != nil || len(revs) == 0 {
+				snapshot = true
+			} else {
+				want = revs[0].PrevStateHash
 			}
 		}
 		snapshot = snapshot || st.hello.StateHash != want
@@ -255,13 +284,13 @@ func (cs *configService) catchUp(ctx context.Context, q *sendQueue, st *streamSt
 		for i, env := range envs {
 			nonce := ""
 			if i == len(envs)-1 {
-				nonce = fmt.Sprint(snapHead.Revision)
+				nonce = snapshotNonce + fmt.Sprint(snapHead.Revision)
 			}
 			if err := q.put(ctx, &agentv1.StreamResponse{Nonce: nonce, Msg: &agentv1.StreamResponse_Update{Update: env}}); err != nil {
 				return err
 			}
 		}
-		st.sent, st.nacked = snapHead.Revision, 0
+		st.sent, st.nacked, st.snapshot = snapHead.Revision, 0, snapHead.Revision
 	}
 	cs.save(ctx, st)
 	return nil
@@ -271,22 +300,38 @@ func (cs *configService) catchUp(ctx context.Context, q *sendQueue, st *streamSt
 func (cs *configService) record(ctx context.Context, st *streamState, m *agentv1.StreamRequest) {
 	switch msg := m.Msg.(type) {
 	case *agentv1.StreamRequest_Ack:
+		if msg.Ack.Revision >= st.nacked {
+			st.nacked = 0
+		}
 		if msg.Ack.Revision > st.applied {
 			st.applied = msg.Ack.Revision
 			cs.save(ctx, st)
 		}
 	case *agentv1.StreamRequest_Nack:
 		n := msg.Nack
-		cs.s.log.WarnContext(ctx, "agent refused an update", "agent_id", st.c.AgentID, "revision", n.Revision,
+		rev := n.Revision
+		isSnapshot := strings.HasPrefix(n.Nonce, snapshotNonce)
+		if rev == 0 {
+			// Refused before the agent could read a revision (a bad
+			// signature): the nonce this server issued names it.
+			rev, _ = strconv.ParseInt(strings.TrimPrefix(n.Nonce, snapshotNonce), 10, 64)
+		}
+		cs.s.log.WarnContext(ctx, "agent refused an update", "agent_id", st.c.AgentID, "revision", rev,
 			"reason", n.Reason.String(), "detail", n.Detail)
-		if n.Revision > st.nacked {
-			st.nacked = n.Revision
+		if rev > 0 && (rev <= st.applied || (!isSnapshot && rev <= st.snapshot)) {
+			// Already applied, or superseded by a snapshot sent since: a
+			// late answer to an update that no longer matters.
+			return
+		}
+		// A refused key set (revision 0) is recorded but resends nothing.
+		if rev > st.nacked {
+			st.nacked = rev
 		}
 		detail := n.Detail
 		if len(detail) > 1024 {
 			detail = detail[:1024]
 		}
-		if err := cs.s.cfg.Store.RecordNack(ctx, st.c.AgentID, st.c.DataPlaneID, n.Revision, n.Reason.String(), detail); err != nil {
+		if err := cs.s.cfg.Store.RecordNack(ctx, st.c.AgentID, st.c.DataPlaneID, rev, n.Reason.String(), detail); err != nil {
 			cs.s.log.WarnContext(ctx, "record nack", "agent_id", st.c.AgentID, "error", err)
 		}
 	}

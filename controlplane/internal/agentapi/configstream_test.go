@@ -161,7 +161,7 @@ func TestConfigStream(t *testing.T) {
 				m, typ := c2.nextUpdate()
 				if typ == fanout.SnapshotEndType {
 					var end agentv1.SnapshotEndPayload
-					if err := proto.Unmarshal(m.GetUpdate().Payload, &end); err != nil || end.Revision != 4 || m.Nonce != "4" {
+					if err := proto.Unmarshal(m.GetUpdate().Payload, &end); err != nil || end.Revision != 4 || m.Nonce != "snapshot-4" {
 						t.Fatalf("snapshot end %v nonce %s; want revision 4", &end, m.Nonce)
 					}
 					break
