@@ -15,11 +15,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"time"
 )
 
@@ -36,12 +39,16 @@ const (
 	serialBytes = 16
 )
 
-// CA is a self-signed certificate authority held in memory.
+// CA is a self-signed certificate authority held in memory. Its methods
+// are safe for concurrent use.
 type CA struct {
 	cert *x509.Certificate
 	der  []byte
 	key  *ecdsa.PrivateKey
 	pool *x509.CertPool
+
+	mu    sync.Mutex
+	spare []tls.Certificate // made by Preissue, handed out by ClientConfig
 }
 
 // NewCA makes a CA valid for a day.
@@ -91,12 +98,48 @@ func (ca *CA) Client(name string) (tls.Certificate, error) {
 	return ca.issue(name, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, false)
 }
 
+// Preissue makes n client certificates ahead of time, on all cores, so
+// that the ClientConfig calls that follow (a timed connect phase) do not
+// pay for key generation and signing; agents arrive with their
+// certificates too.
+func (ca *CA) Preissue(n int) error {
+	certs := make([]tls.Certificate, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	workers := runtime.GOMAXPROCS(0)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				certs[i], errs[i] = ca.Client(fmt.Sprintf("peerbench client %d", i))
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	ca.mu.Lock()
+	ca.spare = append(ca.spare, certs...)
+	ca.mu.Unlock()
+	return nil
+}
+
 // ClientConfig returns a TLS client configuration that trusts ca and
-// presents a fresh certificate named name.
+// presents a certificate of its own: a pre-issued one while any is left
+// (whatever name it carries), else a fresh one named name.
 func (ca *CA) ClientConfig(name string) (*tls.Config, error) {
-	cert, err := ca.Client(name)
-	if err != nil {
-		return nil, err
+	var cert tls.Certificate
+	ca.mu.Lock()
+	if n := len(ca.spare); n > 0 {
+		cert = ca.spare[n-1]
+		ca.spare = ca.spare[:n-1]
+	}
+	ca.mu.Unlock()
+	if cert.Certificate == nil {
+		var err error
+		if cert, err = ca.Client(name); err != nil {
+			return nil, err
+		}
 	}
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},

@@ -266,6 +266,11 @@ func (r *run) prepare(ctx context.Context, external bool) error {
 		if err := ca.WriteServerFiles(tlsDir); err != nil {
 			return err
 		}
+		// One for each watcher and the writer; the writer after the
+		// restart gets a fresh one.
+		if err := ca.Preissue(r.cfg.N + 1); err != nil {
+			return err
+		}
 		r.ca = ca
 	}
 
