@@ -275,8 +275,25 @@ func (s *Server) Run(ctx context.Context) error {
 	defer revTick.Stop()
 	reconcileTick := time.NewTicker(reconcileEvery)
 	defer reconcileTick.Stop()
-	caTick := time.NewTicker(time.Minute)
-	defer caTick.Stop()
+	// CA maintenance waits for the CA directory's lock, which another
+	// replica may hold for a while: it runs on its own goroutine, so that
+	// revocations are still polled and shutdown is not held up.
+	caCtx, stopCA := context.WithCancel(ctx)
+	caDone := make(chan struct{})
+	go func() {
+		defer close(caDone)
+		caTick := time.NewTicker(time.Minute)
+		defer caTick.Stop()
+		for {
+			select {
+			case <-caCtx.Done():
+				return
+			case <-caTick.C:
+				s.maintainCA()
+			}
+		}
+	}()
+	defer func() { stopCA(); <-caDone }()
 	for {
 		select {
 		case err := <-errc:
@@ -298,8 +315,6 @@ func (s *Server) Run(ctx context.Context) error {
 			s.closeRevoked(ctx)
 		case <-reconcileTick.C:
 			s.reconcileRevoked(ctx)
-		case <-caTick.C:
-			s.maintainCA()
 		}
 	}
 }

@@ -25,7 +25,6 @@ import (
 // stuck replica would, waits for Run's first CA tick (a minute after
 // start), then revokes an agent. It takes about 75 s.
 func TestReviewStuckCALockDelaysRevocation(t *testing.T) {
-	t.Skip("BUG: Run's loop blocks in maintainCA up to 30s (60s with renewServing) waiting for the shared CA directory lock, and polls no revocations meanwhile (takes ~75s)")
 	e := start(t, options{})
 	began := time.Now()
 	// start's CA lives in <one of this test's temp dirs>/ca.
