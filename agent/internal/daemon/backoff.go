@@ -15,8 +15,10 @@ const (
 	backoffBase = time.Second
 	// maxRetryHint bounds how long a control plane's retry hint can keep
 	// an agent away, so that a misconfigured (or hostile) hint cannot
-	// park an agent for hours.
-	maxRetryHint = 5 * time.Minute
+	// park an agent for hours. It is above the longest hint a control
+	// plane gives (a five-minute slot plus up to half that in jitter), so
+	// the spread of a storm's hints is kept.
+	maxRetryHint = 10 * time.Minute
 )
 
 // jitter returns an exponential backoff delay with full jitter: uniform in

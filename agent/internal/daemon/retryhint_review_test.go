@@ -16,7 +16,6 @@ import (
 // cohort that needs it most, and the overflow of a restart storm comes back
 // as one synchronized wave every five minutes.
 func TestReviewCappedRetryHintsKeepTheirSpread(t *testing.T) {
-	t.Skip("BUG: agent caps RetryInfo at 5m (maxRetryHint) while the control plane's hints reach 5m+2m30s of jitter; every capped refusal reconnects at exactly 5m, erasing the server's jitter")
 	d, err := New(Config{Addr: "x", Dir: "y"})
 	if err != nil {
 		t.Fatal(err)
