@@ -56,12 +56,33 @@ func (rc RenderConfig) check(dir string) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	data := filepath.Dir(cfg.StateFile)
+	realData := resolve(data)
+	inside := func(path, dir string) bool {
+		return path == dir || strings.HasPrefix(path, dir+string(filepath.Separator))
+	}
 	for _, r := range rc.Rules {
-		if r.Path == data || strings.HasPrefix(r.Path, data+string(filepath.Separator)) {
+		// Symlinks are resolved on both sides: the data directory or a
+		// rule may reach the same place through one.
+		if inside(r.Path, data) || inside(resolve(r.Path), realData) {
 			return fmt.Errorf("agent: render %s: %s is inside the data directory %s", r, r.Path, data)
 		}
 	}
 	return nil
+}
+
+// resolve returns path with the symlinks of its longest existing prefix
+// resolved; what does not exist yet is kept as written.
+func resolve(path string) string {
+	rest := ""
+	for p := path; ; p = filepath.Dir(p) {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(real, rest)
+		}
+		if filepath.Dir(p) == p {
+			return path
+		}
+		rest = filepath.Join(filepath.Base(p), rest)
+	}
 }
 
 // startRender starts rendering from the config cache, tracked by wg, when

@@ -19,7 +19,7 @@ import (
 // admission, and makes shutdown sit out GracefulStop's 10 s fallback. The
 // real agent sends its Hello at once, so this needs a slow or hostile
 // client; it still breaks the revocation guarantee.
-func TestReviewRevocationEndsStreamBeforeHello(t *testing.T) {
+func TestRevocationEndsStreamBeforeHello(t *testing.T) {
 	e := start(t, options{HeartbeatEvery: time.Hour})
 	a := e.enrollAgent(t, e.DP.ID)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*waitLimit)

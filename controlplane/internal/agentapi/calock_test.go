@@ -24,7 +24,7 @@ import (
 // shutdown waits as long. The test holds the CA directory's lock as a
 // stuck replica would, waits for Run's first CA tick (a minute after
 // start), then revokes an agent. It takes about 75 s.
-func TestReviewStuckCALockDelaysRevocation(t *testing.T) {
+func TestStuckCALockDelaysRevocation(t *testing.T) {
 	e := start(t, options{})
 	began := time.Now()
 	// start's CA lives in <one of this test's temp dirs>/ca.

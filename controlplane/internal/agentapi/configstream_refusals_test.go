@@ -14,9 +14,9 @@ import (
 	"github.com/cairnhq/cairn/internal/configstate"
 )
 
-// reviewWantUpdate reads the next update and fails unless it has the
+// wantUpdate reads the next update and fails unless it has the
 // payload type and nonce wanted.
-func reviewWantUpdate(t *testing.T, c *streamClient, wantType, wantNonce, why string) {
+func wantUpdate(t *testing.T, c *streamClient, wantType, wantNonce, why string) {
 	t.Helper()
 	m, typ := c.nextUpdate()
 	if typ != wantType || m.Nonce != wantNonce {
@@ -24,8 +24,8 @@ func reviewWantUpdate(t *testing.T, c *streamClient, wantType, wantNonce, why st
 	}
 }
 
-// reviewReadSnapshot reads a whole snapshot and returns its end's nonce.
-func reviewReadSnapshot(t *testing.T, c *streamClient) string {
+// readSnapshot reads a whole snapshot and returns its end's nonce.
+func readSnapshot(t *testing.T, c *streamClient) string {
 	t.Helper()
 	if _, typ := c.nextUpdate(); typ != fanout.ResetType {
 		t.Fatalf("got %s; want a snapshot (reset)", typ)
@@ -57,14 +57,14 @@ func ack(rev int64, nonce string) *agentv1.StreamRequest {
 // refuses signatures, the refusals that matter most; and (2) the next
 // revision goes out as a delta the agent cannot apply (a gap, NACKed
 // again), and only the revision after that brings the snapshot.
-func TestReviewNackWithoutRevisionUsesNonce(t *testing.T) {
+func TestNackWithoutRevisionUsesNonce(t *testing.T) {
 	e := start(t, options{HeartbeatEvery: time.Hour})
 	a := e.enrollAgent(t, e.DP.ID)
 	ver := sign.NewVerifier(e.Signer.RootPublicKey())
 	putDoc(t, e, "a")
 	c := openStreamWithin(t, 3*waitLimit, e, a, &agentv1.Hello{StateHash: configstate.EmptyHash, Epoch: "e"}, ver)
 	c.next() // key set
-	reviewWantUpdate(t, c, fanout.DeltaType, "1", "revision 1 as a delta")
+	wantUpdate(t, c, fanout.DeltaType, "1", "revision 1 as a delta")
 
 	c.send(nack(0, "1", agentv1.NackReason_NACK_REASON_BAD_SIGNATURE))
 	waitFor(t, "the nack recorded", func() bool {
@@ -99,7 +99,7 @@ func TestReviewNackWithoutRevisionUsesNonce(t *testing.T) {
 // notice of revision 3 (catchUp: snapshot, nacked = 0) before the second
 // Nack waiting in the acks channel. The test sends the second Nack after
 // reading the snapshot to get that order every time.
-func TestReviewStaleNackAfterSnapshot(t *testing.T) {
+func TestStaleNackAfterSnapshot(t *testing.T) {
 	e := start(t, options{HeartbeatEvery: time.Hour})
 	a := e.enrollAgent(t, e.DP.ID)
 	ver := sign.NewVerifier(e.Signer.RootPublicKey())
@@ -107,8 +107,8 @@ func TestReviewStaleNackAfterSnapshot(t *testing.T) {
 	putDoc(t, e, "b")
 	c := openStreamWithin(t, 3*waitLimit, e, a, &agentv1.Hello{StateHash: configstate.EmptyHash, Epoch: "e"}, ver)
 	c.next() // key set
-	reviewWantUpdate(t, c, fanout.DeltaType, "1", "catch-up")
-	reviewWantUpdate(t, c, fanout.DeltaType, "2", "catch-up")
+	wantUpdate(t, c, fanout.DeltaType, "1", "catch-up")
+	wantUpdate(t, c, fanout.DeltaType, "2", "catch-up")
 	sync := func(what string, cond func(store.AgentSync) bool) {
 		t.Helper()
 		waitFor(t, what, func() bool {
@@ -125,7 +125,7 @@ func TestReviewStaleNackAfterSnapshot(t *testing.T) {
 	c.send(nack(1, "1", agentv1.NackReason_NACK_REASON_APPLY_FAILED))
 	c.send(nack(2, "2", agentv1.NackReason_NACK_REASON_STALE))
 	putDoc(t, e, "c")
-	end := reviewReadSnapshot(t, c)
+	end := readSnapshot(t, c)
 	rev, err := strconv.ParseInt(strings.TrimPrefix(end, "snapshot-"), 10, 64)
 	if err != nil || (rev != 2 && rev != 3) {
 		t.Fatalf("snapshot end nonce %q; want snapshot-2 or snapshot-3", end)
@@ -155,7 +155,7 @@ func TestReviewStaleNackAfterSnapshot(t *testing.T) {
 // state at R is also revision R+1's prev_state_hash. The documented rule
 // is "the deltas since the agent's revision, or a snapshot when the log no
 // longer reaches back".
-func TestReviewCompactionBoundaryGetsDeltas(t *testing.T) {
+func TestCompactionBoundaryGetsDeltas(t *testing.T) {
 	e := start(t, options{HeartbeatEvery: time.Hour})
 	a := e.enrollAgent(t, e.DP.ID)
 	ctx := context.Background()
@@ -177,7 +177,7 @@ func TestReviewCompactionBoundaryGetsDeltas(t *testing.T) {
 
 	c := openStreamWithin(t, 3*waitLimit, e, a, &agentv1.Hello{AppliedRevision: 2, StateHash: at2, Epoch: "e"}, sign.NewVerifier(e.Signer.RootPublicKey()))
 	c.next() // key set
-	reviewWantUpdate(t, c, fanout.DeltaType, "3", "the log holds revision 3, the only one the agent at 2 lacks")
+	wantUpdate(t, c, fanout.DeltaType, "3", "the log holds revision 3, the only one the agent at 2 lacks")
 }
 
 // The admin API promises (ListAgentsRequest.not_seen_for) that "an open
@@ -187,7 +187,7 @@ func TestReviewCompactionBoundaryGetsDeltas(t *testing.T) {
 // the heartbeat interval, and not_seen_for of a few minutes lists agents
 // that are connected. (Even at the 10s default the refresh comes up to a
 // heartbeat late.) This test waits up to three minutes.
-func TestReviewIdleStreamRefreshesLastSeenEveryMinute(t *testing.T) {
+func TestIdleStreamRefreshesLastSeenEveryMinute(t *testing.T) {
 	e := start(t, options{HeartbeatEvery: 10 * time.Minute})
 	a := e.enrollAgent(t, e.DP.ID)
 	c := openStream(t, e, a, &agentv1.Hello{StateHash: configstate.EmptyHash, Epoch: "e"}, sign.NewVerifier(e.Signer.RootPublicKey()))

@@ -15,7 +15,7 @@ import (
 // the spread the control plane asked for is erased for precisely the
 // cohort that needs it most, and the overflow of a restart storm comes back
 // as one synchronized wave every five minutes.
-func TestReviewCappedRetryHintsKeepTheirSpread(t *testing.T) {
+func TestCappedRetryHintsKeepTheirSpread(t *testing.T) {
 	d, err := New(Config{Addr: "x", Dir: "y"})
 	if err != nil {
 		t.Fatal(err)
