@@ -44,15 +44,14 @@ func TestLastErrorClearsOnceReconnected(t *testing.T) {
 		return agent != "" && f.watchCount(agent) > 0
 	})
 	f.drop() // the bundle stream ends with UNAVAILABLE
-	waitFor(t, 10*time.Second, "an error recorded", func() bool { return d.lastErr.get() != "" })
-	waitFor(t, 10*time.Second, "a new bundle stream", func() bool { return f.watchCount(agent) >= 2 })
-	// The new stream got the bundle (the fake sends it at once): progress.
-	deadline := time.Now().Add(3 * time.Second)
-	for d.lastErr.get() != "" {
-		if time.Now().After(deadline) {
-			t.Fatalf("last error %q still reported 3s after the stream reconnected and received the bundle; want it cleared", d.lastErr.get())
-		}
-		time.Sleep(20 * time.Millisecond)
+	// The error may be cleared again before a poll sees it: count it.
+	waitFor(t, 30*time.Second, "an error recorded", func() bool { return d.lastErr.recorded() > 0 })
+	waitFor(t, 30*time.Second, "a new bundle stream", func() bool { return f.watchCount(agent) >= 2 })
+	// The new stream got the bundle (the fake sends it at once): progress
+	// clears the error while that stream is still open.
+	waitFor(t, 30*time.Second, "the error cleared by the new stream's progress", func() bool { return d.lastErr.get() == "" })
+	if f.watchCount(agent) < 2 {
+		t.Fatal("the new stream ended")
 	}
 }
 

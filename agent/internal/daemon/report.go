@@ -38,12 +38,14 @@ type lastError struct {
 	mu  sync.Mutex
 	by  string
 	msg string
+	n   int // errors recorded, ever
 }
 
 func (l *lastError) set(by string, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.by, l.msg = by, fmt.Sprintf("%s at %s: %v", by, time.Now().UTC().Format(time.RFC3339), err)
+	l.n++
 }
 
 func (l *lastError) clear(by string) {
@@ -58,6 +60,13 @@ func (l *lastError) get() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.msg
+}
+
+// recorded is how many errors were ever recorded.
+func (l *lastError) recorded() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n
 }
 
 // startReports opens the report queue and starts the reporter and its
