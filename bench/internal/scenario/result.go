@@ -52,6 +52,8 @@ type Result struct {
 
 	// Context.
 	ConnectAllMs float64 `json:"connect_all_ms"`
+	// ConnectRetries counts watcher setups that failed and were tried again.
+	ConnectRetries int64 `json:"connect_retries,omitempty"`
 	// WatcherErrors counts errors the watchers' client library reported on
 	// its own and recovered from (NATS only).
 	WatcherErrors  int64    `json:"watcher_errors,omitempty"`
