@@ -28,6 +28,7 @@ fuzz-short:
 	$(GO) test -run='^$$' -fuzz=FuzzApplyDelta -fuzztime=10s ./agent/internal/cache
 	$(GO) test -run='^$$' -fuzz=FuzzPlan -fuzztime=10s ./controlplane/internal/waves
 	$(GO) test -run='^$$' -fuzz=FuzzSortKey -fuzztime=10s ./controlplane/internal/versions
+	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=10s ./controlplane/internal/inventory
 
 ## postgres: make sure PostgreSQL answers at 127.0.0.1:5432 (installs/starts it)
 postgres:
