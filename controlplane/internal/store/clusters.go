@@ -82,10 +82,12 @@ func (s *Store) CreateCluster(ctx context.Context, a Actor, visible string, c Cl
 			return err
 		}
 		_, err = q.exec(ctx, `INSERT INTO clusters (id, tenant_id, data_plane_id, name, labels, properties,
-			desired_version, reported_version, host_version, product, channel, etag, create_time, update_time)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+			desired_version, reported_version, host_version, product, channel, etag, create_time, update_time,
+			desired_version_key, reported_version_key, host_version_key)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
 			c.ID, c.TenantID, c.DataPlaneID, c.Name, encodeLabels(c.Labels), props,
-			c.DesiredVersion, c.ReportedVersion, c.HostVersion, c.Product, c.Channel, c.Etag, c.CreateTime, c.UpdateTime)
+			c.DesiredVersion, c.ReportedVersion, c.HostVersion, c.Product, c.Channel, c.Etag, c.CreateTime, c.UpdateTime,
+			versionSortKey(c.DesiredVersion), versionSortKey(c.ReportedVersion), versionSortKey(c.HostVersion))
 		if isUniqueViolation(err) {
 			return fmt.Errorf("cluster named %q in data plane %q: %w", c.Name, c.DataPlaneID, ErrAlreadyExists)
 		}
@@ -218,8 +220,9 @@ func (s *Store) UpdateCluster(ctx context.Context, a Actor, visible, id, etag st
 			return err
 		}
 		if _, err := q.exec(ctx, `UPDATE clusters SET labels = $2, properties = $3, desired_version = $4,
-			host_version = $5, channel = $6, etag = $7, update_time = $8 WHERE id = $1`,
-			c.ID, encodeLabels(c.Labels), props, c.DesiredVersion, c.HostVersion, c.Channel, c.Etag, c.UpdateTime); err != nil {
+			host_version = $5, channel = $6, etag = $7, update_time = $8, desired_version_key = $9, host_version_key = $10 WHERE id = $1`,
+			c.ID, encodeLabels(c.Labels), props, c.DesiredVersion, c.HostVersion, c.Channel, c.Etag, c.UpdateTime,
+			versionSortKey(c.DesiredVersion), versionSortKey(c.HostVersion)); err != nil {
 			return err
 		}
 		if err := setLabels(ctx, q, c.ID, c.Labels); err != nil {

@@ -191,8 +191,8 @@ func putClusterReports(ctx context.Context, q querier, agentID, dataPlaneID stri
 			return fmt.Errorf("cluster report: %w", err)
 		}
 		if r.Version != "" {
-			if _, err := q.exec(ctx, `UPDATE clusters SET reported_version = $2 WHERE id = $1 AND reported_version <> $2`,
-				r.ClusterID, r.Version); err != nil {
+			if _, err := q.exec(ctx, `UPDATE clusters SET reported_version = $2, reported_version_key = $3 WHERE id = $1 AND reported_version <> $2`,
+				r.ClusterID, r.Version, versionSortKey(r.Version)); err != nil {
 				return fmt.Errorf("cluster report: %w", err)
 			}
 		}

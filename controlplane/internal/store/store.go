@@ -88,6 +88,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		b.close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
+	if err := s.repairClusterKeys(ctx); err != nil {
+		b.close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
 	return s, nil
 }
 
