@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/cairnhq/cairn/controlplane/internal/inventory"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
 	adminv1 "github.com/cairnhq/cairn/gen/cairn/admin/v1"
 )
@@ -111,10 +112,26 @@ func (s *clusters) ListClusters(ctx context.Context, req *connect.Request[adminv
 	page, sel := v.listArgs(req.Msg.PageSize, req.Msg.PageToken, req.Msg.LabelSelector)
 	v.optionalID("tenant_id", req.Msg.TenantId)
 	v.optionalID("data_plane_id", req.Msg.DataPlaneId)
+	var query inventory.Query
+	if req.Msg.Query != "" {
+		if query, err = inventory.Parse(req.Msg.Query); err != nil {
+			v.add("query", "%v", err)
+		}
+	}
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	list, next, err := s.st.ListClusters(ctx, store.Filter{Visible: p.Visible(), TenantID: req.Msg.TenantId, Selector: sel}, req.Msg.DataPlaneId, page)
+	f := store.Filter{Visible: p.Visible(), TenantID: req.Msg.TenantId, Selector: sel}
+	var list []store.Cluster
+	var next string
+	if req.Msg.Query != "" {
+		if req.Msg.DataPlaneId != "" {
+			query.Terms = append(query.Terms, inventory.Term{Field: inventory.DataPlane, Op: inventory.Eq, Values: []string{req.Msg.DataPlaneId}})
+		}
+		list, next, err = s.st.QueryClusters(ctx, f, query, page)
+	} else {
+		list, next, err = s.st.ListClusters(ctx, f, req.Msg.DataPlaneId, page)
+	}
 	if err != nil {
 		return nil, s.toConnect(ctx, err)
 	}

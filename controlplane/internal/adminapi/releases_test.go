@@ -115,3 +115,32 @@ func TestReleaseCatalog(t *testing.T) {
 		})
 	}
 }
+
+// TestListClustersQuery selects clusters with an inventory query through
+// the API, and refuses a bad query as an invalid field.
+func TestListClustersQuery(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := admintest.Start(t, admintest.Config{})
+	acme := s.SeedTenant(t, "acme")
+	c := s.Clients(admintest.Connect, s.OperatorToken)
+	for _, v := range []string{"1.2.0", "1.10.0"} {
+		if _, err := c.Releases.CreateRelease(ctx, connect.NewRequest(&adminv1.CreateReleaseRequest{Release: &adminv1.Release{
+			Product: "kafka", Version: v, State: adminv1.ReleaseState_RELEASE_STATE_STABLE}})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, v := range map[string]string{"old": "1.2.0", "new": "1.10.0"} {
+		if _, err := c.Clusters.CreateCluster(ctx, connect.NewRequest(&adminv1.CreateClusterRequest{Cluster: &adminv1.Cluster{
+			DataPlaneId: acme.DataPlane.Id, Name: name, Product: "kafka", DesiredVersion: v}})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := c.Clusters.ListClusters(ctx, connect.NewRequest(&adminv1.ListClustersRequest{
+		Query: "product=kafka,desired_version>1.9.0", DataPlaneId: acme.DataPlane.Id}))
+	if err != nil || len(got.Msg.Clusters) != 1 || got.Msg.Clusters[0].Name != "new" {
+		t.Fatalf("ListClusters with a query = %v, %v; want only the 1.10.0 cluster", got, err)
+	}
+	_, err = c.Clusters.ListClusters(ctx, connect.NewRequest(&adminv1.ListClustersRequest{Query: "version>=latest"}))
+	admintest.WantInvalidField(t, err, "query")
+}

@@ -72,10 +72,10 @@ func (w *where) query(q inventory.Query) error {
 }
 
 // QueryClusters returns one page of the clusters a query selects, within
-// the caller's visibility.
-func (s *Store) QueryClusters(ctx context.Context, visible string, q inventory.Query, p Page) ([]Cluster, string, error) {
+// the caller's visibility and the filter's tenant and label selector.
+func (s *Store) QueryClusters(ctx context.Context, f Filter, q inventory.Query, p Page) ([]Cluster, string, error) {
 	var w where
-	w.filter(Filter{Visible: visible})
+	w.filter(f)
 	if err := w.query(q); err != nil {
 		return nil, "", err
 	}

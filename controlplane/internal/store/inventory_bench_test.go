@@ -84,7 +84,7 @@ func BenchmarkQueryClusters100k(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			n := 0
 			for b.Loop() {
-				got, _, err := s.QueryClusters(ctx, "", q, store.Page{Size: bc.size})
+				got, _, err := s.QueryClusters(ctx, store.Filter{}, q, store.Page{Size: bc.size})
 				if err != nil {
 					b.Fatal(err)
 				}

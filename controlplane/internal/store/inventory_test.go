@@ -59,7 +59,7 @@ func TestQueryClusters(t *testing.T) {
 			var out []string
 			after := ""
 			for {
-				page, next, err := s.QueryClusters(ctx, visible, q, store.Page{After: after, Size: 2})
+				page, next, err := s.QueryClusters(ctx, store.Filter{Visible: visible}, q, store.Page{After: after, Size: 2})
 				if err != nil {
 					t.Fatalf("QueryClusters(%q): %v", query, err)
 				}

@@ -468,7 +468,13 @@ type ListClustersRequest struct {
 	LabelSelector string                 `protobuf:"bytes,3,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
 	TenantId      string                 `protobuf:"bytes,4,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	// Only clusters of this data plane.
-	DataPlaneId   string `protobuf:"bytes,5,opt,name=data_plane_id,json=dataPlaneId,proto3" json:"data_plane_id,omitempty"`
+	DataPlaneId string `protobuf:"bytes,5,opt,name=data_plane_id,json=dataPlaneId,proto3" json:"data_plane_id,omitempty"`
+	// An inventory query (docs/fleet.md), ANDed with the other filters:
+	// labels as in label_selector plus product, channel, tenant,
+	// data_plane, region, name, and version, desired_version and
+	// host_version compared in semver order, e.g.
+	// "product=kafka,version>=1.2.0,version<1.3.0,region in (eu-west-1)".
+	Query         string `protobuf:"bytes,6,opt,name=query,proto3" json:"query,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -534,6 +540,13 @@ func (x *ListClustersRequest) GetTenantId() string {
 func (x *ListClustersRequest) GetDataPlaneId() string {
 	if x != nil {
 		return x.DataPlaneId
+	}
+	return ""
+}
+
+func (x *ListClustersRequest) GetQuery() string {
+	if x != nil {
+		return x.Query
 	}
 	return ""
 }
@@ -820,14 +833,15 @@ const file_cairn_admin_v1_cluster_proto_rawDesc = "" +
 	"\x11GetClusterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"G\n" +
 	"\x12GetClusterResponse\x121\n" +
-	"\acluster\x18\x01 \x01(\v2\x17.cairn.admin.v1.ClusterR\acluster\"\xb9\x01\n" +
+	"\acluster\x18\x01 \x01(\v2\x17.cairn.admin.v1.ClusterR\acluster\"\xcf\x01\n" +
 	"\x13ListClustersRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x12%\n" +
 	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\x12\x1b\n" +
 	"\ttenant_id\x18\x04 \x01(\tR\btenantId\x12\"\n" +
-	"\rdata_plane_id\x18\x05 \x01(\tR\vdataPlaneId\"s\n" +
+	"\rdata_plane_id\x18\x05 \x01(\tR\vdataPlaneId\x12\x14\n" +
+	"\x05query\x18\x06 \x01(\tR\x05query\"s\n" +
 	"\x14ListClustersResponse\x123\n" +
 	"\bclusters\x18\x01 \x03(\v2\x17.cairn.admin.v1.ClusterR\bclusters\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x86\x01\n" +
