@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 BIN   := bin
 
-.PHONY: dev build test test-go fuzz-short lint generate check-generated breaking postgres clean
+.PHONY: dev build test test-go test-bench fuzz-short lint generate check-generated breaking postgres clean
 
 ## dev: run a local control plane on SQLite with demo objects; prints next steps
 dev: build
@@ -14,10 +14,15 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 ## test: every test, with the store suite on SQLite and PostgreSQL
-test: postgres test-go fuzz-short
+test: postgres test-go test-bench fuzz-short
 
 test-go:
 	$(GO) test -count=1 ./...
+
+# The peers' fan-out harness is its own module (bench/, so the product
+# links neither etcd nor NATS); its tests run it at a small N.
+test-bench:
+	cd bench && $(GO) test -count=1 ./...
 
 # A short run of each fuzz target: long enough to catch regressions of what
 # the corpus knows, short enough for every CI run.
