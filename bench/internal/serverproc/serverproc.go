@@ -25,10 +25,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -308,13 +310,7 @@ func Child(args []string, starts map[string]StartFunc, stdin io.Reader, stdout, 
 	return 0
 }
 
-func names(m map[string]StartFunc) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
+func names(m map[string]StartFunc) []string { return slices.Sorted(maps.Keys(m)) }
 
 // selfStats reads RSS before the forced GC so the GC's own scavenging
 // does not flatter it.
