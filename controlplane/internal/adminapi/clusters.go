@@ -213,3 +213,32 @@ func (s *clusters) DeleteCluster(ctx context.Context, req *connect.Request[admin
 	}
 	return connect.NewResponse(&adminv1.DeleteClusterResponse{}), nil
 }
+
+func (s *clusters) SummarizeVersions(ctx context.Context, req *connect.Request[adminv1.SummarizeVersionsRequest]) (*connect.Response[adminv1.SummarizeVersionsResponse], error) {
+	p, _, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var v violations
+	v.optionalID("tenant_id", req.Msg.TenantId)
+	query, err := inventory.Parse(req.Msg.Query)
+	if err != nil {
+		v.add("query", "%v", err)
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	sum, err := s.st.SummarizeVersions(ctx, store.Filter{Visible: p.Visible(), TenantID: req.Msg.TenantId}, query)
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	counts := func(cs []store.VersionCount) []*adminv1.VersionCount {
+		out := make([]*adminv1.VersionCount, 0, len(cs))
+		for _, c := range cs {
+			out = append(out, &adminv1.VersionCount{Version: c.Version, Clusters: c.Count})
+		}
+		return out
+	}
+	return connect.NewResponse(&adminv1.SummarizeVersionsResponse{Clusters: sum.Total, Reported: counts(sum.Reported),
+		Desired: counts(sum.Desired), OffDesired: sum.OffDesired, OnBlocked: sum.OnBlocked}), nil
+}

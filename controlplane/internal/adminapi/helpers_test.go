@@ -250,6 +250,10 @@ func rpcs(tg target) []rpc {
 		}},
 		// The catalog is shared: calls name the release admintest seeds, or
 		// versions and channels that do not exist, so none writes.
+		{"ClusterService/SummarizeVersions", viewer, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Clusters.SummarizeVersions(ctx, connect.NewRequest(&adminv1.SummarizeVersionsRequest{Query: "product=kafka"}))
+			return err
+		}},
 		{"ReleaseService/CreateRelease", operator, func(ctx context.Context, c admintest.Clients) error {
 			_, err := c.Releases.CreateRelease(ctx, connect.NewRequest(&adminv1.CreateReleaseRequest{Release: &adminv1.Release{
 				Product: admintest.SeedProduct, Version: admintest.SeedVersion}}))
@@ -327,6 +331,7 @@ var unknownTargetWant = map[string]connect.Code{
 	"AgentService/ListAgents":            ok,
 	"AgentService/RevokeAgent":           connect.CodeNotFound,
 	"AgentService/ListAgentMetrics":      connect.CodeNotFound,
+	"ClusterService/SummarizeVersions":   ok,
 	"ReleaseService/CreateRelease":       connect.CodeAlreadyExists,
 	"ReleaseService/GetRelease":          connect.CodeNotFound,
 	"ReleaseService/ListReleases":        ok,

@@ -572,6 +572,10 @@ func releaseInvalidCases() []invalidCase {
 				DataPlaneId: unknownID(), Name: "c", Product: "Kafka 3"}}))
 			return err
 		}},
+		{"SummarizeVersions bad query", "query", func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Clusters.SummarizeVersions(ctx, connect.NewRequest(&adminv1.SummarizeVersionsRequest{Query: "host_version<three"}))
+			return err
+		}},
 		{"UpdateChannel missing", "channel", func(ctx context.Context, c admintest.Clients) error {
 			_, err := c.Releases.UpdateChannel(ctx, connect.NewRequest(&adminv1.UpdateChannelRequest{}))
 			return err

@@ -183,6 +183,10 @@ func TestRequiredRole(t *testing.T) {
 		"/cairn.admin.v1.ClusterService/DeleteCluster":       adminv1.Role_ROLE_OPERATOR,
 		"/cairn.admin.v1.TokenService/ListTokens":            adminv1.Role_ROLE_ADMIN,
 		"/cairn.admin.v1.TokenService/CreateToken":           adminv1.Role_ROLE_ADMIN,
+		// Reads are what the contract declares free of side effects,
+		// whatever their name.
+		"/cairn.admin.v1.ClusterService/SummarizeVersions": adminv1.Role_ROLE_VIEWER,
+		"/cairn.admin.v1.NoSuchService/GetThing":           adminv1.Role_ROLE_OPERATOR,
 	} {
 		if got := auth.RequiredRole(proc); got != want {
 			t.Errorf("RequiredRole(%s) = %v; want %v", proc, got, want)

@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/cairnhq/cairn/controlplane/internal/store"
 	adminv1 "github.com/cairnhq/cairn/gen/cairn/admin/v1"
@@ -61,17 +64,34 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (Princi
 }
 
 // RequiredRole is the least role a procedure needs: admin for the token
-// service, viewer for reads, operator for everything else.
+// service, viewer for reads, operator for everything else. A read is a
+// method the contract declares free of side effects
+// (idempotency_level = NO_SIDE_EFFECTS), so the proto file, not a naming
+// habit, decides.
 func RequiredRole(procedure string) adminv1.Role {
 	svc, method, _ := strings.Cut(strings.TrimPrefix(procedure, "/"), "/")
 	switch {
 	case strings.HasSuffix(svc, ".TokenService"):
 		return adminv1.Role_ROLE_ADMIN
-	case strings.HasPrefix(method, "Get"), strings.HasPrefix(method, "List"):
+	case readOnly(svc, method):
 		return adminv1.Role_ROLE_VIEWER
 	default:
 		return adminv1.Role_ROLE_OPERATOR
 	}
+}
+
+// readOnly reports whether the method is declared NO_SIDE_EFFECTS.
+func readOnly(service, method string) bool {
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service).Append(protoreflect.Name(method)))
+	if err != nil {
+		return false
+	}
+	md, ok := d.(protoreflect.MethodDescriptor)
+	if !ok {
+		return false
+	}
+	opts, ok := md.Options().(*descriptorpb.MethodOptions)
+	return ok && opts.GetIdempotencyLevel() == descriptorpb.MethodOptions_NO_SIDE_EFFECTS
 }
 
 // Interceptor authenticates every call and checks the procedure's role

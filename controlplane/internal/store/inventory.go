@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/cairnhq/cairn/controlplane/internal/inventory"
@@ -119,4 +120,67 @@ func (s *Store) repairClusterKeys(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// VersionCount is how many clusters run or should run a version.
+type VersionCount struct {
+	Version string
+	Count   int64
+}
+
+// VersionSummary answers "what runs where" for the clusters a query
+// selects.
+type VersionSummary struct {
+	Total int64
+	// Reported and Desired count clusters by version, most first; ""
+	// counts clusters with none.
+	Reported, Desired []VersionCount
+	// OffDesired counts clusters whose reported version is not their
+	// desired one (including clusters that reported none).
+	OffDesired int64
+	// OnBlocked counts clusters reporting a version their product's
+	// catalog blocks.
+	OnBlocked int64
+}
+
+// SummarizeVersions counts the clusters a query selects by version.
+func (s *Store) SummarizeVersions(ctx context.Context, f Filter, q inventory.Query) (VersionSummary, error) {
+	var w where
+	w.filter(f)
+	if err := w.query(q); err != nil {
+		return VersionSummary{}, err
+	}
+	var out VersionSummary
+	scanCount := func(r row) (VersionCount, error) {
+		var c VersionCount
+		return c, r.Scan(&c.Version, &c.Count)
+	}
+	err := s.b.read(ctx, func(qr querier) error {
+		var err error
+		from := ` FROM clusters t` + w.String()
+		if out.Reported, err = queryAll(ctx, qr, scanCount, `SELECT t.reported_version, count(*)`+from+
+			` GROUP BY t.reported_version ORDER BY count(*) DESC, t.reported_version`, w.args...); err != nil {
+			return err
+		}
+		if out.Desired, err = queryAll(ctx, qr, scanCount, `SELECT t.desired_version, count(*)`+from+
+			` GROUP BY t.desired_version ORDER BY count(*) DESC, t.desired_version`, w.args...); err != nil {
+			return err
+		}
+		if err := qr.queryRow(ctx, `SELECT count(*)`+from, w.args...).Scan(&out.Total); err != nil {
+			return err
+		}
+		off := w
+		off.conds = append(slices.Clone(w.conds), "t.reported_version <> t.desired_version")
+		if err := qr.queryRow(ctx, `SELECT count(*) FROM clusters t`+off.String(), off.args...).Scan(&out.OffDesired); err != nil {
+			return err
+		}
+		blocked := w
+		blocked.conds = append(slices.Clone(w.conds), "EXISTS (SELECT 1 FROM releases r WHERE r.product = t.product AND r.version = t.reported_version AND r.state = "+
+			fmt.Sprint(ReleaseBlocked)+")")
+		return qr.queryRow(ctx, `SELECT count(*) FROM clusters t`+blocked.String(), blocked.args...).Scan(&out.OnBlocked)
+	})
+	if err != nil {
+		return VersionSummary{}, fmt.Errorf("summarize versions: %w", err)
+	}
+	return out, nil
 }

@@ -111,3 +111,38 @@ func enrollmentFor(t *testing.T, s *store.Store, dataPlaneID string) store.Enrol
 	tok := must[store.JoinToken](t)(s.CreateJoinToken(context.Background(), actor, "", dataPlaneID, uuid.NewString(), []byte("s"), time.Hour))
 	return enrollment(tok.ID, "s")
 }
+
+func TestSummarizeVersions(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f := newEnrollFixture(t, s)
+		for _, r := range []store.Release{{Version: "1.0.0", State: store.ReleaseStable}, {Version: "1.1.0", State: store.ReleaseStable},
+			{Version: "0.9.0", State: store.ReleaseBlocked}} {
+			r.Product = "kafka"
+			must[store.Release](t)(s.CreateRelease(ctx, actor, r))
+		}
+		ids := map[string]string{}
+		for _, c := range []struct{ name, desired string }{{"a", "1.1.0"}, {"b", "1.1.0"}, {"c", "1.0.0"}, {"d", "1.1.0"}} {
+			ids[c.name] = must[store.Cluster](t)(s.CreateCluster(ctx, actor, "", store.Cluster{DataPlaneID: f.dp.ID, Name: c.name,
+				Product: "kafka", DesiredVersion: c.desired})).ID
+		}
+		ag := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		r := statusReport(1, 1)
+		r.Status.Clusters = []store.ClusterReport{{ClusterID: ids["a"], Version: "1.1.0"}, {ClusterID: ids["b"], Version: "1.0.0"},
+			{ClusterID: ids["c"], Version: "0.9.0"}}
+		if _, err := s.IngestReports(ctx, store.Reports{AgentID: ag.ID, DataPlaneID: f.dp.ID, QueueID: "q", Items: []store.Report{r}}); err != nil {
+			t.Fatal(err)
+		}
+		q, _ := inventory.Parse("product=kafka")
+		sum := must[store.VersionSummary](t)(s.SummarizeVersions(ctx, store.Filter{}, q))
+		if sum.Total != 4 || sum.OffDesired != 3 || sum.OnBlocked != 1 {
+			t.Fatalf("summary %+v; want 4 clusters, 3 off their desired version (b, c, and d which reported none), 1 on a blocked release", sum)
+		}
+		if len(sum.Desired) != 2 || sum.Desired[0] != (store.VersionCount{Version: "1.1.0", Count: 3}) {
+			t.Fatalf("by desired %+v", sum.Desired)
+		}
+		if len(sum.Reported) != 4 {
+			t.Fatalf("by reported %+v; want 1.1.0, 1.0.0, 0.9.0 and none, one each", sum.Reported)
+		}
+	})
+}

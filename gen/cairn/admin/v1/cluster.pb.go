@@ -789,6 +789,192 @@ func (*DeleteClusterResponse) Descriptor() ([]byte, []int) {
 	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
+type SummarizeVersionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An inventory query, as in ListClustersRequest.query; empty means all
+	// visible clusters.
+	Query         string `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
+	TenantId      string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SummarizeVersionsRequest) Reset() {
+	*x = SummarizeVersionsRequest{}
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SummarizeVersionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SummarizeVersionsRequest) ProtoMessage() {}
+
+func (x *SummarizeVersionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SummarizeVersionsRequest.ProtoReflect.Descriptor instead.
+func (*SummarizeVersionsRequest) Descriptor() ([]byte, []int) {
+	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SummarizeVersionsRequest) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *SummarizeVersionsRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+type VersionCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty counts clusters without one.
+	Version       string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Clusters      int64  `protobuf:"varint,2,opt,name=clusters,proto3" json:"clusters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionCount) Reset() {
+	*x = VersionCount{}
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionCount) ProtoMessage() {}
+
+func (x *VersionCount) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionCount.ProtoReflect.Descriptor instead.
+func (*VersionCount) Descriptor() ([]byte, []int) {
+	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *VersionCount) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *VersionCount) GetClusters() int64 {
+	if x != nil {
+		return x.Clusters
+	}
+	return 0
+}
+
+type SummarizeVersionsResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Clusters int64                  `protobuf:"varint,1,opt,name=clusters,proto3" json:"clusters,omitempty"`
+	// Most clusters first.
+	Reported []*VersionCount `protobuf:"bytes,2,rep,name=reported,proto3" json:"reported,omitempty"`
+	Desired  []*VersionCount `protobuf:"bytes,3,rep,name=desired,proto3" json:"desired,omitempty"`
+	// Reported version not the desired one (or none reported).
+	OffDesired int64 `protobuf:"varint,4,opt,name=off_desired,json=offDesired,proto3" json:"off_desired,omitempty"`
+	// Reporting a release the catalog blocks.
+	OnBlocked     int64 `protobuf:"varint,5,opt,name=on_blocked,json=onBlocked,proto3" json:"on_blocked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SummarizeVersionsResponse) Reset() {
+	*x = SummarizeVersionsResponse{}
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SummarizeVersionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SummarizeVersionsResponse) ProtoMessage() {}
+
+func (x *SummarizeVersionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_admin_v1_cluster_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SummarizeVersionsResponse.ProtoReflect.Descriptor instead.
+func (*SummarizeVersionsResponse) Descriptor() ([]byte, []int) {
+	return file_cairn_admin_v1_cluster_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SummarizeVersionsResponse) GetClusters() int64 {
+	if x != nil {
+		return x.Clusters
+	}
+	return 0
+}
+
+func (x *SummarizeVersionsResponse) GetReported() []*VersionCount {
+	if x != nil {
+		return x.Reported
+	}
+	return nil
+}
+
+func (x *SummarizeVersionsResponse) GetDesired() []*VersionCount {
+	if x != nil {
+		return x.Desired
+	}
+	return nil
+}
+
+func (x *SummarizeVersionsResponse) GetOffDesired() int64 {
+	if x != nil {
+		return x.OffDesired
+	}
+	return 0
+}
+
+func (x *SummarizeVersionsResponse) GetOnBlocked() int64 {
+	if x != nil {
+		return x.OnBlocked
+	}
+	return 0
+}
+
 var File_cairn_admin_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_cairn_admin_v1_cluster_proto_rawDesc = "" +
@@ -854,14 +1040,29 @@ const file_cairn_admin_v1_cluster_proto_rawDesc = "" +
 	"\x14DeleteClusterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04etag\x18\x02 \x01(\tR\x04etag\"\x17\n" +
-	"\x15DeleteClusterResponse2\xe4\x03\n" +
+	"\x15DeleteClusterResponse\"M\n" +
+	"\x18SummarizeVersionsRequest\x12\x14\n" +
+	"\x05query\x18\x01 \x01(\tR\x05query\x12\x1b\n" +
+	"\ttenant_id\x18\x02 \x01(\tR\btenantId\"D\n" +
+	"\fVersionCount\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1a\n" +
+	"\bclusters\x18\x02 \x01(\x03R\bclusters\"\xe9\x01\n" +
+	"\x19SummarizeVersionsResponse\x12\x1a\n" +
+	"\bclusters\x18\x01 \x01(\x03R\bclusters\x128\n" +
+	"\breported\x18\x02 \x03(\v2\x1c.cairn.admin.v1.VersionCountR\breported\x126\n" +
+	"\adesired\x18\x03 \x03(\v2\x1c.cairn.admin.v1.VersionCountR\adesired\x12\x1f\n" +
+	"\voff_desired\x18\x04 \x01(\x03R\n" +
+	"offDesired\x12\x1d\n" +
+	"\n" +
+	"on_blocked\x18\x05 \x01(\x03R\tonBlocked2\xd3\x04\n" +
 	"\x0eClusterService\x12\\\n" +
 	"\rCreateCluster\x12$.cairn.admin.v1.CreateClusterRequest\x1a%.cairn.admin.v1.CreateClusterResponse\x12X\n" +
 	"\n" +
 	"GetCluster\x12!.cairn.admin.v1.GetClusterRequest\x1a\".cairn.admin.v1.GetClusterResponse\"\x03\x90\x02\x01\x12^\n" +
 	"\fListClusters\x12#.cairn.admin.v1.ListClustersRequest\x1a$.cairn.admin.v1.ListClustersResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\rUpdateCluster\x12$.cairn.admin.v1.UpdateClusterRequest\x1a%.cairn.admin.v1.UpdateClusterResponse\x12\\\n" +
-	"\rDeleteCluster\x12$.cairn.admin.v1.DeleteClusterRequest\x1a%.cairn.admin.v1.DeleteClusterResponseB\xb1\x01\n" +
+	"\rDeleteCluster\x12$.cairn.admin.v1.DeleteClusterRequest\x1a%.cairn.admin.v1.DeleteClusterResponse\x12m\n" +
+	"\x11SummarizeVersions\x12(.cairn.admin.v1.SummarizeVersionsRequest\x1a).cairn.admin.v1.SummarizeVersionsResponse\"\x03\x90\x02\x01B\xb1\x01\n" +
 	"\x12com.cairn.admin.v1B\fClusterProtoP\x01Z3github.com/cairnhq/cairn/gen/cairn/admin/v1;adminv1\xa2\x02\x03CAX\xaa\x02\x0eCairn.Admin.V1\xca\x02\x0eCairn\\Admin\\V1\xe2\x02\x1aCairn\\Admin\\V1\\GPBMetadata\xea\x02\x10Cairn::Admin::V1b\x06proto3"
 
 var (
@@ -876,54 +1077,61 @@ func file_cairn_admin_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_cairn_admin_v1_cluster_proto_rawDescData
 }
 
-var file_cairn_admin_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_cairn_admin_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_cairn_admin_v1_cluster_proto_goTypes = []any{
-	(*Cluster)(nil),               // 0: cairn.admin.v1.Cluster
-	(*ClusterAgentReport)(nil),    // 1: cairn.admin.v1.ClusterAgentReport
-	(*CreateClusterRequest)(nil),  // 2: cairn.admin.v1.CreateClusterRequest
-	(*CreateClusterResponse)(nil), // 3: cairn.admin.v1.CreateClusterResponse
-	(*GetClusterRequest)(nil),     // 4: cairn.admin.v1.GetClusterRequest
-	(*GetClusterResponse)(nil),    // 5: cairn.admin.v1.GetClusterResponse
-	(*ListClustersRequest)(nil),   // 6: cairn.admin.v1.ListClustersRequest
-	(*ListClustersResponse)(nil),  // 7: cairn.admin.v1.ListClustersResponse
-	(*UpdateClusterRequest)(nil),  // 8: cairn.admin.v1.UpdateClusterRequest
-	(*UpdateClusterResponse)(nil), // 9: cairn.admin.v1.UpdateClusterResponse
-	(*DeleteClusterRequest)(nil),  // 10: cairn.admin.v1.DeleteClusterRequest
-	(*DeleteClusterResponse)(nil), // 11: cairn.admin.v1.DeleteClusterResponse
-	nil,                           // 12: cairn.admin.v1.Cluster.LabelsEntry
-	(*structpb.Struct)(nil),       // 13: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 15: google.protobuf.FieldMask
+	(*Cluster)(nil),                   // 0: cairn.admin.v1.Cluster
+	(*ClusterAgentReport)(nil),        // 1: cairn.admin.v1.ClusterAgentReport
+	(*CreateClusterRequest)(nil),      // 2: cairn.admin.v1.CreateClusterRequest
+	(*CreateClusterResponse)(nil),     // 3: cairn.admin.v1.CreateClusterResponse
+	(*GetClusterRequest)(nil),         // 4: cairn.admin.v1.GetClusterRequest
+	(*GetClusterResponse)(nil),        // 5: cairn.admin.v1.GetClusterResponse
+	(*ListClustersRequest)(nil),       // 6: cairn.admin.v1.ListClustersRequest
+	(*ListClustersResponse)(nil),      // 7: cairn.admin.v1.ListClustersResponse
+	(*UpdateClusterRequest)(nil),      // 8: cairn.admin.v1.UpdateClusterRequest
+	(*UpdateClusterResponse)(nil),     // 9: cairn.admin.v1.UpdateClusterResponse
+	(*DeleteClusterRequest)(nil),      // 10: cairn.admin.v1.DeleteClusterRequest
+	(*DeleteClusterResponse)(nil),     // 11: cairn.admin.v1.DeleteClusterResponse
+	(*SummarizeVersionsRequest)(nil),  // 12: cairn.admin.v1.SummarizeVersionsRequest
+	(*VersionCount)(nil),              // 13: cairn.admin.v1.VersionCount
+	(*SummarizeVersionsResponse)(nil), // 14: cairn.admin.v1.SummarizeVersionsResponse
+	nil,                               // 15: cairn.admin.v1.Cluster.LabelsEntry
+	(*structpb.Struct)(nil),           // 16: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),     // 17: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),     // 18: google.protobuf.FieldMask
 }
 var file_cairn_admin_v1_cluster_proto_depIdxs = []int32{
-	12, // 0: cairn.admin.v1.Cluster.labels:type_name -> cairn.admin.v1.Cluster.LabelsEntry
-	13, // 1: cairn.admin.v1.Cluster.properties:type_name -> google.protobuf.Struct
-	14, // 2: cairn.admin.v1.Cluster.create_time:type_name -> google.protobuf.Timestamp
-	14, // 3: cairn.admin.v1.Cluster.update_time:type_name -> google.protobuf.Timestamp
+	15, // 0: cairn.admin.v1.Cluster.labels:type_name -> cairn.admin.v1.Cluster.LabelsEntry
+	16, // 1: cairn.admin.v1.Cluster.properties:type_name -> google.protobuf.Struct
+	17, // 2: cairn.admin.v1.Cluster.create_time:type_name -> google.protobuf.Timestamp
+	17, // 3: cairn.admin.v1.Cluster.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 4: cairn.admin.v1.Cluster.agent_report:type_name -> cairn.admin.v1.ClusterAgentReport
-	14, // 5: cairn.admin.v1.ClusterAgentReport.report_time:type_name -> google.protobuf.Timestamp
+	17, // 5: cairn.admin.v1.ClusterAgentReport.report_time:type_name -> google.protobuf.Timestamp
 	0,  // 6: cairn.admin.v1.CreateClusterRequest.cluster:type_name -> cairn.admin.v1.Cluster
 	0,  // 7: cairn.admin.v1.CreateClusterResponse.cluster:type_name -> cairn.admin.v1.Cluster
 	0,  // 8: cairn.admin.v1.GetClusterResponse.cluster:type_name -> cairn.admin.v1.Cluster
 	0,  // 9: cairn.admin.v1.ListClustersResponse.clusters:type_name -> cairn.admin.v1.Cluster
 	0,  // 10: cairn.admin.v1.UpdateClusterRequest.cluster:type_name -> cairn.admin.v1.Cluster
-	15, // 11: cairn.admin.v1.UpdateClusterRequest.update_mask:type_name -> google.protobuf.FieldMask
+	18, // 11: cairn.admin.v1.UpdateClusterRequest.update_mask:type_name -> google.protobuf.FieldMask
 	0,  // 12: cairn.admin.v1.UpdateClusterResponse.cluster:type_name -> cairn.admin.v1.Cluster
-	2,  // 13: cairn.admin.v1.ClusterService.CreateCluster:input_type -> cairn.admin.v1.CreateClusterRequest
-	4,  // 14: cairn.admin.v1.ClusterService.GetCluster:input_type -> cairn.admin.v1.GetClusterRequest
-	6,  // 15: cairn.admin.v1.ClusterService.ListClusters:input_type -> cairn.admin.v1.ListClustersRequest
-	8,  // 16: cairn.admin.v1.ClusterService.UpdateCluster:input_type -> cairn.admin.v1.UpdateClusterRequest
-	10, // 17: cairn.admin.v1.ClusterService.DeleteCluster:input_type -> cairn.admin.v1.DeleteClusterRequest
-	3,  // 18: cairn.admin.v1.ClusterService.CreateCluster:output_type -> cairn.admin.v1.CreateClusterResponse
-	5,  // 19: cairn.admin.v1.ClusterService.GetCluster:output_type -> cairn.admin.v1.GetClusterResponse
-	7,  // 20: cairn.admin.v1.ClusterService.ListClusters:output_type -> cairn.admin.v1.ListClustersResponse
-	9,  // 21: cairn.admin.v1.ClusterService.UpdateCluster:output_type -> cairn.admin.v1.UpdateClusterResponse
-	11, // 22: cairn.admin.v1.ClusterService.DeleteCluster:output_type -> cairn.admin.v1.DeleteClusterResponse
-	18, // [18:23] is the sub-list for method output_type
-	13, // [13:18] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	13, // 13: cairn.admin.v1.SummarizeVersionsResponse.reported:type_name -> cairn.admin.v1.VersionCount
+	13, // 14: cairn.admin.v1.SummarizeVersionsResponse.desired:type_name -> cairn.admin.v1.VersionCount
+	2,  // 15: cairn.admin.v1.ClusterService.CreateCluster:input_type -> cairn.admin.v1.CreateClusterRequest
+	4,  // 16: cairn.admin.v1.ClusterService.GetCluster:input_type -> cairn.admin.v1.GetClusterRequest
+	6,  // 17: cairn.admin.v1.ClusterService.ListClusters:input_type -> cairn.admin.v1.ListClustersRequest
+	8,  // 18: cairn.admin.v1.ClusterService.UpdateCluster:input_type -> cairn.admin.v1.UpdateClusterRequest
+	10, // 19: cairn.admin.v1.ClusterService.DeleteCluster:input_type -> cairn.admin.v1.DeleteClusterRequest
+	12, // 20: cairn.admin.v1.ClusterService.SummarizeVersions:input_type -> cairn.admin.v1.SummarizeVersionsRequest
+	3,  // 21: cairn.admin.v1.ClusterService.CreateCluster:output_type -> cairn.admin.v1.CreateClusterResponse
+	5,  // 22: cairn.admin.v1.ClusterService.GetCluster:output_type -> cairn.admin.v1.GetClusterResponse
+	7,  // 23: cairn.admin.v1.ClusterService.ListClusters:output_type -> cairn.admin.v1.ListClustersResponse
+	9,  // 24: cairn.admin.v1.ClusterService.UpdateCluster:output_type -> cairn.admin.v1.UpdateClusterResponse
+	11, // 25: cairn.admin.v1.ClusterService.DeleteCluster:output_type -> cairn.admin.v1.DeleteClusterResponse
+	14, // 26: cairn.admin.v1.ClusterService.SummarizeVersions:output_type -> cairn.admin.v1.SummarizeVersionsResponse
+	21, // [21:27] is the sub-list for method output_type
+	15, // [15:21] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_cairn_admin_v1_cluster_proto_init() }
@@ -937,7 +1145,7 @@ func file_cairn_admin_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_admin_v1_cluster_proto_rawDesc), len(file_cairn_admin_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,11 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ClusterService_CreateCluster_FullMethodName = "/cairn.admin.v1.ClusterService/CreateCluster"
-	ClusterService_GetCluster_FullMethodName    = "/cairn.admin.v1.ClusterService/GetCluster"
-	ClusterService_ListClusters_FullMethodName  = "/cairn.admin.v1.ClusterService/ListClusters"
-	ClusterService_UpdateCluster_FullMethodName = "/cairn.admin.v1.ClusterService/UpdateCluster"
-	ClusterService_DeleteCluster_FullMethodName = "/cairn.admin.v1.ClusterService/DeleteCluster"
+	ClusterService_CreateCluster_FullMethodName     = "/cairn.admin.v1.ClusterService/CreateCluster"
+	ClusterService_GetCluster_FullMethodName        = "/cairn.admin.v1.ClusterService/GetCluster"
+	ClusterService_ListClusters_FullMethodName      = "/cairn.admin.v1.ClusterService/ListClusters"
+	ClusterService_UpdateCluster_FullMethodName     = "/cairn.admin.v1.ClusterService/UpdateCluster"
+	ClusterService_DeleteCluster_FullMethodName     = "/cairn.admin.v1.ClusterService/DeleteCluster"
+	ClusterService_SummarizeVersions_FullMethodName = "/cairn.admin.v1.ClusterService/SummarizeVersions"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -39,6 +40,10 @@ type ClusterServiceClient interface {
 	UpdateCluster(ctx context.Context, in *UpdateClusterRequest, opts ...grpc.CallOption) (*UpdateClusterResponse, error)
 	// DeleteCluster deletes the cluster and its cluster-scoped config.
 	DeleteCluster(ctx context.Context, in *DeleteClusterRequest, opts ...grpc.CallOption) (*DeleteClusterResponse, error)
+	// SummarizeVersions answers "what runs where" for the clusters a query
+	// selects: counts by reported and desired version, how many are off
+	// their desired version and how many run a blocked release.
+	SummarizeVersions(ctx context.Context, in *SummarizeVersionsRequest, opts ...grpc.CallOption) (*SummarizeVersionsResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -99,6 +104,16 @@ func (c *clusterServiceClient) DeleteCluster(ctx context.Context, in *DeleteClus
 	return out, nil
 }
 
+func (c *clusterServiceClient) SummarizeVersions(ctx context.Context, in *SummarizeVersionsRequest, opts ...grpc.CallOption) (*SummarizeVersionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SummarizeVersionsResponse)
+	err := c.cc.Invoke(ctx, ClusterService_SummarizeVersions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -112,6 +127,10 @@ type ClusterServiceServer interface {
 	UpdateCluster(context.Context, *UpdateClusterRequest) (*UpdateClusterResponse, error)
 	// DeleteCluster deletes the cluster and its cluster-scoped config.
 	DeleteCluster(context.Context, *DeleteClusterRequest) (*DeleteClusterResponse, error)
+	// SummarizeVersions answers "what runs where" for the clusters a query
+	// selects: counts by reported and desired version, how many are off
+	// their desired version and how many run a blocked release.
+	SummarizeVersions(context.Context, *SummarizeVersionsRequest) (*SummarizeVersionsResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -136,6 +155,9 @@ func (UnimplementedClusterServiceServer) UpdateCluster(context.Context, *UpdateC
 }
 func (UnimplementedClusterServiceServer) DeleteCluster(context.Context, *DeleteClusterRequest) (*DeleteClusterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteCluster not implemented")
+}
+func (UnimplementedClusterServiceServer) SummarizeVersions(context.Context, *SummarizeVersionsRequest) (*SummarizeVersionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SummarizeVersions not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -248,6 +270,24 @@ func _ClusterService_DeleteCluster_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_SummarizeVersions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SummarizeVersionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).SummarizeVersions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_SummarizeVersions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).SummarizeVersions(ctx, req.(*SummarizeVersionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -274,6 +314,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteCluster",
 			Handler:    _ClusterService_DeleteCluster_Handler,
+		},
+		{
+			MethodName: "SummarizeVersions",
+			Handler:    _ClusterService_SummarizeVersions_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

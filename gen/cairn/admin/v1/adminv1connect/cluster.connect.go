@@ -48,6 +48,9 @@ const (
 	// ClusterServiceDeleteClusterProcedure is the fully-qualified name of the ClusterService's
 	// DeleteCluster RPC.
 	ClusterServiceDeleteClusterProcedure = "/cairn.admin.v1.ClusterService/DeleteCluster"
+	// ClusterServiceSummarizeVersionsProcedure is the fully-qualified name of the ClusterService's
+	// SummarizeVersions RPC.
+	ClusterServiceSummarizeVersionsProcedure = "/cairn.admin.v1.ClusterService/SummarizeVersions"
 )
 
 // ClusterServiceClient is a client for the cairn.admin.v1.ClusterService service.
@@ -58,6 +61,10 @@ type ClusterServiceClient interface {
 	UpdateCluster(context.Context, *connect.Request[v1.UpdateClusterRequest]) (*connect.Response[v1.UpdateClusterResponse], error)
 	// DeleteCluster deletes the cluster and its cluster-scoped config.
 	DeleteCluster(context.Context, *connect.Request[v1.DeleteClusterRequest]) (*connect.Response[v1.DeleteClusterResponse], error)
+	// SummarizeVersions answers "what runs where" for the clusters a query
+	// selects: counts by reported and desired version, how many are off
+	// their desired version and how many run a blocked release.
+	SummarizeVersions(context.Context, *connect.Request[v1.SummarizeVersionsRequest]) (*connect.Response[v1.SummarizeVersionsResponse], error)
 }
 
 // NewClusterServiceClient constructs a client for the cairn.admin.v1.ClusterService service. By
@@ -103,16 +110,24 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(clusterServiceMethods.ByName("DeleteCluster")),
 			connect.WithClientOptions(opts...),
 		),
+		summarizeVersions: connect.NewClient[v1.SummarizeVersionsRequest, v1.SummarizeVersionsResponse](
+			httpClient,
+			baseURL+ClusterServiceSummarizeVersionsProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("SummarizeVersions")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // clusterServiceClient implements ClusterServiceClient.
 type clusterServiceClient struct {
-	createCluster *connect.Client[v1.CreateClusterRequest, v1.CreateClusterResponse]
-	getCluster    *connect.Client[v1.GetClusterRequest, v1.GetClusterResponse]
-	listClusters  *connect.Client[v1.ListClustersRequest, v1.ListClustersResponse]
-	updateCluster *connect.Client[v1.UpdateClusterRequest, v1.UpdateClusterResponse]
-	deleteCluster *connect.Client[v1.DeleteClusterRequest, v1.DeleteClusterResponse]
+	createCluster     *connect.Client[v1.CreateClusterRequest, v1.CreateClusterResponse]
+	getCluster        *connect.Client[v1.GetClusterRequest, v1.GetClusterResponse]
+	listClusters      *connect.Client[v1.ListClustersRequest, v1.ListClustersResponse]
+	updateCluster     *connect.Client[v1.UpdateClusterRequest, v1.UpdateClusterResponse]
+	deleteCluster     *connect.Client[v1.DeleteClusterRequest, v1.DeleteClusterResponse]
+	summarizeVersions *connect.Client[v1.SummarizeVersionsRequest, v1.SummarizeVersionsResponse]
 }
 
 // CreateCluster calls cairn.admin.v1.ClusterService.CreateCluster.
@@ -140,6 +155,11 @@ func (c *clusterServiceClient) DeleteCluster(ctx context.Context, req *connect.R
 	return c.deleteCluster.CallUnary(ctx, req)
 }
 
+// SummarizeVersions calls cairn.admin.v1.ClusterService.SummarizeVersions.
+func (c *clusterServiceClient) SummarizeVersions(ctx context.Context, req *connect.Request[v1.SummarizeVersionsRequest]) (*connect.Response[v1.SummarizeVersionsResponse], error) {
+	return c.summarizeVersions.CallUnary(ctx, req)
+}
+
 // ClusterServiceHandler is an implementation of the cairn.admin.v1.ClusterService service.
 type ClusterServiceHandler interface {
 	CreateCluster(context.Context, *connect.Request[v1.CreateClusterRequest]) (*connect.Response[v1.CreateClusterResponse], error)
@@ -148,6 +168,10 @@ type ClusterServiceHandler interface {
 	UpdateCluster(context.Context, *connect.Request[v1.UpdateClusterRequest]) (*connect.Response[v1.UpdateClusterResponse], error)
 	// DeleteCluster deletes the cluster and its cluster-scoped config.
 	DeleteCluster(context.Context, *connect.Request[v1.DeleteClusterRequest]) (*connect.Response[v1.DeleteClusterResponse], error)
+	// SummarizeVersions answers "what runs where" for the clusters a query
+	// selects: counts by reported and desired version, how many are off
+	// their desired version and how many run a blocked release.
+	SummarizeVersions(context.Context, *connect.Request[v1.SummarizeVersionsRequest]) (*connect.Response[v1.SummarizeVersionsResponse], error)
 }
 
 // NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -189,6 +213,13 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithSchema(clusterServiceMethods.ByName("DeleteCluster")),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceSummarizeVersionsHandler := connect.NewUnaryHandler(
+		ClusterServiceSummarizeVersionsProcedure,
+		svc.SummarizeVersions,
+		connect.WithSchema(clusterServiceMethods.ByName("SummarizeVersions")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/cairn.admin.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterServiceCreateClusterProcedure:
@@ -201,6 +232,8 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 			clusterServiceUpdateClusterHandler.ServeHTTP(w, r)
 		case ClusterServiceDeleteClusterProcedure:
 			clusterServiceDeleteClusterHandler.ServeHTTP(w, r)
+		case ClusterServiceSummarizeVersionsProcedure:
+			clusterServiceSummarizeVersionsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -228,4 +261,8 @@ func (UnimplementedClusterServiceHandler) UpdateCluster(context.Context, *connec
 
 func (UnimplementedClusterServiceHandler) DeleteCluster(context.Context, *connect.Request[v1.DeleteClusterRequest]) (*connect.Response[v1.DeleteClusterResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cairn.admin.v1.ClusterService.DeleteCluster is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) SummarizeVersions(context.Context, *connect.Request[v1.SummarizeVersionsRequest]) (*connect.Response[v1.SummarizeVersionsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cairn.admin.v1.ClusterService.SummarizeVersions is not implemented"))
 }
