@@ -11,35 +11,30 @@ import (
 	"time"
 
 	"github.com/cairnhq/cairn/agent/internal/cache"
+	"github.com/cairnhq/cairn/agent/internal/cache/cachetest"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 	"github.com/cairnhq/cairn/internal/configstate"
 )
 
 const (
-	testDataPlane = "dp-1"
+	testDataPlane = cachetest.DataPlane
 	testCluster   = "cl-1"
 	// patience bounds every wait: generous, for loaded machines. No test
 	// asserts how long anything takes.
 	patience = 30 * time.Second
 )
 
-// feed plays the config stream's part: it applies deltas to a real cache,
-// computing the state hashes with configstate as the control plane does.
+// feed plays the config stream's part on a real cache (cachetest), with
+// the short names these tests use.
 type feed struct {
-	tb   testing.TB
-	c    *cache.Cache
-	rev  int64
-	docs map[string]*agentv1.Document
+	*cachetest.Feed
+	c *cache.Cache
 }
 
 func newFeed(tb testing.TB) *feed {
 	tb.Helper()
-	c, err := cache.Open(filepath.Join(tb.TempDir(), "cache.db"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { c.Close() })
-	return &feed{tb: tb, c: c, docs: map[string]*agentv1.Document{}}
+	f := cachetest.New(tb)
+	return &feed{Feed: f, c: f.Cache}
 }
 
 func key(d *agentv1.Document) string {
@@ -58,55 +53,11 @@ func clusterDoc(kind, name, content string) *agentv1.Document {
 		Content: []byte(content), MediaType: "text/plain"}
 }
 
-// put applies one delta putting docs, each at the next version of its
-// key, and returns the new revision.
-func (f *feed) put(docs ...*agentv1.Document) int64 {
-	f.tb.Helper()
-	var ops []*agentv1.Operation
-	for _, d := range docs {
-		d.Version = f.docs[key(d)].GetVersion() + 1
-		ops = append(ops, &agentv1.Operation{Kind: agentv1.Operation_KIND_PUT, Document: d})
-	}
-	return f.apply(ops)
-}
+// put applies one delta putting docs and returns the new revision.
+func (f *feed) put(docs ...*agentv1.Document) int64 { return f.Put(docs...) }
 
 // del applies one delta deleting docs and returns the new revision.
-func (f *feed) del(docs ...*agentv1.Document) int64 {
-	f.tb.Helper()
-	var ops []*agentv1.Operation
-	for _, d := range docs {
-		ops = append(ops, &agentv1.Operation{Kind: agentv1.Operation_KIND_DELETE, Document: &agentv1.Document{
-			ScopeType: d.ScopeType, ScopeId: d.ScopeId, Kind: d.Kind, Name: d.Name, Version: d.Version}})
-	}
-	return f.apply(ops)
-}
-
-func (f *feed) apply(ops []*agentv1.Operation) int64 {
-	f.tb.Helper()
-	prev := f.hash()
-	for _, op := range ops {
-		if op.Kind == agentv1.Operation_KIND_PUT {
-			f.docs[key(op.Document)] = op.Document
-		} else {
-			delete(f.docs, key(op.Document))
-		}
-	}
-	p := &agentv1.DeltaPayload{DataPlaneId: testDataPlane, FromRevision: f.rev, ToRevision: f.rev + 1,
-		PrevStateHash: prev, StateHash: f.hash(), Operations: ops}
-	if err := f.c.ApplyDelta(p, nil); err != nil {
-		f.tb.Fatalf("apply delta: %v", err)
-	}
-	f.rev++
-	return f.rev
-}
-
-func (f *feed) hash() string {
-	var entries []configstate.Entry
-	for k, d := range f.docs {
-		entries = append(entries, configstate.Entry{Key: k, Version: d.Version, MediaType: d.MediaType, Content: d.Content})
-	}
-	return configstate.Hash(entries)
-}
+func (f *feed) del(docs ...*agentv1.Document) int64 { return f.Delete(docs...) }
 
 // testLogger routes the renderer's log to the test.
 func testLogger(tb testing.TB) *slog.Logger {
