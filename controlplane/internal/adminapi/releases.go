@@ -105,6 +105,19 @@ func (v *violations) defaultVersions(field string, m map[string]string) {
 	}
 }
 
+// validChannel checks a channel of a create or update request.
+func validChannel(c *adminv1.Channel) error {
+	var v violations
+	if c == nil {
+		v.add("channel", "required")
+		return v.err()
+	}
+	v.name("channel.product", c.Product)
+	v.name("channel.name", c.Name)
+	v.defaultVersions("channel.default_versions", c.DefaultVersions)
+	return v.err()
+}
+
 func (s *releases) CreateRelease(ctx context.Context, req *connect.Request[adminv1.CreateReleaseRequest]) (*connect.Response[adminv1.CreateReleaseResponse], error) {
 	r := req.Msg.GetRelease()
 	var v violations
@@ -228,15 +241,7 @@ func (s *releases) UpdateRelease(ctx context.Context, req *connect.Request[admin
 
 func (s *releases) CreateChannel(ctx context.Context, req *connect.Request[adminv1.CreateChannelRequest]) (*connect.Response[adminv1.CreateChannelResponse], error) {
 	c := req.Msg.GetChannel()
-	var v violations
-	if c == nil {
-		v.add("channel", "required")
-	} else {
-		v.name("channel.product", c.Product)
-		v.name("channel.name", c.Name)
-		v.defaultVersions("channel.default_versions", c.DefaultVersions)
-	}
-	if err := v.err(); err != nil {
+	if err := validChannel(c); err != nil {
 		return nil, err
 	}
 	actor, err := operatorWide(ctx)
@@ -289,15 +294,7 @@ func (s *releases) ListChannels(ctx context.Context, req *connect.Request[adminv
 
 func (s *releases) UpdateChannel(ctx context.Context, req *connect.Request[adminv1.UpdateChannelRequest]) (*connect.Response[adminv1.UpdateChannelResponse], error) {
 	c := req.Msg.GetChannel()
-	var v violations
-	if c == nil {
-		v.add("channel", "required")
-	} else {
-		v.name("channel.product", c.Product)
-		v.name("channel.name", c.Name)
-		v.defaultVersions("channel.default_versions", c.DefaultVersions)
-	}
-	if err := v.err(); err != nil {
+	if err := validChannel(c); err != nil {
 		return nil, err
 	}
 	actor, err := operatorWide(ctx)
