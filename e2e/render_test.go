@@ -25,6 +25,7 @@ import (
 type adminClients struct {
 	configs  adminv1connect.ConfigServiceClient
 	clusters adminv1connect.ClusterServiceClient
+	releases adminv1connect.ReleaseServiceClient
 }
 
 func admin(t *testing.T, cp *agentCP) adminClients {
@@ -52,6 +53,7 @@ func admin(t *testing.T, cp *agentCP) adminClients {
 	return adminClients{
 		configs:  adminv1connect.NewConfigServiceClient(http.DefaultClient, base, bearer),
 		clusters: adminv1connect.NewClusterServiceClient(http.DefaultClient, base, bearer),
+		releases: adminv1connect.NewReleaseServiceClient(http.DefaultClient, base, bearer),
 	}
 }
 
