@@ -13,8 +13,8 @@
 // SVIDs), and the daemon's three connections (config, trust bundle,
 // reports): here one connection carries all three streams. The reconnect
 // policy (full-jitter backoff from one second to 30 seconds, at least the
-// control plane's retry hint, trusted up to ten minutes) is the daemon's,
-// copied, since the daemon does not export it. No upgrade hook runs, so
+// control plane's retry hint, trusted up to ten minutes) is the daemon's:
+// both use agent/internal/retry. No upgrade hook runs, so
 // statuses carry no cluster versions.
 //
 // Agents of one process form a Fleet; a Worker drives a Fleet in another
@@ -28,7 +28,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -38,7 +37,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -47,19 +45,15 @@ import (
 	"github.com/cairnhq/cairn/agent/internal/configsync"
 	"github.com/cairnhq/cairn/agent/internal/identity"
 	"github.com/cairnhq/cairn/agent/internal/report"
+	"github.com/cairnhq/cairn/agent/internal/retry"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 )
 
 // Version is what simulated agents report as their agent version.
 const Version = "loadgen"
 
-// Reconnect policy, as cairn-agent's daemon has it (agent/internal/daemon
-// backoff.go).
-const (
-	backoffBase  = time.Second
-	maxBackoff   = 30 * time.Second
-	maxRetryHint = 10 * time.Minute
-)
+// maxBackoff is cairn-agent's default --max-backoff.
+const maxBackoff = 30 * time.Second
 
 // ReportConfig is the simulated agents' reporting; zero fields take
 // cairn-agent's defaults.
@@ -168,10 +162,10 @@ func Enroll(ctx context.Context, cfg AgentConfig) (*Agent, error) {
 		if err == nil {
 			break
 		}
-		if !retryable(err) || attempt >= 10 {
+		if !retry.Retryable(err) || attempt >= 10 {
 			return nil, fmt.Errorf("loadgen: %w", err)
 		}
-		if err := sleep(ctx, jitter(attempt)); err != nil {
+		if err := sleep(ctx, retry.Backoff(attempt, maxBackoff)); err != nil {
 			return nil, err
 		}
 	}
@@ -307,7 +301,7 @@ func (a *Agent) keep(ctx context.Context, fail context.CancelCauseFunc, what str
 		if what == whatConfig {
 			a.streamEnds.Add(1)
 		}
-		delay := max(jitter(attempt), retryHint(err))
+		delay := retry.Delay(attempt, maxBackoff, err)
 		attempt++
 		a.log.Debug(what+" ended; reconnecting", "error", err, "in", delay)
 		if sleep(ctx, delay) != nil {
@@ -437,39 +431,6 @@ var hostVersion = func() string {
 	}
 	return v
 }()
-
-// retryable reports whether a call may succeed later, as the daemon
-// decides it for enrollment.
-func retryable(err error) bool {
-	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted, codes.Internal:
-		return true
-	}
-	return false
-}
-
-// jitter is the daemon's reconnect delay: uniform in (0, min(30s,
-// 1s·2^attempt)].
-func jitter(attempt int) time.Duration {
-	ceil := min(backoffBase<<min(attempt, 16), maxBackoff)
-	return time.Duration(rand.Int64N(int64(ceil)) + 1)
-}
-
-// retryHint is the delay a control plane asked for with a
-// RESOURCE_EXHAUSTED refusal, capped at ten minutes; 0 without one.
-func retryHint(err error) time.Duration {
-	st := status.Convert(err)
-	if st.Code() != codes.ResourceExhausted {
-		return 0
-	}
-	var hint time.Duration
-	for _, d := range st.Details() {
-		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.RetryDelay != nil {
-			hint = max(hint, ri.RetryDelay.AsDuration())
-		}
-	}
-	return min(hint, maxRetryHint)
-}
 
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)

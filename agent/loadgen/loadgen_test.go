@@ -2,16 +2,10 @@ package loadgen
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
-
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // The whole fleet, against a real control plane, is exercised by
@@ -38,35 +32,5 @@ func TestWorkerRefusesCallsWithoutAFleet(t *testing.T) {
 	}
 	if err := w.Close(); err != nil {
 		t.Errorf("Close: %v", err)
-	}
-}
-
-func TestBackoffIsTheDaemons(t *testing.T) {
-	for attempt, ceil := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second} {
-		for range 200 {
-			if d := jitter(attempt); d <= 0 || d > ceil {
-				t.Fatalf("jitter(%d) = %v; want in (0, %v]", attempt, d, ceil)
-			}
-		}
-	}
-	refused := func(d time.Duration) error {
-		st, err := status.New(codes.ResourceExhausted, "busy").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st.Err()
-	}
-	for _, c := range []struct {
-		err  error
-		want time.Duration
-	}{
-		{refused(90 * time.Second), 90 * time.Second},
-		{refused(time.Hour), maxRetryHint},
-		{status.Error(codes.Unavailable, "down"), 0},
-		{errors.New("plain"), 0},
-	} {
-		if got := retryHint(c.err); got != c.want {
-			t.Errorf("retryHint(%v) = %v; want %v", c.err, got, c.want)
-		}
 	}
 }

@@ -2,8 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"testing"
 	"time"
 
@@ -15,33 +13,6 @@ import (
 
 	"github.com/cairnhq/cairn/agent/internal/identity"
 )
-
-func TestJitter(t *testing.T) {
-	top := func(n int64) int64 { return n - 1 } // the largest draw
-	bottom := func(int64) int64 { return 0 }    // the smallest draw
-	for _, tc := range []struct {
-		name    string
-		attempt int
-		limit   time.Duration
-		randN   func(int64) int64
-		want    time.Duration
-	}{
-		{"first attempt, top", 0, 30 * time.Second, top, time.Second},
-		{"first attempt, bottom", 0, 30 * time.Second, bottom, time.Nanosecond},
-		{"doubles", 3, 30 * time.Second, top, 8 * time.Second},
-		{"capped", 5, 30 * time.Second, top, 30 * time.Second},
-		{"capped long after", 1000, 30 * time.Second, top, 30 * time.Second},
-		{"cap below base", 0, 200 * time.Millisecond, top, 200 * time.Millisecond},
-		{"bottom stays above zero when capped", 1000, 30 * time.Second, bottom, time.Nanosecond},
-		{"zero limit", 2, 0, top, 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := jitter(tc.attempt, time.Second, tc.limit, tc.randN); got != tc.want {
-				t.Errorf("got %v; want %v", got, tc.want)
-			}
-		})
-	}
-}
 
 // resourceExhausted is what the control plane answers a stream it does not
 // admit: ResourceExhausted with a RetryInfo detail.
@@ -55,34 +26,6 @@ func resourceExhausted(t *testing.T, delays ...time.Duration) error {
 		}
 	}
 	return st.Err()
-}
-
-func TestRetryHint(t *testing.T) {
-	unavailableWithHint, err := status.New(codes.Unavailable, "").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Minute)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		name string
-		err  error
-		want time.Duration
-	}{
-		{"nil", nil, 0},
-		{"not a status", errors.New("eof"), 0},
-		{"resource exhausted without a hint", status.Error(codes.ResourceExhausted, "busy"), 0},
-		{"resource exhausted with a hint", resourceExhausted(t, 7*time.Second), 7 * time.Second},
-		{"wrapped", fmt.Errorf("config stream: %w", resourceExhausted(t, 7*time.Second)), 7 * time.Second},
-		{"the longest of two hints", resourceExhausted(t, 2*time.Second, 9*time.Second), 9 * time.Second},
-		{"a hint on another code is ignored", unavailableWithHint.Err(), 0},
-		{"capped", resourceExhausted(t, 48*time.Hour), maxRetryHint},
-		{"negative", resourceExhausted(t, -time.Second), 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := retryHint(tc.err); got != tc.want {
-				t.Errorf("got %v; want %v", got, tc.want)
-			}
-		})
-	}
 }
 
 func TestRetryDelay(t *testing.T) {

@@ -29,6 +29,7 @@ import (
 	"github.com/cairnhq/cairn/agent/internal/localapi"
 	"github.com/cairnhq/cairn/agent/internal/render"
 	"github.com/cairnhq/cairn/agent/internal/report"
+	"github.com/cairnhq/cairn/agent/internal/retry"
 	"github.com/cairnhq/cairn/agent/internal/upgrade"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 )
@@ -253,7 +254,7 @@ func (d *Daemon) identity(ctx context.Context) (*identity.Source, error) {
 			d.log.Info("enrolled", "agent_id", src.Info().AgentID)
 			return src, nil
 		}
-		if !retryable(err) {
+		if !retry.Retryable(err) {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
 		delay := d.backoff(attempt)
@@ -262,16 +263,6 @@ func (d *Daemon) identity(ctx context.Context) (*identity.Source, error) {
 			return nil, err
 		}
 	}
-}
-
-// retryable reports whether a call may succeed later: the control plane
-// was unreachable or busy, as opposed to refusing us.
-func retryable(err error) bool {
-	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted, codes.Internal:
-		return true
-	}
-	return false
 }
 
 // renewLoop renews the SVID when half its lifetime remains (±10%). Each

@@ -479,25 +479,3 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
-
-func TestRetryable(t *testing.T) {
-	for _, tc := range []struct {
-		err  error
-		want bool
-	}{
-		{status.Error(codes.Unavailable, ""), true},
-		{status.Error(codes.DeadlineExceeded, ""), true},
-		{status.Error(codes.ResourceExhausted, ""), true},
-		{status.Error(codes.Aborted, ""), true},
-		{status.Error(codes.Internal, ""), true},
-		{fmt.Errorf("enroll: %w", status.Error(codes.Unavailable, "")), true},
-		{status.Error(codes.Unauthenticated, ""), false},
-		{status.Error(codes.PermissionDenied, ""), false},
-		{status.Error(codes.InvalidArgument, ""), false},
-		{errors.New("enroll: the SVID is not for the key this agent made"), false},
-	} {
-		if got := retryable(tc.err); got != tc.want {
-			t.Errorf("retryable(%v) = %v; want %v", tc.err, got, tc.want)
-		}
-	}
-}

@@ -9,7 +9,7 @@ import (
 // ahead and then adds jitter of up to half that (docs/protocol.md, "Stream
 // limits": "at most five minutes plus jitter"), so the refusals of a storm
 // larger than five minutes of admissions all carry hints spread over
-// [5m, 7m30s). The agent caps every hint at maxRetryHint (5m) and adds no
+// [5m, 7m30s). The agent once capped every hint at five minutes and adds no
 // jitter of its own on top (retryDelay is max(backoff ≤ 30s, hint)), so
 // all of those agents reconnect exactly five minutes after their refusal:
 // the spread the control plane asked for is erased for precisely the
