@@ -52,6 +52,12 @@ type Result struct {
 	ServerHeapIdleBytes int64   `json:"server_heap_idle_bytes,omitempty"`
 	HeapBytesPerWatcher float64 `json:"heap_bytes_per_watcher,omitempty"`
 	ServerGoroutines    int     `json:"server_goroutines,omitempty"`
+	// ServerHeapLiveBytes estimates the heap the control plane's last
+	// collection found live, from go_memstats_next_gc_bytes (the goal is
+	// live + (live + stacks)·GOGC/100); per agent against the idle
+	// reading.
+	ServerHeapLiveBytes   int64   `json:"server_heap_live_bytes,omitempty"`
+	HeapLiveBytesPerAgent float64 `json:"heap_live_bytes_per_agent,omitempty"`
 
 	// Figure 4: the first storm's figures (see Storms for each), times
 	// from the kill of the control plane.
@@ -245,9 +251,10 @@ func (r *Result) WriteText(w io.Writer) error {
 			r.SingleChanges, r.SingleP50Ms, r.SingleP99Ms, r.SingleMaxMs)
 	}
 	if r.ServerRSSBytes != 0 {
-		fmt.Fprintf(&b, "figure 3: control plane RSS %s idle, %s with %d agents: %.0f bytes/agent; Go heap %s -> %s: %.0f bytes/agent; %d goroutines\n",
+		fmt.Fprintf(&b, "figure 3: control plane RSS %s idle, %s with %d agents: %.0f bytes/agent; Go heap %s -> %s: %.0f bytes/agent (live after GC, estimated: %s, %.0f bytes/agent); %d goroutines\n",
 			mib(r.ServerRSSIdleBytes), mib(r.ServerRSSBytes), r.N, r.BytesPerWatcher,
-			mib(r.ServerHeapIdleBytes), mib(r.ServerHeapBytes), r.HeapBytesPerWatcher, r.ServerGoroutines)
+			mib(r.ServerHeapIdleBytes), mib(r.ServerHeapBytes), r.HeapBytesPerWatcher,
+			mib(r.ServerHeapLiveBytes), r.HeapLiveBytesPerAgent, r.ServerGoroutines)
 	}
 	for _, s := range r.Storms {
 		all := "not all"

@@ -781,7 +781,10 @@ func (r *run) fanOut(ctx context.Context) error {
 // serverMemory is a reading of the control plane's memory.
 type serverMemory struct {
 	rss, heap, heapInuse int64
-	goroutines           int
+	// live estimates the heap the last collection found live, from the
+	// collector's next goal: goal = live + (live + stacks)·GOGC/100.
+	live       int64
+	goroutines int
 }
 
 // serverMemory reads the control plane's RSS from /proc and its Go heap
@@ -805,6 +808,9 @@ func (r *run) serverMemory(ctx context.Context) (serverMemory, error) {
 		if i == 0 || int64(heap) < m.heap {
 			m.heap, m.heapInuse = int64(heap), int64(met["go_memstats_heap_inuse_bytes"])
 		}
+		if g := met["go_gc_gogc_percent"] / 100; g > 0 {
+			m.live = int64((met["go_memstats_next_gc_bytes"] - met["go_memstats_stack_inuse_bytes"]*g) / (1 + g))
+		}
 		m.goroutines = int(met["go_goroutines"])
 	}
 	rss, _, err := procMemory(r.cp.pid())
@@ -826,6 +832,8 @@ func (r *run) memory(ctx context.Context) error {
 	r.res.ServerHeapIdleBytes, r.res.ServerHeapBytes = r.idle.heap, m.heap
 	r.res.BytesPerWatcher = float64(m.rss-r.idle.rss) / n
 	r.res.HeapBytesPerWatcher = float64(m.heap-r.idle.heap) / n
+	r.res.ServerHeapLiveBytes = m.live
+	r.res.HeapLiveBytesPerAgent = float64(m.live-r.idle.live) / n
 	r.res.ServerGoroutines = m.goroutines
 	var client int64
 	seen := map[int]bool{}
