@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 BIN   := bin
 
-.PHONY: dev build test test-go test-bench fuzz-short lint generate check-generated breaking postgres clean
+.PHONY: dev build test test-go test-bench bench fuzz-short lint generate check-generated breaking postgres clean
 
 ## dev: run a local control plane on SQLite with demo objects; prints next steps
 dev: build
@@ -34,6 +34,28 @@ fuzz-short:
 	$(GO) test -run='^$$' -fuzz=FuzzPlan -fuzztime=10s ./controlplane/internal/waves
 	$(GO) test -run='^$$' -fuzz=FuzzSortKey -fuzztime=10s ./controlplane/internal/versions
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=10s ./controlplane/internal/inventory
+
+## bench: the fleet benchmark (BENCHMARKS.md): etcd, NATS and Cairn on SQLite and PostgreSQL at N agents (default 10000), with Cairn/peer ratios
+# The peers run first (bench/'s peerbench, all four), then cairn-bench on
+# both stores with the agents' data on tmpfs when there is one, then the
+# ratios of figures 1, 3 and 4. JSON and the printed tables go to
+# $(BENCH_OUT)/fleet-n$(N)-*; the load average before and after each half
+# goes into the text. Long: about 30 minutes at N=10000 on 2 cores.
+N         ?= 10000
+BENCH_OUT ?= bench/results
+bench: postgres
+	$(GO) build -o $(BIN)/ ./cmd/cairn-bench ./cmd/cairn-controlplane
+	cd bench && $(GO) build -o ../$(BIN)/peerbench ./cmd/peerbench
+	mkdir -p $(BENCH_OUT)
+	set -eo pipefail; out=$(BENCH_OUT)/fleet-n$(N); \
+	  { echo "make bench N=$(N), $$(date -u +%FT%TZ), $$(nproc) CPUs, kernel $$(uname -r), $$($(GO) env GOVERSION)"; \
+	    echo "load before peers: $$(uptime)"; } | tee $$out.txt; \
+	  ./$(BIN)/peerbench -system all -n $(N) -json $$out-peers.json | tee -a $$out.txt; \
+	  echo "load after peers, before Cairn: $$(uptime)" | tee -a $$out.txt; \
+	  ./$(BIN)/cairn-bench -store sqlite,postgres -n $(N) $(if $(wildcard /dev/shm),-agents-dir /dev/shm) \
+	    -json $$out-cairn.json | tee -a $$out.txt; \
+	  echo "load after Cairn: $$(uptime)" | tee -a $$out.txt; \
+	  ./$(BIN)/cairn-bench ratios $$out-cairn.json $$out-peers.json | tee -a $$out.txt
 
 ## postgres: make sure PostgreSQL answers at 127.0.0.1:5432 (installs/starts it)
 postgres:

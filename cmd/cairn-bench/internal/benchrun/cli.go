@@ -22,10 +22,12 @@ import (
 const envPrefix = "CAIRN_BENCH"
 
 // Main is cairn-bench's command line; it returns the exit code: 0 when
-// every run finished, 1 when one failed, 2 for bad usage. Two hidden
-// subcommands serve the benchmark itself: `agents-worker` (a process of
-// simulated agents, driven over stdin and stdout) and `controlplane` (the
-// profiled control plane, ServeControlPlane).
+// every run finished, 1 when one failed, 2 for bad usage. `ratios
+// CAIRN.json PEERS.json` prints Cairn/peer ratios from the JSON of a run
+// and of the peer benchmark (Ratios). Two hidden subcommands serve the
+// benchmark itself: `agents-worker` (a process of simulated agents, driven
+// over stdin and stdout) and `controlplane` (the profiled control plane,
+// ServeControlPlane).
 func Main(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
@@ -38,6 +40,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 			return 0
 		case "controlplane":
 			return ServeControlPlane(ctx, args[1:], getenv, stdout, stderr)
+		case "ratios":
+			return Ratios(args[1:], stdout, stderr)
 		}
 	}
 	cfgs, jsonPath, quiet, err := parseFlags(args, getenv, stderr)
@@ -126,7 +130,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (cf
 	fs.DurationVar(&c.Timeout, "timeout", 0, "bound on each wait (0: 2m + 20ms per agent)")
 	fs.StringVar(&jsonPath, "json", "", "also write the results as a JSON array to this file")
 	fs.BoolVar(&quiet, "q", false, "no progress log on stderr")
-	fs.Usage = flagenv.Usage(fs, envPrefix, "usage: cairn-bench [flags]\n\nRuns the Cairn fleet benchmark: a control plane and N simulated agents on this machine.", stderr)
+	fs.Usage = flagenv.Usage(fs, envPrefix, "usage: cairn-bench [flags]\n       cairn-bench ratios CAIRN.json PEERS.json\n\nRuns the Cairn fleet benchmark: a control plane and N simulated agents on this machine.\nratios prints Cairn/peer ratios for figures 1, 3 and 4 from this program's -json and bench/'s peerbench -json.", stderr)
 	if err := flagenv.Parse(fs, envPrefix, args, getenv); err != nil {
 		return nil, "", false, err
 	}
