@@ -25,6 +25,7 @@ import (
 	"github.com/cairnhq/cairn/controlplane/internal/agentapi"
 	"github.com/cairnhq/cairn/controlplane/internal/auth"
 	"github.com/cairnhq/cairn/controlplane/internal/fanout"
+	"github.com/cairnhq/cairn/controlplane/internal/rollout"
 	"github.com/cairnhq/cairn/controlplane/internal/server"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
 	"github.com/cairnhq/cairn/internal/flagenv"
@@ -60,6 +61,8 @@ type flags struct {
 	streamAdmitRate    float64
 	streamAdmitBurst   int
 	streamSendTimeout  time.Duration
+	rolloutTick        time.Duration
+	rolloutLeaseTTL    time.Duration
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (flags, error) {
@@ -93,6 +96,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs.DurationVar(&f.historyMaxAge, "history-max-age", 7*24*time.Hour, "revisions older than this are compacted too (the newest is always kept)")
 	fs.DurationVar(&f.metricsRetention, "metrics-retention", 24*time.Hour, "how long agents' reported metric points are kept")
 	fs.DurationVar(&f.maintainEvery, "maintain-interval", time.Minute, "how often signing keys are checked for rotation and the revision log and metrics compacted")
+	fs.DurationVar(&f.rolloutTick, "rollout-tick", rollout.DefaultTick, "how often the rollout engine (on the replica holding its lease) moves rollouts on")
+	fs.DurationVar(&f.rolloutLeaseTTL, "rollout-lease-ttl", rollout.DefaultLeaseTTL, "how long the rollout engine's lease outlives its holder: another replica takes over rollouts this long after the holder dies")
 	fs.Usage = flagenv.Usage(fs, envPrefix, "usage: cairn-controlplane [flags]\n\nRuns the Cairn regional control plane.", stderr)
 	if err := flagenv.Parse(fs, envPrefix, args, getenv); err != nil {
 		return flags{}, err
@@ -123,6 +128,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 		return flags{}, errors.New("--stream-send-timeout must be at least 1s")
 	case f.heartbeatEvery < 100*time.Millisecond || f.heartbeatEvery > 10*time.Minute:
 		return flags{}, errors.New("--heartbeat-interval must be between 100ms and 10m")
+	case f.rolloutTick < 50*time.Millisecond || f.rolloutTick > time.Minute:
+		return flags{}, errors.New("--rollout-tick must be between 50ms and 1m")
+	case f.rolloutLeaseTTL < 2*f.rolloutTick || f.rolloutLeaseTTL > 10*time.Minute:
+		return flags{}, errors.New("--rollout-lease-ttl must be at least twice --rollout-tick and at most 10m")
 	}
 	if _, err := spiffeid.TrustDomainFromString(f.trustDomain); err != nil {
 		return flags{}, fmt.Errorf("--trust-domain: %w", err)
@@ -235,10 +244,15 @@ func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
-	// The admin port's /metrics also serves the agent API's stream metrics.
+	engine, err := rollout.New(rollout.Config{Store: st, Logger: log, Tick: f.rolloutTick, LeaseTTL: f.rolloutLeaseTTL})
+	if err != nil {
+		return err
+	}
+	// The admin port's /metrics also serves the agent API's stream metrics
+	// and the rollout engine's.
 	srv, err := server.New(server.Config{
 		Listener: lis, Store: st, TLS: tlsCfg, Logger: log, MaxMessageBytes: f.maxMessageBytes, CA: authority,
-		SigningRoot: keys.RootPublicKey(), Metrics: agents.Metrics(),
+		SigningRoot: keys.RootPublicKey(), Metrics: append(agents.Metrics(), engine.Metrics()...),
 	})
 	if err != nil {
 		return err
@@ -247,6 +261,7 @@ func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error
 	g.Go(func() error { return srv.Run(ctx) })
 	g.Go(func() error { return agents.Run(ctx) })
 	g.Go(func() error { return hub.Run(ctx) })
+	g.Go(func() error { return engine.Run(ctx) })
 	g.Go(func() error { return maintain(ctx, f, st, keys, log) })
 	return g.Wait()
 }

@@ -86,6 +86,7 @@ var ServiceNames = []string{
 	adminv1connect.TokenServiceName,
 	adminv1connect.AgentServiceName,
 	adminv1connect.ReleaseServiceName,
+	adminv1connect.RolloutServiceName,
 }
 
 // Register mounts every service on mux.
@@ -98,6 +99,7 @@ func (s *Services) Register(mux *http.ServeMux) {
 	mux.Handle(adminv1connect.NewTokenServiceHandler(&tokens{s}, s.opts...))
 	mux.Handle(adminv1connect.NewAgentServiceHandler(&agents{s}, s.opts...))
 	mux.Handle(adminv1connect.NewReleaseServiceHandler(&releases{s}, s.opts...))
+	mux.Handle(adminv1connect.NewRolloutServiceHandler(&rollouts{s}, s.opts...))
 }
 
 // caller returns the authenticated principal and the audit actor.

@@ -201,6 +201,9 @@ func TestRoles(t *testing.T) {
 				case strings.HasPrefix(r.name, "ReleaseService/") && r.role >= adminv1.Role_ROLE_OPERATOR && p.tenantID != "":
 					// The catalog is shared: only operator-wide tokens change it.
 					want = connect.CodePermissionDenied
+				case strings.HasPrefix(r.name, "RolloutService/") && p.tenantID != "":
+					// Rollouts span tenants: only operator-wide tokens see them.
+					want = connect.CodePermissionDenied
 				}
 				wantCode(t, r.call(context.Background(), c), want)
 			})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/cairnhq/cairn/controlplane/internal/inventory"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
+	"github.com/cairnhq/cairn/controlplane/internal/window"
 	adminv1 "github.com/cairnhq/cairn/gen/cairn/admin/v1"
 )
 
@@ -37,6 +39,18 @@ func (v *violations) properties(field string, p *structpb.Struct) {
 	b, err := json.Marshal(p.AsMap())
 	if err != nil || len(b) > maxPropertiesJSON {
 		v.add(field, "must be at most %d bytes as JSON", maxPropertiesJSON)
+	}
+	// The rollout engine reads the maintenance window: refuse one it could
+	// not use.
+	if _, err := window.FromProperties(p.AsMap()); err != nil {
+		var fes window.FieldErrors
+		if !errors.As(err, &fes) {
+			v.add(field+"."+window.Property, "%v", err)
+			return
+		}
+		for _, fe := range fes {
+			v.add(strings.TrimSuffix(field, "properties")+fe.Field, "%s", fe.Reason)
+		}
 	}
 }
 

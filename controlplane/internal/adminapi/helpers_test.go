@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cairnhq/cairn/controlplane/internal/adminapi"
 	"github.com/cairnhq/cairn/controlplane/internal/admintest"
@@ -294,7 +296,78 @@ func rpcs(tg target) []rpc {
 			_, err := c.Agents.GetTrustBundle(ctx, connect.NewRequest(&adminv1.GetTrustBundleRequest{}))
 			return err
 		}},
+		// Rollouts span tenants: only operator-wide tokens call them. The
+		// spec selects the target tenant's clusters, which have no product,
+		// so a start has nothing to do and writes nothing.
+		{"RolloutService/PreviewRollout", viewer, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Rollouts.PreviewRollout(ctx, connect.NewRequest(&adminv1.PreviewRolloutRequest{Spec: rolloutSpec(tg)}))
+			return err
+		}},
+		{"RolloutService/StartRollout", operator, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Rollouts.StartRollout(ctx, connect.NewRequest(&adminv1.StartRolloutRequest{Spec: rolloutSpec(tg)}))
+			return err
+		}},
+		{"RolloutService/GetRollout", viewer, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Rollouts.GetRollout(ctx, connect.NewRequest(&adminv1.GetRolloutRequest{Id: tg.agentID}))
+			return err
+		}},
+		{"RolloutService/ListRollouts", viewer, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Rollouts.ListRollouts(ctx, connect.NewRequest(&adminv1.ListRolloutsRequest{}))
+			return err
+		}},
+		{"RolloutService/ListRolloutClusters", viewer, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Rollouts.ListRolloutClusters(ctx, connect.NewRequest(&adminv1.ListRolloutClustersRequest{RolloutId: tg.agentID}))
+			return err
+		}},
+		{"RolloutService/PauseRollout", operator, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Rollouts.PauseRollout(ctx, connect.NewRequest(&adminv1.PauseRolloutRequest{Id: tg.agentID, Reason: "look"}))
+			return err
+		}},
+		{"RolloutService/ResumeRollout", operator, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Rollouts.ResumeRollout(ctx, connect.NewRequest(&adminv1.ResumeRolloutRequest{Id: tg.agentID}))
+			return err
+		}},
+		{"RolloutService/CancelRollout", operator, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Rollouts.CancelRollout(ctx, connect.NewRequest(&adminv1.CancelRolloutRequest{Id: tg.agentID}))
+			return err
+		}},
+		{"RolloutService/RollbackRollout", operator, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Rollouts.RollbackRollout(ctx, connect.NewRequest(&adminv1.RollbackRolloutRequest{Id: tg.agentID}))
+			return err
+		}},
+		{"RolloutService/UpdateRolloutPolicy", operator, func(ctx context.Context, c admintest.Clients) error {
+			one := int32(1)
+			_, err := c.Rollouts.UpdateRolloutPolicy(ctx, connect.NewRequest(&adminv1.UpdateRolloutPolicyRequest{Id: tg.agentID, Concurrency: &one}))
+			return err
+		}},
+		{"RolloutService/PauseAllRollouts", operator, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Rollouts.PauseAllRollouts(ctx, connect.NewRequest(&adminv1.PauseAllRolloutsRequest{Reason: "incident"}))
+			return err
+		}},
+		{"RolloutService/ExpediteCluster", operator, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Rollouts.ExpediteCluster(ctx, connect.NewRequest(&adminv1.ExpediteClusterRequest{RolloutId: tg.agentID, ClusterId: tg.clusterID}))
+			return err
+		}},
+		{"RolloutService/CreateExclusion", operator, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Rollouts.CreateExclusion(ctx, connect.NewRequest(&adminv1.CreateExclusionRequest{Exclusion: &adminv1.Exclusion{
+				ScopeType: "cluster", ScopeId: tg.clusterID, Reason: "freeze", ExpireTime: timestamppb.New(time.Now().Add(time.Hour))}}))
+			return err
+		}},
+		{"RolloutService/ListExclusions", viewer, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Rollouts.ListExclusions(ctx, connect.NewRequest(&adminv1.ListExclusionsRequest{}))
+			return err
+		}},
+		{"RolloutService/DeleteExclusion", operator, func(ctx context.Context, c admintest.Clients) error {
+			_, err := c.Rollouts.DeleteExclusion(ctx, connect.NewRequest(&adminv1.DeleteExclusionRequest{Id: tg.agentID}))
+			return err
+		}},
 	}
+}
+
+// rolloutSpec selects tg's tenant's clusters of the seeded product.
+func rolloutSpec(tg target) *adminv1.RolloutSpec {
+	return &adminv1.RolloutSpec{Product: admintest.SeedProduct, TargetVersion: admintest.SeedVersion, Query: "tenant=" + tg.tenantID,
+		Shape: &adminv1.RolloutShape{Shape: &adminv1.RolloutShape_SCurve{SCurve: &adminv1.SCurveShape{}}}}
 }
 
 // unknownTargetWant is what each RPC of rpcs(unknownTarget(existing
@@ -341,7 +414,22 @@ var unknownTargetWant = map[string]connect.Code{
 	"ReleaseService/ListChannels":        ok,
 	"ReleaseService/UpdateChannel":       connect.CodeNotFound,
 	// The test server has no agent CA.
-	"AgentService/GetTrustBundle": connect.CodeUnavailable,
+	"AgentService/GetTrustBundle":        connect.CodeUnavailable,
+	"RolloutService/PreviewRollout":      ok,
+	"RolloutService/StartRollout":        connect.CodeFailedPrecondition,
+	"RolloutService/GetRollout":          connect.CodeNotFound,
+	"RolloutService/ListRollouts":        ok,
+	"RolloutService/ListRolloutClusters": connect.CodeNotFound,
+	"RolloutService/PauseRollout":        connect.CodeNotFound,
+	"RolloutService/ResumeRollout":       connect.CodeNotFound,
+	"RolloutService/CancelRollout":       connect.CodeNotFound,
+	"RolloutService/RollbackRollout":     connect.CodeNotFound,
+	"RolloutService/UpdateRolloutPolicy": connect.CodeNotFound,
+	"RolloutService/PauseAllRollouts":    ok,
+	"RolloutService/ExpediteCluster":     connect.CodeNotFound,
+	"RolloutService/CreateExclusion":     connect.CodeNotFound,
+	"RolloutService/ListExclusions":      ok,
+	"RolloutService/DeleteExclusion":     connect.CodeNotFound,
 }
 
 // TestRPCTableIsComplete keeps rpcs in step with the services: every

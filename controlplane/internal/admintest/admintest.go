@@ -201,6 +201,7 @@ type Clients struct {
 	Tokens     adminv1connect.TokenServiceClient
 	Agents     adminv1connect.AgentServiceClient
 	Releases   adminv1connect.ReleaseServiceClient
+	Rollouts   adminv1connect.RolloutServiceClient
 }
 
 // Clients returns clients speaking p that send "Authorization: Bearer
@@ -222,6 +223,7 @@ func (s *Server) Clients(p Protocol, token string, opts ...connect.ClientOption)
 		Tokens:     adminv1connect.NewTokenServiceClient(hc, s.URL, opts...),
 		Agents:     adminv1connect.NewAgentServiceClient(hc, s.URL, opts...),
 		Releases:   adminv1connect.NewReleaseServiceClient(hc, s.URL, opts...),
+		Rollouts:   adminv1connect.NewRolloutServiceClient(hc, s.URL, opts...),
 	}
 }
 

@@ -63,7 +63,8 @@ func encodeProperties(p map[string]any) (string, error) {
 }
 
 // CreateCluster stores a new cluster in an existing data plane; TenantID is
-// taken from the data plane.
+// taken from the data plane. A cluster with a product and a desired version
+// gets its cairn.dev/desired-version document in the same transaction.
 func (s *Store) CreateCluster(ctx context.Context, a Actor, visible string, c Cluster) (Cluster, error) {
 	now := s.now()
 	c.ID, c.Etag, c.CreateTime, c.UpdateTime = newID(), newEtag(), now, now
@@ -97,7 +98,13 @@ func (s *Store) CreateCluster(ctx context.Context, a Actor, visible string, c Cl
 		if err := setLabels(ctx, q, c.ID, c.Labels); err != nil {
 			return err
 		}
-		return s.audit(ctx, q, a, "cluster.create", "cluster", c.ID, c.TenantID, nil, c)
+		if err := s.audit(ctx, q, a, "cluster.create", "cluster", c.ID, c.TenantID, nil, c); err != nil {
+			return err
+		}
+		if c.Product != "" && c.DesiredVersion != "" {
+			return s.putDesiredVersion(ctx, q, a, c, c.DesiredVersion)
+		}
+		return nil
 	})
 	if err != nil {
 		return Cluster{}, fmt.Errorf("create cluster: %w", err)
@@ -190,7 +197,9 @@ func (s *Store) ListClusters(ctx context.Context, f Filter, dataPlaneID string, 
 
 // UpdateCluster applies mutate (which may change Labels, Properties,
 // DesiredVersion, HostVersion and Channel) to the current cluster; see UpdateTenant
-// for etag and retry rules.
+// for etag and retry rules. A new desired version of a cluster with a
+// product is written into its cairn.dev/desired-version document in the
+// same transaction, so it reaches the cluster's agent.
 func (s *Store) UpdateCluster(ctx context.Context, a Actor, visible, id, etag string, mutate func(*Cluster) error) (Cluster, error) {
 	var out Cluster
 	err := s.b.inTx(ctx, func(q querier) error {
@@ -229,7 +238,13 @@ func (s *Store) UpdateCluster(ctx context.Context, a Actor, visible, id, etag st
 			return err
 		}
 		out = c
-		return s.audit(ctx, q, a, "cluster.update", "cluster", c.ID, c.TenantID, old, c)
+		if err := s.audit(ctx, q, a, "cluster.update", "cluster", c.ID, c.TenantID, old, c); err != nil {
+			return err
+		}
+		if c.Product != "" && c.DesiredVersion != "" && c.DesiredVersion != old.DesiredVersion {
+			return s.putDesiredVersion(ctx, q, a, c, c.DesiredVersion)
+		}
+		return nil
 	})
 	if err != nil {
 		return Cluster{}, fmt.Errorf("update cluster: %w", err)

@@ -162,7 +162,7 @@ func putStatus(ctx context.Context, q querier, agentID, dataPlaneID string, st A
 	if err != nil {
 		return fmt.Errorf("put status: %w", err)
 	}
-	return putClusterReports(ctx, q, agentID, dataPlaneID, st.Clusters, st.ReportTime)
+	return putClusterReports(ctx, q, agentID, dataPlaneID, st.Clusters, st.ReportTime, now)
 }
 
 // putClusterReports records the clusters' versions an agent reported, for
@@ -170,7 +170,7 @@ func putStatus(ctx context.Context, q querier, agentID, dataPlaneID string, st A
 // for its data plane), and copies each version to clusters.reported_version.
 // The cluster's etag does not change: the version is an observation, not
 // a change of what the cluster should be.
-func putClusterReports(ctx context.Context, q querier, agentID, dataPlaneID string, reports []ClusterReport, at time.Time) error {
+func putClusterReports(ctx context.Context, q querier, agentID, dataPlaneID string, reports []ClusterReport, at, now time.Time) error {
 	for _, r := range reports {
 		if !isValidID(r.ClusterID) {
 			continue
@@ -182,12 +182,12 @@ func putClusterReports(ctx context.Context, q querier, agentID, dataPlaneID stri
 		if n == 0 {
 			continue
 		}
-		if _, err := q.exec(ctx, `INSERT INTO cluster_reports (cluster_id, agent_id, version, desired_version, healthy, detail, report_time)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)
+		if _, err := q.exec(ctx, `INSERT INTO cluster_reports (cluster_id, agent_id, version, desired_version, healthy, detail, report_time, receive_time)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 			ON CONFLICT (cluster_id) DO UPDATE SET agent_id = excluded.agent_id, version = excluded.version,
 			desired_version = excluded.desired_version, healthy = excluded.healthy, detail = excluded.detail,
-			report_time = excluded.report_time`,
-			r.ClusterID, agentID, r.Version, r.DesiredVersion, r.Healthy, r.Detail, at.UTC()); err != nil {
+			report_time = excluded.report_time, receive_time = excluded.receive_time`,
+			r.ClusterID, agentID, r.Version, r.DesiredVersion, r.Healthy, r.Detail, at.UTC(), now.UTC()); err != nil {
 			return fmt.Errorf("cluster report: %w", err)
 		}
 		if r.Version != "" {

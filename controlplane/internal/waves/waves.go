@@ -106,8 +106,8 @@ func (b Budget) validate(field string) FieldErrors {
 	return errs
 }
 
-// resolve returns the budget as a count for n clusters.
-func (b Budget) resolve(n int) int {
+// Resolve returns the budget as a count for n clusters.
+func (b Budget) Resolve(n int) int {
 	if b.Percent > 0 {
 		return toPPM(b.Percent) * n / ppmWhole
 	}
@@ -254,7 +254,7 @@ func Compute(candidates []Candidate, shape Shape, policy Policy, seed string) (P
 
 	p.GlobalFailureBudget = len(ordered)
 	if policy.GlobalFailureBudget != nil {
-		p.GlobalFailureBudget = policy.GlobalFailureBudget.resolve(len(ordered))
+		p.GlobalFailureBudget = policy.GlobalFailureBudget.Resolve(len(ordered))
 	}
 	return p, nil
 }
@@ -272,7 +272,7 @@ func (p *Plan) add(ids []string, sizes, soakQuarters []int, policy Policy, sensi
 			ClusterIDs:    ids[:size:size],
 			Soak:          policy.BaseSoak * time.Duration(soakQuarters[i]) / fullSoak,
 			Concurrency:   concurrency,
-			FailureBudget: policy.FailureBudget.resolve(size),
+			FailureBudget: policy.FailureBudget.Resolve(size),
 			Sensitive:     sensitive,
 		})
 		ids = ids[size:]

@@ -50,9 +50,8 @@ const (
 // config, so it reaches the agent as a signed delta; the agent's status
 // report of the cluster's version and health verifies it.
 //
-// Rollouts, exclusions and the engine are operator-wide: every token may
-// read them; only operator-wide tokens change them. Every change is
-// audited.
+// Rollouts and exclusions span tenants, so only operator-wide tokens read
+// or change them (a viewer token reads). Every change is audited.
 type RolloutServiceClient interface {
 	// PreviewRollout returns the plan StartRollout would save, without
 	// saving anything.
@@ -261,9 +260,8 @@ func (c *rolloutServiceClient) DeleteExclusion(ctx context.Context, in *DeleteEx
 // config, so it reaches the agent as a signed delta; the agent's status
 // report of the cluster's version and health verifies it.
 //
-// Rollouts, exclusions and the engine are operator-wide: every token may
-// read them; only operator-wide tokens change them. Every change is
-// audited.
+// Rollouts and exclusions span tenants, so only operator-wide tokens read
+// or change them (a viewer token reads). Every change is audited.
 type RolloutServiceServer interface {
 	// PreviewRollout returns the plan StartRollout would save, without
 	// saving anything.

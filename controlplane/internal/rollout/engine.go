@@ -1,0 +1,415 @@
+package rollout
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairnhq/cairn/controlplane/internal/store"
+	"github.com/cairnhq/cairn/controlplane/internal/window"
+)
+
+// LeaseName is the store lease whose holder runs the engine.
+const LeaseName = "rollout-engine"
+
+// Engine defaults.
+const (
+	DefaultTick        = time.Second
+	DefaultLeaseTTL    = 15 * time.Second
+	DefaultEligibleFor = time.Hour
+)
+
+// Config configures an Engine.
+type Config struct {
+	// Store keeps rollouts and the lease. Required.
+	Store *store.Store
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Holder names this replica in the lease; "" means host name, process
+	// ID and a random suffix.
+	Holder string
+	// Tick is how often the engine looks at its rollouts; 0 means
+	// DefaultTick.
+	Tick time.Duration
+	// LeaseTTL is how long a lease lasts without renewal, i.e. how long a
+	// dead replica's rollouts wait before another replica takes over; 0
+	// means DefaultLeaseTTL. It must be above Tick.
+	LeaseTTL time.Duration
+	// EligibleFor is the deadline of an eligible cluster (waiting for a
+	// slot or its maintenance window): past it, it is shown as overdue. 0
+	// means DefaultEligibleFor.
+	EligibleFor time.Duration
+	// Now is the clock (windows, deadlines, soaks); nil means time.Now.
+	// The store must use the same clock.
+	Now func() time.Time
+}
+
+// Engine drives rollouts while its replica holds the engine lease.
+type Engine struct {
+	cfg   Config
+	st    *store.Store
+	log   *slog.Logger
+	fence store.Fence
+	actor store.Actor
+	now   func() time.Time
+	m     metrics
+}
+
+type metrics struct {
+	held        prometheus.Gauge
+	transitions *prometheus.CounterVec
+	autoPauses  prometheus.Counter
+	active      prometheus.Gauge
+	clusters    *prometheus.GaugeVec
+	overdue     prometheus.Gauge
+}
+
+// New checks cfg and returns an engine.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("rollout engine: Store is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Tick == 0 {
+		cfg.Tick = DefaultTick
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.EligibleFor == 0 {
+		cfg.EligibleFor = DefaultEligibleFor
+	}
+	if cfg.LeaseTTL <= cfg.Tick {
+		return nil, fmt.Errorf("rollout engine: lease TTL %v must be above the tick %v", cfg.LeaseTTL, cfg.Tick)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Holder == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		cfg.Holder = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+	}
+	e := &Engine{cfg: cfg, st: cfg.Store, log: cfg.Logger, now: cfg.Now,
+		fence: store.Fence{Name: LeaseName, Holder: cfg.Holder}, actor: store.Actor{ID: "engine:" + cfg.Holder}}
+	e.m = metrics{
+		held: prometheus.NewGauge(prometheus.GaugeOpts{Name: "cairn_rollout_engine_lease_held",
+			Help: "1 while this replica holds the rollout engine's lease."}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cairn_rollout_cluster_transitions_total",
+			Help: "Rollout cluster state changes made by this replica, by new state."}, []string{"state"}),
+		autoPauses: prometheus.NewCounter(prometheus.CounterOpts{Name: "cairn_rollout_auto_pauses_total",
+			Help: "Rollouts this replica paused because a failure budget was exceeded."}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "cairn_rollouts_active",
+			Help: "Rollouts running or paused, as of this replica's last pass (0 when it does not hold the lease)."}),
+		clusters: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cairn_rollout_clusters",
+			Help: "Clusters of active rollouts by state, as of this replica's last pass."}, []string{"state"}),
+		overdue: prometheus.NewGauge(prometheus.GaugeOpts{Name: "cairn_rollout_clusters_overdue",
+			Help: "Clusters of active rollouts past their state's deadline, as of this replica's last pass."}),
+	}
+	return e, nil
+}
+
+// Metrics returns the engine's collectors for the admin /metrics.
+func (e *Engine) Metrics() []prometheus.Collector {
+	return []prometheus.Collector{e.m.held, e.m.transitions, e.m.autoPauses, e.m.active, e.m.clusters, e.m.overdue}
+}
+
+// Holder is the name this engine holds the lease under.
+func (e *Engine) Holder() string { return e.cfg.Holder }
+
+// Run takes and renews the lease and drives rollouts every tick until ctx
+// ends; then it gives the lease up so another replica takes over at once.
+func (e *Engine) Run(ctx context.Context) error {
+	t := time.NewTicker(e.cfg.Tick)
+	defer t.Stop()
+	for {
+		if err := e.Step(ctx); err != nil && ctx.Err() == nil {
+			e.log.Warn("rollout engine pass failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := e.st.ReleaseLease(rctx, LeaseName, e.cfg.Holder); err != nil {
+				e.log.Warn("rollout engine: releasing the lease", "error", err)
+			}
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Step takes or renews the lease and, while held, makes one pass over
+// every active rollout. It returns nil without doing anything when
+// another replica holds the lease.
+func (e *Engine) Step(ctx context.Context) error {
+	held, err := e.st.AcquireLease(ctx, LeaseName, e.cfg.Holder, e.cfg.LeaseTTL)
+	if err != nil {
+		e.m.held.Set(0)
+		return err
+	}
+	if !held {
+		e.m.held.Set(0)
+		e.m.active.Set(0)
+		e.m.clusters.Reset()
+		e.m.overdue.Set(0)
+		return nil
+	}
+	e.m.held.Set(1)
+	ids, err := e.st.ActiveRolloutIDs(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		err := e.drive(ctx, id)
+		if errors.Is(err, store.ErrLeaseLost) {
+			e.m.held.Set(0)
+			return nil
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("rollout %s: %w", id, err))
+		}
+	}
+	e.observe(ctx, ids)
+	return errors.Join(errs...)
+}
+
+// observe refreshes the gauges from the store.
+func (e *Engine) observe(ctx context.Context, ids []string) {
+	var total store.RolloutCounts
+	active, overdue := 0, 0
+	for _, id := range ids {
+		r, err := e.st.GetRollout(ctx, id)
+		if err != nil {
+			continue
+		}
+		if r.State == store.RolloutRunning || r.State == store.RolloutPaused {
+			active++
+		}
+		c := r.Counts
+		total = store.RolloutCounts{Pending: total.Pending + c.Pending, Eligible: total.Eligible + c.Eligible,
+			Dispatched: total.Dispatched + c.Dispatched, Verifying: total.Verifying + c.Verifying,
+			Succeeded: total.Succeeded + c.Succeeded, Failed: total.Failed + c.Failed, Unreachable: total.Unreachable + c.Unreachable,
+			Skipped: total.Skipped + c.Skipped, Excluded: total.Excluded + c.Excluded}
+		overdue += r.Overdue
+	}
+	e.m.active.Set(float64(active))
+	e.m.overdue.Set(float64(overdue))
+	for state, n := range map[string]int{store.ClusterPending: total.Pending, store.ClusterEligible: total.Eligible,
+		store.ClusterDispatched: total.Dispatched, store.ClusterVerifying: total.Verifying, store.ClusterSucceeded: total.Succeeded,
+		store.ClusterFailed: total.Failed, "unreachable": total.Unreachable, store.ClusterSkipped: total.Skipped,
+		store.ClusterExcluded: total.Excluded} {
+		e.m.clusters.WithLabelValues(state).Set(float64(n))
+	}
+}
+
+// drive makes one pass over one rollout: it verifies its in-flight
+// clusters, pauses it if a budget broke, and moves its current wave on.
+func (e *Engine) drive(ctx context.Context, id string) error {
+	r, err := e.st.GetRollout(ctx, id)
+	if err != nil {
+		return err
+	}
+	spec, err := ParseSpec(r)
+	if err != nil {
+		return err
+	}
+	moved, err := e.verify(ctx, id)
+	if err != nil {
+		return err
+	}
+	if moved {
+		if r, err = e.st.GetRollout(ctx, id); err != nil {
+			return err
+		}
+	}
+	// Checked on every pass, not only after a failure in this one, so a
+	// replica that died between a failure and the pause it called for
+	// leaves the pause to the next holder.
+	if r.State == store.RolloutRunning && r.Counts.Broken() > r.AcceptedFailures {
+		if why := Breach(r); why != "" {
+			if _, err := e.st.SetRolloutState(ctx, e.fence, e.actor, id, []string{store.RolloutRunning}, store.RolloutPaused,
+				why, "rollout.auto_pause"); err != nil && !errors.Is(err, store.ErrFailedPrecondition) {
+				return err
+			}
+			e.m.autoPauses.Inc()
+			e.log.Warn("rollout paused: failure budget exceeded", "rollout_id", id, "reason", why)
+			return nil
+		}
+	}
+	if r.State != store.RolloutRunning || len(r.Waves) == 0 {
+		return nil
+	}
+	w := r.Waves[min(r.CurrentWave, len(r.Waves)-1)]
+	now := e.now()
+	switch {
+	case w.StartTime == nil:
+		if err := e.st.StartWave(ctx, e.fence, id, w.Index, e.cfg.EligibleFor); err != nil {
+			return err
+		}
+		e.log.Info("rollout wave started", "rollout_id", id, "wave", w.Index, "clusters", w.Size)
+		if r, err = e.st.GetRollout(ctx, id); err != nil {
+			return err
+		}
+		w = r.Waves[w.Index]
+		return e.dispatch(ctx, r, w, spec)
+	case w.DoneTime == nil:
+		c := w.Counts
+		if c.Pending+c.Eligible+c.Dispatched+c.Verifying == 0 {
+			e.log.Info("rollout wave done", "rollout_id", id, "wave", w.Index, "succeeded", c.Succeeded,
+				"failed", c.Failed, "unreachable", c.Unreachable, "soak", w.Soak)
+			return e.st.FinishWave(ctx, e.fence, id, w.Index, now.Add(w.Soak))
+		}
+		return e.dispatch(ctx, r, w, spec)
+	case w.SoakUntil != nil && now.Before(*w.SoakUntil):
+		return nil
+	case w.Index+1 < len(r.Waves):
+		return e.st.StartWave(ctx, e.fence, id, w.Index+1, e.cfg.EligibleFor)
+	default:
+		c := r.Counts
+		reason := fmt.Sprintf("%d succeeded, %d failed, %d unreachable, %d skipped, %d excluded",
+			c.Succeeded, c.Failed, c.Unreachable, c.Skipped, c.Excluded)
+		e.log.Info("rollout completed", "rollout_id", id, "result", reason)
+		return e.st.CompleteRollout(ctx, e.fence, e.actor, id, reason)
+	}
+}
+
+// Breach returns why a rollout's failures exceed a budget, or "".
+func Breach(r store.Rollout) string {
+	for _, w := range r.Waves {
+		if n := w.Counts.Broken(); n > w.FailureBudget {
+			return fmt.Sprintf("wave %d failure budget exceeded: %d failed or unreachable > %d allowed", w.Index, n, w.FailureBudget)
+		}
+	}
+	if n := r.Counts.Broken(); n > r.GlobalFailureBudget {
+		return fmt.Sprintf("global failure budget exceeded: %d failed or unreachable > %d allowed", n, r.GlobalFailureBudget)
+	}
+	return ""
+}
+
+// verify advances dispatched and verifying clusters from their agents'
+// reports and deadlines; it reports whether any moved.
+func (e *Engine) verify(ctx context.Context, id string) (bool, error) {
+	inflight, err := e.st.InFlightClusters(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	anyMoved := false
+	now := e.now()
+	for _, f := range inflight {
+		to, detail, unreachable := Judge(f, now)
+		if to == "" {
+			continue
+		}
+		moved, err := e.st.AdvanceCluster(ctx, e.fence, e.actor, f.RolloutCluster, to, detail, unreachable)
+		if err != nil {
+			return anyMoved, err
+		}
+		if moved {
+			e.m.transitions.WithLabelValues(to).Inc()
+			anyMoved = true
+		}
+	}
+	return anyMoved, nil
+}
+
+// Judge decides what an in-flight cluster's agent report (and the clock)
+// make of it: a new state with its detail, or "" to wait. Only a report
+// the control plane stored after the dispatch, about the target, counts.
+func Judge(f store.InFlight, now time.Time) (to, detail string, unreachable bool) {
+	fresh := f.Reported && f.DispatchTime != nil && !f.ReceiveTime.Before(*f.DispatchTime)
+	if fresh && f.Report.DesiredVersion == f.TargetVersion {
+		switch {
+		case f.Report.Version == f.TargetVersion && f.Report.Healthy:
+			return store.ClusterSucceeded, "", false
+		case !f.Report.Healthy && f.Report.Version != f.TargetVersion:
+			return store.ClusterFailed, "the upgrade failed: " + f.Report.Detail, false
+		case f.State == store.ClusterDispatched:
+			if f.Deadline == nil || now.Before(*f.Deadline) {
+				return store.ClusterVerifying, "the agent has the target", false
+			}
+		}
+	}
+	if f.Deadline != nil && !now.Before(*f.Deadline) {
+		switch {
+		case !fresh:
+			return store.ClusterFailed, "the agent reported nothing within the verify timeout", true
+		case f.Report.DesiredVersion != f.TargetVersion:
+			return store.ClusterFailed, "the agent did not report the target within the verify timeout", false
+		case f.Report.Version != f.TargetVersion:
+			return store.ClusterFailed, fmt.Sprintf("still at %q after the verify timeout: %s", f.Report.Version, f.Report.Detail), false
+		default:
+			return store.ClusterFailed, "not healthy within the verify timeout: " + f.Report.Detail, false
+		}
+	}
+	return "", "", false
+}
+
+// dispatch dispatches eligible clusters of the wave while it has free
+// slots, in plan order; clusters outside their maintenance window wait
+// without taking a slot.
+func (e *Engine) dispatch(ctx context.Context, r store.Rollout, w store.RolloutWave, spec Spec) error {
+	slots := w.Concurrency - w.Counts.Dispatched - w.Counts.Verifying
+	if slots <= 0 || w.Counts.Eligible == 0 {
+		return nil
+	}
+	now := e.now()
+	gate := func(c store.Cluster, rel store.Release) store.Gate {
+		if why := Incompatible(rel, c); why != "" {
+			return store.Gate{Skip: why}
+		}
+		win, err := window.FromProperties(c.Properties)
+		if err != nil {
+			return store.Gate{Skip: "its maintenance window is not valid: " + err.Error()}
+		}
+		if win != nil && !win.Contains(now) {
+			start, _ := win.Next(now)
+			return store.Gate{Wait: true, Detail: "waiting for its maintenance window at " + start.Format(time.RFC3339)}
+		}
+		return store.Gate{}
+	}
+	wave := w.Index
+	page := store.Page{Size: 500}
+	for slots > 0 {
+		rcs, next, err := e.st.ListRolloutClusters(ctx, r.ID, store.RolloutClusterFilter{States: []string{store.ClusterEligible}, Wave: &wave}, page)
+		if err != nil {
+			return err
+		}
+		for _, rc := range rcs {
+			if slots == 0 {
+				break
+			}
+			got, err := e.st.DispatchCluster(ctx, e.fence, e.actor, r.ID, rc.ClusterID, spec.Policy.verifyTimeout(), gate)
+			if errors.Is(err, store.ErrFailedPrecondition) {
+				return nil // paused or changed under us: next pass
+			}
+			if err != nil {
+				return err
+			}
+			if got.State != rc.State {
+				e.m.transitions.WithLabelValues(got.State).Inc()
+			}
+			if got.State == store.ClusterDispatched {
+				slots--
+				e.log.Info("rollout dispatched cluster", "rollout_id", r.ID, "wave", wave, "cluster_id", rc.ClusterID,
+					"from", got.PreviousVersion, "to", got.TargetVersion)
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		page.After = next
+	}
+	return nil
+}
