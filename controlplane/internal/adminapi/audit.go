@@ -34,7 +34,7 @@ func (s *audit) ListAuditEvents(ctx context.Context, req *connect.Request[adminv
 		resp.Events = append(resp.Events, &adminv1.AuditEvent{
 			Id: e.ID, Time: timestamppb.New(e.Time), Actor: e.Actor, Action: e.Action,
 			ResourceType: e.ResourceType, ResourceId: e.ResourceID, TenantId: e.TenantID,
-			OldDigest: e.OldDigest, NewDigest: e.NewDigest, RequestId: e.RequestID,
+			OldDigest: e.OldDigest, NewDigest: e.NewDigest, RequestId: e.RequestID, Detail: e.Detail,
 		})
 	}
 	return connect.NewResponse(resp), nil

@@ -42,7 +42,10 @@ type AuditEvent struct {
 	NewDigest string `protobuf:"bytes,9,opt,name=new_digest,json=newDigest,proto3" json:"new_digest,omitempty"`
 	// The request id of the API call, as in the logs and the X-Request-Id
 	// response header.
-	RequestId     string `protobuf:"bytes,10,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,10,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// What else the event records: a refusal's reason, the cluster and
+	// versions of a rollout dispatch, an operation's reason. Never a secret.
+	Detail        string `protobuf:"bytes,11,opt,name=detail,proto3" json:"detail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -143,6 +146,13 @@ func (x *AuditEvent) GetNewDigest() string {
 func (x *AuditEvent) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetDetail() string {
+	if x != nil {
+		return x.Detail
 	}
 	return ""
 }
@@ -272,7 +282,7 @@ var File_cairn_admin_v1_audit_proto protoreflect.FileDescriptor
 
 const file_cairn_admin_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1acairn/admin/v1/audit.proto\x12\x0ecairn.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x02\n" +
+	"\x1acairn/admin/v1/audit.proto\x12\x0ecairn.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x02\n" +
 	"\n" +
 	"AuditEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
@@ -289,7 +299,8 @@ const file_cairn_admin_v1_audit_proto_rawDesc = "" +
 	"new_digest\x18\t \x01(\tR\tnewDigest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\n" +
-	" \x01(\tR\trequestId\"\x92\x01\n" +
+	" \x01(\tR\trequestId\x12\x16\n" +
+	"\x06detail\x18\v \x01(\tR\x06detail\"\x92\x01\n" +
 	"\x16ListAuditEventsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
