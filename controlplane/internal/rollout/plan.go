@@ -143,6 +143,9 @@ func (p *Planner) Plan(ctx context.Context, spec Spec, seed string) (Plan, error
 	if err != nil {
 		return Plan{}, err
 	}
+	if err := waves.Validate(shape, spec.Policy.waves()); err != nil {
+		return Plan{}, err
+	}
 	if spec.Policy.VerifyTimeout < 0 || spec.Policy.VerifyTimeout > MaxVerifyTimeout {
 		return Plan{}, waves.FieldErrors{{Field: "policy.verify_timeout", Reason: "must be between 0 and 168h"}}
 	}

@@ -194,14 +194,9 @@ type Wave struct {
 	Sensitive bool
 }
 
-// Compute plans the rollout of candidates in waves of the given shape with
-// the given policy. The order of candidates does not matter: they are
-// ordered by SHA-256 of seed and ID (see the package doc), so the same
-// arguments give the same plan and a different seed a different order.
-//
-// Errors are FieldErrors for a bad shape or policy, ErrNoCandidates, or
-// ErrInvalidCandidates.
-func Compute(candidates []Candidate, shape Shape, policy Policy, seed string) (Plan, error) {
+// Validate reports what is wrong with a shape and policy whatever the
+// candidates, as FieldErrors; nil when nothing is.
+func Validate(shape Shape, policy Policy) error {
 	var errs FieldErrors
 	if shape == nil {
 		errs.add("shape", "required")
@@ -210,7 +205,21 @@ func Compute(candidates []Candidate, shape Shape, policy Policy, seed string) (P
 	}
 	errs = append(errs, policy.validate()...)
 	if len(errs) > 0 {
-		return Plan{}, errs
+		return errs
+	}
+	return nil
+}
+
+// Compute plans the rollout of candidates in waves of the given shape with
+// the given policy. The order of candidates does not matter: they are
+// ordered by SHA-256 of seed and ID (see the package doc), so the same
+// arguments give the same plan and a different seed a different order.
+//
+// Errors are FieldErrors for a bad shape or policy, ErrNoCandidates, or
+// ErrInvalidCandidates.
+func Compute(candidates []Candidate, shape Shape, policy Policy, seed string) (Plan, error) {
+	if err := Validate(shape, policy); err != nil {
+		return Plan{}, err
 	}
 	ordered, err := order(candidates, seed)
 	if err != nil {
