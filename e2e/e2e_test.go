@@ -168,6 +168,40 @@ func TestDevFlowPrintedStepsWork(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	// The demo rollout runs to completion: the local agent's demo hook
+	// upgrades each dispatched cluster and reports it; the incompatible
+	// cluster is skipped with its rule.
+	var getRollout, listRolloutClusters string
+	for _, c := range cmds {
+		switch {
+		case strings.Contains(c, "RolloutService/GetRollout"):
+			getRollout = c
+		case strings.Contains(c, "RolloutService/ListRolloutClusters"):
+			listRolloutClusters = c
+		}
+	}
+	if getRollout == "" || listRolloutClusters == "" {
+		t.Fatal("the next steps do not show the demo rollout")
+	}
+	deadline = time.Now().Add(3 * time.Minute)
+	for {
+		got, err := exec.Command("bash", "-euo", "pipefail", "-c", export+"\n"+getRollout).CombinedOutput()
+		if err == nil && bytes.Contains(got, []byte(`"ROLLOUT_STATE_COMPLETED"`)) {
+			if !bytes.Contains(got, []byte(`"succeeded": 5`)) || !bytes.Contains(got, []byte(`"skipped": 1`)) {
+				t.Fatalf("the demo rollout completed with other counts than 5 succeeded, 1 skipped:\n%s", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(agentLog)
+			t.Fatalf("the demo rollout did not complete within 3 minutes: %v\n%s\nagent log:\n%s", err, got, b)
+		}
+		time.Sleep(time.Second)
+	}
+	got, err := exec.Command("bash", "-euo", "pipefail", "-c", export+"\n"+listRolloutClusters).CombinedOutput()
+	if err != nil || !bytes.Contains(got, []byte("host 3.2.0 is outside the range")) {
+		t.Fatalf("the demo rollout's clusters do not show db-legacy skipped with its rule: %v\n%s", err, got)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("dev environment: %v", err)

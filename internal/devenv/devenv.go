@@ -115,6 +115,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ids.AgentAddr, ids.AgentID, ids.AgentSPIFFEID, ids.AgentDir, ids.AgentLog = cfg.AgentAddr, info.AgentID, info.SPIFFEID, agentDir, agentLogPath
 	ids.AgentHTTP = cfg.AgentHTTPAddr
+	if ids.RolloutID, err = seedFleet(ctx, base, strings.TrimSpace(string(tok)), ids.DataPlaneID); err != nil {
+		return fmt.Errorf("devenv: seed the demo fleet: %w", err)
+	}
+	ids.Bin, ids.Product, ids.From, ids.To = cfg.BinDir, demoProduct, demoFrom, demoTo
 	var steps strings.Builder
 	if err := nextSteps.Execute(&steps, ids); err != nil {
 		return fmt.Errorf("devenv: %w", err)
@@ -168,6 +172,11 @@ func agentStartArgs(ctx context.Context, base, tok, dataPlaneID, agentDir string
 	if cfg.AgentHTTPAddr != "" {
 		args = append(args, "--http-addr", cfg.AgentHTTPAddr)
 	}
+	hook, err := writeDemoHook(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	args = append(args, "--upgrade-hook", hook)
 	if _, err := os.Stat(filepath.Join(agentDir, "identity", "identity.json")); err == nil {
 		return args, nil
 	}
@@ -242,6 +251,7 @@ type demoIDs struct {
 	TenantID, DataPlaneID, DocumentID                     string
 	AgentAddr, AgentID, AgentSPIFFEID, AgentDir, AgentLog string
 	AgentHTTP                                             string
+	Bin, RolloutID, Product, From, To                     string
 }
 
 func bearer(tok string) connect.Option {
@@ -365,6 +375,15 @@ Try it (in another terminal, from this directory):
   # a data-plane service pushes a metric through the agent; within seconds the control plane has it
   go tool grpcurl -plaintext -unix -d '{"source":"demo-service","points":[{"name":"demo_requests_total","value":42}]}' {{.AgentDir}}/agent.sock cairn.agent.v1.LocalMetricsService/Push
   go tool grpcurl -plaintext -H "authorization: Bearer $CAIRN_TOKEN" -d '{"agent_id":"{{.AgentID}}","name":"cairn_agent_lag_revisions"}' {{.Addr}} cairn.admin.v1.AgentService/ListAgentMetrics
+
+  # a rollout of {{.Product}} {{.From}} -> {{.To}} over six simulated clusters, started for you: S-curve waves with
+  # soaks, the sensitive cluster last, db-legacy skipped (its host is too old for {{.To}}). Each dispatch writes the
+  # cluster's desired version into config; the agent's demo upgrade hook ({{.Dir}}/demo-upgrade.sh) pretends to
+  # upgrade it and the agent reports the version back, which verifies the cluster.
+  ./{{.Bin}}/cairnctl --server http://{{.Addr}} rollout status {{.RolloutID}} --watch
+  go tool grpcurl -plaintext -H "authorization: Bearer $CAIRN_TOKEN" -d '{"id":"{{.RolloutID}}"}' {{.Addr}} cairn.admin.v1.RolloutService/GetRollout
+  go tool grpcurl -plaintext -H "authorization: Bearer $CAIRN_TOKEN" -d '{"rollout_id":"{{.RolloutID}}"}' {{.Addr}} cairn.admin.v1.RolloutService/ListRolloutClusters
+  ./{{.Bin}}/cairnctl --server http://{{.Addr}} versions --query product={{.Product}}
 
   # the agent API, with the agent's own SVID as client certificate
   go tool grpcurl -cert {{.AgentDir}}/identity/svid.pem -key {{.AgentDir}}/identity/svid.pem -cacert {{.AgentDir}}/identity/bundle.pem {{.AgentAddr}} list

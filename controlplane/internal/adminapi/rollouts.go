@@ -302,7 +302,7 @@ func pageSize(v *violations, n int32) int {
 	case n < 0:
 		v.add("page_size", "must not be negative")
 	case n == 0:
-		return 50
+		return 100
 	}
 	return min(int(n), maxRolloutPage)
 }
