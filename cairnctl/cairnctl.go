@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -31,19 +32,48 @@ const envPrefix = "CAIRN"
 const usage = `usage: cairnctl [global flags] <command> [flags]
 
 Commands:
-  clusters list [--query Q] [--tenant ID]     clusters an inventory query selects
+  clusters list [--query Q] [--tenant ID]     clusters an inventory query selects (--selector is --query)
   versions [--query Q] [--tenant ID]           what runs where: counts by version
   releases list --product P [--state S]        a product's releases, newest first
   channels list --product P                    a product's release channels
+
+  rollout preview --product P --version V --shape S [shape and policy flags]
+                                               the waves a rollout would have, and who is left out
+  rollout start   (the same flags)             start it; prints the rollout's ID
+  rollout status ID [--watch] [--interval 2s]  state, waves with progress bars, counts
+  rollout list [--state running,paused]        rollouts, newest first
+  rollout clusters ID [--state S,...] [--wave N]
+                                               a rollout's clusters and where each stands
+  rollout pause ID --reason R                  no new dispatches (in-flight ones finish)
+  rollout resume ID
+  rollout cancel ID [--reason R]               clusters not yet dispatched are skipped
+  rollout rollback ID [--reason R]             cancel, and start a rollout back to the previous versions
+  rollout pause-all --reason R                 pause every running rollout (incident button)
+  rollout expedite ID CLUSTER_ID               move a pending cluster to the wave that runs now
+  rollout edit ID [--concurrency N] [--failure-budget B] [--global-failure-budget B]
+
+  exclusions list                              exclusions that have not expired
+  exclusions create --scope cluster|data_plane|tenant --id ID --reason R --until T
+                                               T: RFC 3339 time or a duration from now (72h, 3d)
+  exclusions delete ID
+
+Run a command with -h for its flags. Every command takes --json (here or after the
+command): the API's response as JSON, lists one object per line.
 
 Queries: labels as in label selectors (env=prod,tier in (gold,silver),!legacy) and
 product, channel, tenant, data_plane, region, name, version, desired_version and
 host_version (versions compared in semver order: version>=1.2.0,version<1.3.0).
 
+Waves are numbered from 1 in tables and flags (the API's index is one less).
+
+Exit codes: 0 success; 1 the API refused or failed, or a watched rollout was
+cancelled; 2 bad usage (nothing was sent); 130 interrupted.
+
 The API token comes from --token-file or CAIRN_TOKEN.`
 
 // Run runs cairnctl and returns its exit code: 0 on success, 2 for bad
-// usage, 1 when the API refused or failed.
+// usage (before any call), 1 when the API refused or failed or a watched
+// rollout was cancelled, 130 when ctx ends (an interrupt).
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("cairnctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -76,44 +106,97 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stderr, "cairnctl:", err)
 		return 2
 	}
-	c := client{
+	c := &client{
 		clusters: adminv1connect.NewClusterServiceClient(hc, *server, bearer(token)),
 		releases: adminv1connect.NewReleaseServiceClient(hc, *server, bearer(token)),
-		out:      stdout, json: *asJSON,
+		rollouts: adminv1connect.NewRolloutServiceClient(hc, *server, bearer(token)),
+		out:      stdout, json: *asJSON, tty: isTerminal(stdout, getenv), now: time.Now,
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
 		fs.Usage()
 		return 2
 	}
-	var run func(context.Context, []string, io.Writer) error
-	switch {
-	case rest[0] == "clusters" && len(rest) > 1 && rest[1] == "list":
-		run, rest = c.listClusters, rest[2:]
-	case rest[0] == "versions":
-		run, rest = c.versions, rest[1:]
-	case rest[0] == "releases" && len(rest) > 1 && rest[1] == "list":
-		run, rest = c.listReleases, rest[2:]
-	case rest[0] == "channels" && len(rest) > 1 && rest[1] == "list":
-		run, rest = c.listChannels, rest[2:]
-	default:
-		fmt.Fprintf(stderr, "cairnctl: unknown command %q\n", strings.Join(rest, " "))
-		fs.Usage()
-		return 2
-	}
-	if err := run(ctx, rest, stderr); err != nil {
-		var usageErr usageError
-		if errors.As(err, &usageErr) {
-			fmt.Fprintln(stderr, "cairnctl:", err)
-			return 2
-		}
-		fmt.Fprintln(stderr, "cairnctl:", err)
-		return 1
-	}
-	return 0
+	return c.run(ctx, rest, stderr, fs.Usage)
 }
 
+// run runs the command args names, after the global flags.
+func (c *client) run(ctx context.Context, args []string, stderr io.Writer, usage func()) int {
+	commands := map[string]func(context.Context, []string, io.Writer) error{
+		"clusters list":     c.listClusters,
+		"versions":          c.versions,
+		"releases list":     c.listReleases,
+		"channels list":     c.listChannels,
+		"rollout preview":   c.previewRollout,
+		"rollout start":     c.startRollout,
+		"rollout status":    c.rolloutStatus,
+		"rollout list":      c.listRollouts,
+		"rollout clusters":  c.rolloutClusters,
+		"rollout pause":     c.pauseRollout,
+		"rollout resume":    c.resumeRollout,
+		"rollout cancel":    c.cancelRollout,
+		"rollout rollback":  c.rollbackRollout,
+		"rollout pause-all": c.pauseAll,
+		"rollout expedite":  c.expedite,
+		"rollout edit":      c.editRollout,
+		"exclusions list":   c.listExclusions,
+		"exclusions create": c.createExclusion,
+		"exclusions delete": c.deleteExclusion,
+	}
+	cmd, ok := commands[args[0]]
+	rest := args[1:]
+	if !ok && len(args) > 1 {
+		cmd, ok = commands[args[0]+" "+args[1]]
+		rest = args[2:]
+	}
+	if !ok {
+		fmt.Fprintf(stderr, "cairnctl: unknown command %q\n", strings.Join(args, " "))
+		usage()
+		return 2
+	}
+	err := cmd(ctx, rest, stderr)
+	var usageErr usageError
+	var exit exitError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &usageErr):
+		fmt.Fprintln(stderr, "cairnctl:", err)
+		return 2
+	case errors.As(err, &exit):
+		if exit.msg != "" {
+			fmt.Fprintln(stderr, "cairnctl:", exit.msg)
+		}
+		return exit.code
+	case ctx.Err() != nil:
+		return 130
+	}
+	fmt.Fprintln(stderr, "cairnctl:", err)
+	return 1
+}
+
+// usageError is a bad command line: exit 2, and nothing was sent.
 type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// exitError ends cairnctl with code, after printing msg if there is one.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d: %s", e.code, e.msg) }
+
+// isTerminal reports whether w is a terminal that takes ANSI redraws.
+func isTerminal(w io.Writer, getenv func(string) string) bool {
+	f, ok := w.(*os.File)
+	if !ok || getenv("TERM") == "dumb" {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
 
 func httpClient(caFile string) (*http.Client, error) {
 	if caFile == "" {
@@ -142,25 +225,66 @@ func bearer(token string) connect.Option {
 type client struct {
 	clusters adminv1connect.ClusterServiceClient
 	releases adminv1connect.ReleaseServiceClient
+	rollouts adminv1connect.RolloutServiceClient
 	out      io.Writer
 	json     bool
+	// tty: out is a terminal, so a watch redraws in place.
+	tty bool
+	now func() time.Time
 }
 
-// subFlags parses a command's flags.
-func subFlags(name string, args []string, stderr io.Writer, define func(*flag.FlagSet)) error {
+// parsed is a command line after its flags.
+type parsed struct {
+	args []string        // the positional arguments
+	set  map[string]bool // the flags given
+}
+
+// flags parses a command's flags and its positional arguments (names, in
+// order), which may come before, between or after the flags. Every command
+// takes --json, as the global flag does.
+func (c *client) flags(name string, args []string, stderr io.Writer, names []string, define func(*flag.FlagSet)) (parsed, error) {
 	fs := flag.NewFlagSet("cairnctl "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	define(fs)
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	fs.BoolVar(&c.json, "json", c.json, "print JSON (the API's response; lists one object per line)")
+	if define != nil {
+		define(fs)
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: cairnctl %s [flags]\n\nFlags:\n", strings.Join(append([]string{name}, names...), " "))
+		fs.PrintDefaults()
 	}
-	return nil
+	p := parsed{set: map[string]bool{}}
+	for {
+		if err := fs.Parse(args); err != nil {
+			return p, usageError{err}
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
+			p.args = append(p.args, rest...)
+			break
+		}
+		p.args = append(p.args, rest[0])
+		args = rest[1:]
+	}
+	fs.Visit(func(f *flag.Flag) { p.set[f.Name] = true })
+	switch {
+	case len(p.args) > len(names):
+		return p, usageError{fmt.Errorf("%s: unexpected arguments: %s", name, strings.Join(p.args[len(names):], " "))}
+	case len(p.args) < len(names):
+		return p, usageError{fmt.Errorf("%s: missing %s", name, strings.Join(names[len(p.args):], " "))}
+	}
+	for i, a := range p.args {
+		if strings.TrimSpace(a) == "" {
+			return p, usageError{fmt.Errorf("%s: %s is empty", name, names[i])}
+		}
+	}
+	return p, nil
 }
 
-func (c client) printJSON(m proto.Message) error {
+func (c *client) printJSON(m proto.Message) error {
 	b, err := protojson.Marshal(m)
 	if err != nil {
 		return err
@@ -169,13 +293,20 @@ func (c client) printJSON(m proto.Message) error {
 	return err
 }
 
-func (c client) listClusters(ctx context.Context, args []string, stderr io.Writer) error {
-	var query, tenant string
-	if err := subFlags("clusters list", args, stderr, func(fs *flag.FlagSet) {
+func (c *client) listClusters(ctx context.Context, args []string, stderr io.Writer) error {
+	var query, selector, tenant string
+	if _, err := c.flags("clusters list", args, stderr, nil, func(fs *flag.FlagSet) {
 		fs.StringVar(&query, "query", "", "inventory query")
+		fs.StringVar(&selector, "selector", "", "inventory query (the same as --query)")
 		fs.StringVar(&tenant, "tenant", "", "only this tenant's clusters")
 	}); err != nil {
 		return err
+	}
+	if selector != "" {
+		if query != "" && query != selector {
+			return usageError{errors.New("clusters list: --selector is --query; give one")}
+		}
+		query = selector
 	}
 	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
 	if !c.json {
@@ -205,9 +336,9 @@ func (c client) listClusters(ctx context.Context, args []string, stderr io.Write
 	return tw.Flush()
 }
 
-func (c client) versions(ctx context.Context, args []string, stderr io.Writer) error {
+func (c *client) versions(ctx context.Context, args []string, stderr io.Writer) error {
 	var query, tenant string
-	if err := subFlags("versions", args, stderr, func(fs *flag.FlagSet) {
+	if _, err := c.flags("versions", args, stderr, nil, func(fs *flag.FlagSet) {
 		fs.StringVar(&query, "query", "", "inventory query")
 		fs.StringVar(&tenant, "tenant", "", "only this tenant's clusters")
 	}); err != nil {
@@ -242,9 +373,9 @@ func (c client) versions(ctx context.Context, args []string, stderr io.Writer) e
 	return tw.Flush()
 }
 
-func (c client) listReleases(ctx context.Context, args []string, stderr io.Writer) error {
+func (c *client) listReleases(ctx context.Context, args []string, stderr io.Writer) error {
 	var product, state string
-	if err := subFlags("releases list", args, stderr, func(fs *flag.FlagSet) {
+	if _, err := c.flags("releases list", args, stderr, nil, func(fs *flag.FlagSet) {
 		fs.StringVar(&product, "product", "", "product (required)")
 		fs.StringVar(&state, "state", "", "only releases in this state: candidate, stable, deprecated or blocked")
 	}); err != nil {
@@ -283,9 +414,9 @@ func (c client) listReleases(ctx context.Context, args []string, stderr io.Write
 	return tw.Flush()
 }
 
-func (c client) listChannels(ctx context.Context, args []string, stderr io.Writer) error {
+func (c *client) listChannels(ctx context.Context, args []string, stderr io.Writer) error {
 	var product string
-	if err := subFlags("channels list", args, stderr, func(fs *flag.FlagSet) {
+	if _, err := c.flags("channels list", args, stderr, nil, func(fs *flag.FlagSet) {
 		fs.StringVar(&product, "product", "", "product (required)")
 	}); err != nil {
 		return err
