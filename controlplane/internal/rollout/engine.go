@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cairnhq/cairn/controlplane/internal/store"
 	"github.com/cairnhq/cairn/controlplane/internal/window"
@@ -24,6 +26,7 @@ const (
 	DefaultTick        = time.Second
 	DefaultLeaseTTL    = 15 * time.Second
 	DefaultEligibleFor = time.Hour
+	DefaultWorkers     = 8
 )
 
 // Config configures an Engine.
@@ -49,6 +52,12 @@ type Config struct {
 	// Now is the clock (windows, deadlines, soaks); nil means time.Now.
 	// The store must use the same clock.
 	Now func() time.Time
+	// Workers bounds the transactions the engine runs at once: clusters
+	// of different data planes are dispatched in parallel (those of one
+	// data plane queue on its revision log anyway) and in-flight clusters
+	// verified in parallel. 0 means DefaultWorkers, or 1 on SQLite, which
+	// has one writer.
+	Workers int
 }
 
 // Engine drives rollouts while its replica holds the engine lease.
@@ -93,6 +102,12 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = DefaultWorkers
+		if cfg.Store.Backend() == "sqlite" {
+			cfg.Workers = 1
+		}
 	}
 	if cfg.Holder == "" {
 		host, _ := os.Hostname()
@@ -305,23 +320,26 @@ func (e *Engine) verify(ctx context.Context, id string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	anyMoved := false
+	var anyMoved atomic.Bool
 	now := e.now()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(e.cfg.Workers)
 	for _, f := range inflight {
 		to, detail, unreachable := Judge(f, now)
 		if to == "" {
 			continue
 		}
-		moved, err := e.st.AdvanceCluster(ctx, e.fence, e.actor, f.RolloutCluster, to, detail, unreachable)
-		if err != nil {
-			return anyMoved, err
-		}
-		if moved {
-			e.m.transitions.WithLabelValues(to).Inc()
-			anyMoved = true
-		}
+		g.Go(func() error {
+			moved, err := e.st.AdvanceCluster(gctx, e.fence, e.actor, f.RolloutCluster, to, detail, unreachable)
+			if moved {
+				e.m.transitions.WithLabelValues(to).Inc()
+				anyMoved.Store(true)
+			}
+			return err
+		})
 	}
-	return anyMoved, nil
+	err = g.Wait()
+	return anyMoved.Load(), err
 }
 
 // Judge decides what an in-flight cluster's agent report (and the clock)
@@ -386,25 +404,19 @@ func (e *Engine) dispatch(ctx context.Context, r store.Rollout, w store.RolloutW
 		if err != nil {
 			return err
 		}
-		for _, rc := range rcs {
-			if slots == 0 {
-				break
-			}
-			got, err := e.st.DispatchCluster(ctx, e.fence, e.actor, r.ID, rc.ClusterID, spec.Policy.verifyTimeout(), gate)
+		// Never more at once than there are free slots: clusters waiting
+		// for their window give theirs back for the next chunk.
+		for len(rcs) > 0 && slots > 0 {
+			chunk := rcs[:min(slots, len(rcs))]
+			rcs = rcs[len(chunk):]
+			n, err := e.dispatchChunk(ctx, r.ID, chunk, spec.Policy.verifyTimeout(), gate)
 			if errors.Is(err, store.ErrFailedPrecondition) {
 				return nil // paused or changed under us: next pass
 			}
 			if err != nil {
 				return err
 			}
-			if got.State != rc.State {
-				e.m.transitions.WithLabelValues(got.State).Inc()
-			}
-			if got.State == store.ClusterDispatched {
-				slots--
-				e.log.Info("rollout dispatched cluster", "rollout_id", r.ID, "wave", wave, "cluster_id", rc.ClusterID,
-					"from", got.PreviousVersion, "to", got.TargetVersion)
-			}
+			slots -= n
 		}
 		if next == "" {
 			return nil
@@ -412,4 +424,43 @@ func (e *Engine) dispatch(ctx context.Context, r store.Rollout, w store.RolloutW
 		page.After = next
 	}
 	return nil
+}
+
+// dispatchChunk dispatches clusters, those of one data plane in plan
+// order one after another and data planes in parallel, and returns how
+// many it dispatched.
+func (e *Engine) dispatchChunk(ctx context.Context, rolloutID string, chunk []store.RolloutCluster, verifyFor time.Duration,
+	gate func(store.Cluster, store.Release) store.Gate) (int, error) {
+	var order []string
+	byDP := map[string][]store.RolloutCluster{}
+	for _, rc := range chunk {
+		if _, ok := byDP[rc.DataPlaneID]; !ok {
+			order = append(order, rc.DataPlaneID)
+		}
+		byDP[rc.DataPlaneID] = append(byDP[rc.DataPlaneID], rc)
+	}
+	var dispatched atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(e.cfg.Workers)
+	for _, dp := range order {
+		g.Go(func() error {
+			for _, rc := range byDP[dp] {
+				got, err := e.st.DispatchCluster(gctx, e.fence, e.actor, rolloutID, rc.ClusterID, verifyFor, gate)
+				if err != nil {
+					return err
+				}
+				if got.State != rc.State {
+					e.m.transitions.WithLabelValues(got.State).Inc()
+				}
+				if got.State == store.ClusterDispatched {
+					dispatched.Add(1)
+					e.log.Info("rollout dispatched cluster", "rollout_id", rolloutID, "wave", rc.Wave, "cluster_id", rc.ClusterID,
+						"from", got.PreviousVersion, "to", got.TargetVersion)
+				}
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	return int(dispatched.Load()), err
 }
