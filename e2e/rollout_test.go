@@ -43,7 +43,7 @@ func TestRolloutSurvivesReplicaKill(t *testing.T) {
 			"--data-dir", filepath.Join(shared, name), "--ca-dir", filepath.Join(shared, "ca"),
 			"--signing-dir", filepath.Join(shared, "signing"), "--trust-domain", e2eTrustDomain,
 			"--agent-api-names", "localhost,127.0.0.1", "--bootstrap-token-file", tokenFile,
-			"--rollout-tick", "200ms", "--rollout-lease-ttl", "3s")
+			"--rollout-tick", "200ms", "--rollout-lease-ttl", "5s")
 		waitReady(t, r.p, http.DefaultClient, "http://"+r.admin)
 		return r
 	}
@@ -201,9 +201,15 @@ func TestRolloutSurvivesReplicaKill(t *testing.T) {
 			t.Errorf("cluster %s dispatched %d times", names[c], k)
 		}
 	}
-	if len(actors) != 2 {
-		t.Errorf("dispatches by %v; want both replicas' engines", actors)
+	// B's engine (its actor names its process) finished the rollout.
+	byB := false
+	for a := range actors {
+		byB = byB || strings.Contains(a, fmt.Sprintf("-%d-", b.p.cmd.Process.Pid))
 	}
+	if !byB {
+		t.Errorf("dispatches by %v; none by replica B (pid %d)", actors, b.p.cmd.Process.Pid)
+	}
+	t.Logf("dispatched by %v", actors)
 	hooked := map[string]int{}
 	raw, err := os.ReadFile(hookLog)
 	if err != nil {
