@@ -120,6 +120,11 @@ type Server struct {
 	bundle  *bundleWatch
 	admit   *admission
 	metrics *streamMetrics
+	// positions records config streams' positions off their goroutines;
+	// heads shares their reads of data planes' heads.
+	positions *positions
+	heads     *heads
+	slots     storeSlots
 
 	mu      sync.Mutex
 	serving *tls.Certificate
@@ -171,8 +176,10 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	slots := newStoreSlots(cfg.Store)
 	s := &Server{cfg: cfg, log: log, streams: newStreamRegistry(), bundle: newBundleWatch(cfg.CA.BundleCerts()),
-		admit: newAdmission(cfg.StreamAdmitRate, cfg.StreamAdmitBurst, time.Now), metrics: newStreamMetrics()}
+		admit: newAdmission(cfg.StreamAdmitRate, cfg.StreamAdmitBurst, time.Now), metrics: newStreamMetrics(),
+		positions: newPositions(cfg.Store, slots, log), heads: newHeads(cfg.Store, slots), slots: slots}
 	if err := s.renewServing(); err != nil {
 		return nil, err
 	}
@@ -268,6 +275,10 @@ func (s *Server) renewServing() error {
 // revocations, renews the serving SVID at half its life, and rotates the
 // CA on schedule, telling WatchBundle streams when the bundle changes.
 func (s *Server) Run(ctx context.Context) error {
+	// Positions are written until the streams have ended, then the last
+	// ones are flushed.
+	s.positions.start()
+	defer s.positions.stop()
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(s.cfg.Listener) }()
 	s.log.Info("agent API serving", "addr", s.cfg.Listener.Addr().String(), "trust_domain", s.cfg.TrustDomain.String())

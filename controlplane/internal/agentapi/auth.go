@@ -71,7 +71,7 @@ func (s *Server) authenticate(ctx context.Context) (caller, error) {
 	if err != nil || ai.TrustDomain != s.cfg.TrustDomain {
 		return caller{}, status.Errorf(codes.PermissionDenied, "%s is not an agent of this control plane", id)
 	}
-	ag, err := s.cfg.Store.GetAgent(ctx, "", ai.AgentID)
+	ag, err := slotted(ctx, s.slots, func() (store.Agent, error) { return s.cfg.Store.GetAgent(ctx, "", ai.AgentID) })
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return caller{}, status.Errorf(codes.PermissionDenied, "agent %s is not registered", ai.AgentID)
@@ -109,8 +109,11 @@ func (s *Server) refused(ctx context.Context, method string, err error) {
 			agentID = ai.AgentID
 		}
 	}
-	s.cfg.Store.AuditRefusal(ctx, store.Actor{ID: actor}, "agent.call.refused", "agent", agentID, "",
-		method+": "+status.Convert(err).Message())
+	_ = s.slots.run(ctx, func() error {
+		s.cfg.Store.AuditRefusal(ctx, store.Actor{ID: actor}, "agent.call.refused", "agent", agentID, "",
+			method+": "+status.Convert(err).Message())
+		return nil
+	})
 }
 
 func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

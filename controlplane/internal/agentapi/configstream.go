@@ -172,7 +172,7 @@ func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService
 	}
 	if st.saved.IsZero() {
 		// Already current: nothing was sent, but the agent is seen.
-		cs.save(ctx, st)
+		cs.save(st)
 	}
 	heartbeat := time.NewTicker(s.cfg.HeartbeatEvery)
 	defer heartbeat.Stop()
@@ -203,7 +203,7 @@ func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService
 			if err := sendKeySet(); err != nil {
 				return err
 			}
-			head, err := s.cfg.Store.GetHead(ctx, c.DataPlaneID)
+			head, err := s.heads.get(ctx, c.DataPlaneID)
 			if err != nil {
 				return status.Error(codes.Unavailable, "store unavailable")
 			}
@@ -216,7 +216,7 @@ func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService
 			}
 		case <-seen.C:
 			if time.Since(st.saved) >= seenEvery/2 {
-				cs.save(ctx, st)
+				cs.save(st)
 			}
 		}
 	}
@@ -230,7 +230,7 @@ func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService
 func (cs *configService) catchUp(ctx context.Context, q *sendQueue, st *streamState) error {
 	s := cs.s
 	dp := st.c.DataPlaneID
-	head, err := s.cfg.Store.GetHead(ctx, dp)
+	head, err := s.heads.get(ctx, dp)
 	if err != nil {
 		return status.Error(codes.Unavailable, "store unavailable")
 	}
@@ -248,7 +248,7 @@ func (cs *configService) catchUp(ctx context.Context, q *sendQueue, st *streamSt
 			// agent's revision; it is on the log whenever the deltas the
 			// agent needs are, even when the agent's own revision was
 			// just compacted away.
-			revs, err := s.cfg.Store.RevisionsAfter(ctx, dp, st.sent, 1)
+			revs, err := slotted(ctx, s.slots, func() ([]store.Revision, error) { return s.cfg.Store.RevisionsAfter(ctx, dp, st.sent, 1) })
 			if err != nil || len(revs) == 0 {
 				snapshot = true
 			} else {
@@ -292,7 +292,7 @@ func (cs *configService) catchUp(ctx context.Context, q *sendQueue, st *streamSt
 		}
 		st.sent, st.nacked, st.snapshot = snapHead.Revision, 0, snapHead.Revision
 	}
-	cs.save(ctx, st)
+	cs.save(st)
 	return nil
 }
 
@@ -305,7 +305,7 @@ func (cs *configService) record(ctx context.Context, st *streamState, m *agentv1
 		}
 		if msg.Ack.Revision > st.applied {
 			st.applied = msg.Ack.Revision
-			cs.save(ctx, st)
+			cs.save(st)
 		}
 	case *agentv1.StreamRequest_Nack:
 		n := msg.Nack
@@ -331,18 +331,18 @@ func (cs *configService) record(ctx context.Context, st *streamState, m *agentv1
 		if len(detail) > 1024 {
 			detail = detail[:1024]
 		}
-		if err := cs.s.cfg.Store.RecordNack(ctx, st.c.AgentID, st.c.DataPlaneID, rev, n.Reason.String(), detail); err != nil {
+		if err := cs.s.slots.run(ctx, func() error {
+			return cs.s.cfg.Store.RecordNack(ctx, st.c.AgentID, st.c.DataPlaneID, rev, n.Reason.String(), detail)
+		}); err != nil {
 			cs.s.log.WarnContext(ctx, "record nack", "agent_id", st.c.AgentID, "error", err)
 		}
 	}
 }
 
-// save records the stream's position.
-func (cs *configService) save(ctx context.Context, st *streamState) {
-	rec := store.AgentSync{AgentID: st.c.AgentID, DataPlaneID: st.c.DataPlaneID, Epoch: st.hello.Epoch,
-		LastSentRevision: st.sent, LastAppliedRevision: st.applied}
-	if err := cs.s.cfg.Store.PutAgentSync(ctx, rec); err != nil {
-		cs.s.log.WarnContext(ctx, "record agent sync", "agent_id", st.c.AgentID, "error", err)
-	}
+// save records the stream's position: it hands it to the server's
+// positions writer and does not wait for the database.
+func (cs *configService) save(st *streamState) {
+	cs.s.positions.put(store.AgentSync{AgentID: st.c.AgentID, DataPlaneID: st.c.DataPlaneID, Epoch: st.hello.Epoch,
+		LastSentRevision: st.sent, LastAppliedRevision: st.applied})
 	st.saved = time.Now()
 }

@@ -37,7 +37,10 @@ func signErr(err error) error {
 func (e *enrollment) Enroll(ctx context.Context, req *agentv1.EnrollRequest) (*agentv1.EnrollResponse, error) {
 	s := e.s
 	refuse := func(tokenID string, err error) error {
-		s.cfg.Store.AuditRefusal(ctx, store.Actor{ID: "anonymous"}, "agent.enroll.refused", "join_token", tokenID, "", status.Convert(err).Message())
+		_ = s.slots.run(ctx, func() error {
+			s.cfg.Store.AuditRefusal(ctx, store.Actor{ID: "anonymous"}, "agent.enroll.refused", "join_token", tokenID, "", status.Convert(err).Message())
+			return nil
+		})
 		return err
 	}
 	if len(req.Csr) == 0 {
@@ -48,12 +51,15 @@ func (e *enrollment) Enroll(ctx context.Context, req *agentv1.EnrollRequest) (*a
 	}
 	sec, err := auth.ParseJoinSecret(req.JoinToken)
 	if err != nil {
-		s.cfg.Store.AuditRefusal(ctx, store.Actor{ID: "anonymous"}, "agent.enroll.refused", "join_token", "", "", "malformed join token")
+		_ = s.slots.run(ctx, func() error {
+			s.cfg.Store.AuditRefusal(ctx, store.Actor{ID: "anonymous"}, "agent.enroll.refused", "join_token", "", "", "malformed join token")
+			return nil
+		})
 		return nil, status.Error(codes.Unauthenticated, "join token is invalid, used or expired")
 	}
 	agentID := uuid.NewString()
 	var chain [][]byte
-	ag, err := s.cfg.Store.EnrollAgent(ctx, store.Enrollment{
+	enrollment := store.Enrollment{
 		JoinTokenID: sec.ID,
 		CheckSecret: sec.Matches,
 		AgentID:     agentID,
@@ -76,7 +82,8 @@ func (e *enrollment) Enroll(ctx context.Context, req *agentv1.EnrollRequest) (*a
 			chain = derList(c)
 			return nil
 		},
-	})
+	}
+	ag, err := slotted(ctx, s.slots, func() (store.Agent, error) { return s.cfg.Store.EnrollAgent(ctx, enrollment) })
 	if errors.Is(err, store.ErrJoinTokenInvalid) {
 		return nil, status.Error(codes.Unauthenticated, "join token is invalid, used or expired")
 	}
@@ -113,7 +120,7 @@ func (i *identity) RenewSVID(ctx context.Context, req *agentv1.RenewSVIDRequest)
 		return nil, status.Error(codes.FailedPrecondition, "this agent's SVID comes from SPIRE; renew it there")
 	}
 	var chain [][]byte
-	_, err := s.cfg.Store.RenewAgent(ctx, c.AgentID, func(ag store.Agent) (time.Time, error) {
+	issue := func(ag store.Agent) (time.Time, error) {
 		sid, err := spiffeid.FromString(ag.SPIFFEID)
 		if err != nil {
 			return time.Time{}, err
@@ -124,7 +131,8 @@ func (i *identity) RenewSVID(ctx context.Context, req *agentv1.RenewSVIDRequest)
 		}
 		chain = derList(certs)
 		return certs[0].NotAfter, nil
-	})
+	}
+	_, err := slotted(ctx, s.slots, func() (store.Agent, error) { return s.cfg.Store.RenewAgent(ctx, c.AgentID, issue) })
 	switch {
 	case errors.Is(err, store.ErrFailedPrecondition), errors.Is(err, store.ErrNotFound):
 		return nil, status.Error(codes.PermissionDenied, "agent revoked")

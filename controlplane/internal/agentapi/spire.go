@@ -128,8 +128,10 @@ func (s *Server) authenticateSPIRE(ctx context.Context, id spiffeid.ID) (caller,
 		return caller{}, status.Errorf(codes.PermissionDenied, "%s is not mapped to a data plane", id)
 	}
 	agentID := uuid.NewSHA1(spireAgentNamespace, []byte(id.String())).String()
-	ag, err := s.cfg.Store.RegisterExternalAgent(ctx, store.Agent{
-		ID: agentID, TenantID: m.TenantID, DataPlaneID: m.DataPlaneID, SPIFFEID: id.String(), AgentVersion: "spire",
+	ag, err := slotted(ctx, s.slots, func() (store.Agent, error) {
+		return s.cfg.Store.RegisterExternalAgent(ctx, store.Agent{
+			ID: agentID, TenantID: m.TenantID, DataPlaneID: m.DataPlaneID, SPIFFEID: id.String(), AgentVersion: "spire",
+		})
 	})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
