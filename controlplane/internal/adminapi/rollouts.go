@@ -474,30 +474,29 @@ func (s *rollouts) UpdateRolloutPolicy(ctx context.Context, req *connect.Request
 	if err != nil {
 		return nil, err
 	}
-	cur, err := s.st.GetRollout(ctx, m.Id)
-	if err != nil {
-		return nil, s.toConnect(ctx, err)
-	}
-	spec, err := rollout.ParseSpec(cur)
-	if err != nil {
-		return nil, s.toConnect(ctx, err)
-	}
-	if l.Concurrency != nil {
-		spec.Policy.Concurrency = *l.Concurrency
-	}
 	if wave != nil {
-		spec.Policy.FailureBudget = *wave
-		l.WaveBudget = func(n int) int { return wave.Resolve(n) }
+		l.WaveBudget = wave.Resolve
 	}
 	if global != nil {
-		spec.Policy.GlobalFailureBudget = global
-		total := cur.Counts.Pending + cur.Counts.Eligible + cur.Counts.Dispatched + cur.Counts.Verifying +
-			cur.Counts.Succeeded + cur.Counts.Broken() + cur.Counts.Excluded
-		g := global.Resolve(total)
-		l.GlobalBudget = &g
+		l.GlobalBudget = global.Resolve
 	}
-	if l.Spec, err = json.Marshal(spec); err != nil {
-		return nil, s.toConnect(ctx, err)
+	// The spec is edited inside the store's transaction, so concurrent
+	// edits of different fields both stick.
+	l.EditSpec = func(raw []byte) ([]byte, error) {
+		var spec rollout.Spec
+		if err := json.Unmarshal(raw, &spec); err != nil {
+			return nil, err
+		}
+		if l.Concurrency != nil {
+			spec.Policy.Concurrency = *l.Concurrency
+		}
+		if wave != nil {
+			spec.Policy.FailureBudget = *wave
+		}
+		if global != nil {
+			spec.Policy.GlobalFailureBudget = global
+		}
+		return json.Marshal(spec)
 	}
 	r, err := s.st.UpdateRolloutLimits(ctx, actor, m.Id, l)
 	if err != nil {

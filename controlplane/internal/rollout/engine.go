@@ -300,11 +300,12 @@ func (e *Engine) drive(ctx context.Context, id string) error {
 	}
 }
 
-// Breach returns why a rollout's failures exceed a budget, or "".
+// Breach returns why a rollout's failures exceed a budget, or "". Waves
+// are numbered from 1, as people count them (the API's index + 1).
 func Breach(r store.Rollout) string {
 	for _, w := range r.Waves {
 		if n := w.Counts.Broken(); n > w.FailureBudget {
-			return fmt.Sprintf("wave %d failure budget exceeded: %d failed or unreachable > %d allowed", w.Index, n, w.FailureBudget)
+			return fmt.Sprintf("wave %d failure budget exceeded: %d failed or unreachable > %d allowed", w.Index+1, n, w.FailureBudget)
 		}
 	}
 	if n := r.Counts.Broken(); n > r.GlobalFailureBudget {

@@ -298,7 +298,7 @@ func TestFailureBudgetPauses(t *testing.T) {
 		f.upgrade(r.ID, func(store.RolloutCluster) bool { fails++; return fails == 1 })
 		f.step()
 		got := f.get(r.ID)
-		if got.State != store.RolloutPaused || !strings.Contains(got.Reason, "wave 0 failure budget exceeded: 1") {
+		if got.State != store.RolloutPaused || !strings.Contains(got.Reason, "wave 1 failure budget exceeded: 1") {
 			t.Fatalf("rollout %s %q; want paused by the wave budget", got.State, got.Reason)
 		}
 		before := got.Counts
@@ -564,6 +564,21 @@ func TestOperations(t *testing.T) {
 		ids := must(f.st.PauseAllRollouts(f.ctx, operator, "incident"))(t)
 		if len(ids) != 0 {
 			t.Fatalf("pause all paused %v; nothing runs", ids)
+		}
+	})
+}
+
+// A rollback that has nothing to do (no cluster dispatched yet) fails and
+// leaves the rollout running as it was.
+func TestFailedRollbackChangesNothing(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, f *fixture) {
+		f.cluster("a", "3.5.0", nil, nil)
+		r := f.start(linear(1, rollout.Policy{}))
+		if _, err := f.planner.Rollback(f.ctx, operator, r.ID, "oops"); !errors.Is(err, rollout.ErrNothingToDo) {
+			t.Fatalf("rollback before any dispatch: %v; want ErrNothingToDo", err)
+		}
+		if got := f.get(r.ID); got.State != store.RolloutRunning || got.RolledBackBy != "" || got.Counts.Pending != 1 {
+			t.Fatalf("after a failed rollback: %s %+v by %q; want running as before", got.State, got.Counts, got.RolledBackBy)
 		}
 	})
 }

@@ -211,7 +211,7 @@ func (p *Planner) Plan(ctx context.Context, spec Spec, seed string) (Plan, error
 			continue
 		}
 		for _, e := range exclusions {
-			if e.ScopeID == c.ID || e.ScopeID == c.DataPlaneID || e.ScopeID == c.TenantID {
+			if e.Covers(c) {
 				plan.Excluded = append(plan.Excluded, Left{c, fmt.Sprintf("exclusion %s until %s: %s", e.ID, e.ExpireTime.Format(time.RFC3339), e.Reason)})
 				break
 			}
@@ -252,19 +252,19 @@ func (p *Planner) Start(ctx context.Context, a store.Actor, spec Spec) (store.Ro
 	}
 	spec.Seed = seed
 	plan.Spec = spec
-	r, err := p.save(ctx, a, plan, nil, "")
+	r, err := p.save(ctx, a, plan, nil, "", "")
 	return r, plan, err
 }
 
 // save stores plan as a new rollout. targets, if not nil, gives each
 // cluster its own target (a rollback's previous versions).
-func (p *Planner) save(ctx context.Context, a store.Actor, plan Plan, targets map[string]string, rollbackOf string) (store.Rollout, error) {
+func (p *Planner) save(ctx context.Context, a store.Actor, plan Plan, targets map[string]string, rollbackOf, reason string) (store.Rollout, error) {
 	specJSON, err := json.Marshal(plan.Spec)
 	if err != nil {
 		return store.Rollout{}, fmt.Errorf("start rollout: %w", err)
 	}
 	nr := store.NewRollout{Rollout: store.Rollout{Product: plan.Spec.Product, TargetVersion: plan.Spec.TargetVersion, Spec: specJSON,
-		GlobalFailureBudget: plan.GlobalFailureBudget, RollbackOf: rollbackOf}}
+		GlobalFailureBudget: plan.GlobalFailureBudget, RollbackOf: rollbackOf}, RollbackReason: reason}
 	target := func(id string) string {
 		if t, ok := targets[id]; ok {
 			return t
@@ -297,10 +297,11 @@ func ParseSpec(r store.Rollout) (Spec, error) {
 	return s, nil
 }
 
-// Rollback cancels rollout id if it still runs and starts a rollout that
-// returns each cluster it dispatched to the desired version it had before.
-// The new rollout has the original's shape and policy.
-func (p *Planner) Rollback(ctx context.Context, a store.Actor, id, reason string) (store.Rollout, error) {
+// Rollback starts a rollout that returns each cluster rollout id
+// dispatched to the desired version it had before, and cancels id in the
+// same transaction if it has not ended. The new rollout has the original's
+// shape and policy. A rollback that fails changes nothing.
+func (p *Planner) Rollback(ctx context.Context, a store.Actor, id, reason string) (_ store.Rollout, err error) {
 	orig, err := p.St.GetRollout(ctx, id)
 	if err != nil {
 		return store.Rollout{}, err
@@ -312,14 +313,26 @@ func (p *Planner) Rollback(ctx context.Context, a store.Actor, id, reason string
 	if err != nil {
 		return store.Rollout{}, err
 	}
-	if orig.State == store.RolloutRunning || orig.State == store.RolloutPaused {
-		if reason == "" {
-			reason = "rolled back"
-		}
-		if _, err := p.St.SetRolloutState(ctx, store.Fence{}, a, id, []string{store.RolloutRunning, store.RolloutPaused},
-			store.RolloutCancelled, reason, "rollout.cancel"); err != nil {
+	if reason == "" {
+		reason = "rolled back"
+	}
+	// Pause it first, so that the clusters it dispatched are all known
+	// below; the rollback's transaction cancels it. If the rollback fails,
+	// it runs on as it did.
+	if orig.State == store.RolloutRunning {
+		if _, err := p.St.SetRolloutState(ctx, store.Fence{}, a, id, []string{store.RolloutRunning}, store.RolloutPaused,
+			"rolling back: "+reason, "rollout.pause"); err != nil {
 			return store.Rollout{}, err
 		}
+		defer func() {
+			if err == nil {
+				return
+			}
+			if _, rerr := p.St.SetRolloutState(context.WithoutCancel(ctx), store.Fence{}, a, id, []string{store.RolloutPaused},
+				store.RolloutRunning, "", "rollout.resume"); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("rollout %s is left paused: %w", id, rerr))
+			}
+		}()
 	}
 	targets := map[string]string{}
 	plan := Plan{Spec: spec, Clusters: map[string]store.Cluster{}}
@@ -379,5 +392,5 @@ func (p *Planner) Rollback(ctx context.Context, a store.Actor, id, reason string
 		}
 	}
 	plan.Spec.TargetVersion, plan.Spec.Query, plan.Spec.Seed = best, "", "rollback-"+id
-	return p.save(ctx, a, plan, targets, id)
+	return p.save(ctx, a, plan, targets, id, reason)
 }

@@ -114,10 +114,24 @@ func (s *Store) DeleteExclusion(ctx context.Context, a Actor, id string) error {
 	return nil
 }
 
+// Covers reports whether e covers cluster c (expiry aside).
+func (e Exclusion) Covers(c Cluster) bool {
+	switch e.ScopeType {
+	case ExcludeCluster:
+		return e.ScopeID == c.ID
+	case ExcludeDataPlane:
+		return e.ScopeID == c.DataPlaneID
+	case ExcludeTenant:
+		return e.ScopeID == c.TenantID
+	}
+	return false
+}
+
 // activeExclusion returns an unexpired exclusion that covers c, if any.
 func (s *Store) activeExclusion(ctx context.Context, q querier, c Cluster) (Exclusion, bool, error) {
 	e, err := scanExclusion(q.queryRow(ctx, `SELECT `+exclusionCols+` FROM exclusions t
-		WHERE t.scope_id IN ($1, $2, $3) AND t.expire_time > $4 ORDER BY t.expire_time DESC, t.id LIMIT 1`,
+		WHERE ((t.scope_type = 'cluster' AND t.scope_id = $1) OR (t.scope_type = 'data_plane' AND t.scope_id = $2)
+			OR (t.scope_type = 'tenant' AND t.scope_id = $3)) AND t.expire_time > $4 ORDER BY t.expire_time DESC, t.id LIMIT 1`,
 		c.ID, c.DataPlaneID, c.TenantID, s.now()))
 	if isNoRows(err) {
 		return Exclusion{}, false, nil

@@ -250,6 +250,9 @@ type NewRollout struct {
 	// every cluster skipped when planning (Wave -1, state skipped, Detail
 	// why).
 	Clusters []RolloutCluster
+	// RollbackReason, for a rollback, is why: the rollout it reverts is
+	// cancelled with it in the same transaction, if it has not ended.
+	RollbackReason string
 }
 
 // rowsPerInsert bounds one multi-row INSERT of rollout clusters (14
@@ -335,6 +338,15 @@ func (s *Store) CreateRollout(ctx context.Context, a Actor, nr NewRollout) (Roll
 			}
 		}
 		if r.RollbackOf != "" {
+			orig, err := getRollout(ctx, q, r.RollbackOf)
+			if err != nil {
+				return err
+			}
+			if orig.State == RolloutRunning || orig.State == RolloutPaused {
+				if err := s.setRolloutState(ctx, q, a, orig.ID, []string{orig.State}, RolloutCancelled, nr.RollbackReason, "rollout.cancel"); err != nil {
+					return err
+				}
+			}
 			n, err := q.exec(ctx, `UPDATE rollouts SET rolled_back_by = $2, update_time = $3 WHERE id = $1 AND rolled_back_by = ''`, r.RollbackOf, r.ID, now)
 			if err != nil {
 				return err
@@ -1018,10 +1030,12 @@ type RolloutLimits struct {
 	Concurrency *int
 	// WaveBudget, when not nil, gives a wave of size n its budget.
 	WaveBudget func(n int) int
-	// GlobalBudget, when not nil, is the new global budget.
-	GlobalBudget *int
-	// Spec is the rollout's spec with the edit applied.
-	Spec []byte
+	// GlobalBudget, when not nil, gives the rollout's n planned clusters
+	// (not skipped when planning) their global budget.
+	GlobalBudget func(n int) int
+	// EditSpec applies the edit to the rollout's spec as it is in the
+	// transaction. Required.
+	EditSpec func(spec []byte) ([]byte, error)
 }
 
 // UpdateRolloutLimits edits a rollout that has not ended.
@@ -1055,13 +1069,21 @@ func (s *Store) UpdateRolloutLimits(ctx context.Context, a Actor, rolloutID stri
 		}
 		global := r.GlobalFailureBudget
 		if l.GlobalBudget != nil {
-			global = *l.GlobalBudget
+			var planned int
+			if err := q.queryRow(ctx, `SELECT count(*) FROM rollout_clusters WHERE rollout_id = $1 AND wave >= 0`, rolloutID).Scan(&planned); err != nil {
+				return err
+			}
+			global = l.GlobalBudget(planned)
 		}
-		if _, err := q.exec(ctx, `UPDATE rollouts SET global_failure_budget = $2, spec = $3, update_time = $4 WHERE id = $1`,
-			rolloutID, global, string(l.Spec), s.now()); err != nil {
+		spec, err := l.EditSpec(r.Spec)
+		if err != nil {
 			return err
 		}
-		return s.auditDetail(ctx, q, a, "rollout.update", "rollout", rolloutID, "", nil, nil, string(l.Spec))
+		if _, err := q.exec(ctx, `UPDATE rollouts SET global_failure_budget = $2, spec = $3, update_time = $4 WHERE id = $1`,
+			rolloutID, global, string(spec), s.now()); err != nil {
+			return err
+		}
+		return s.auditDetail(ctx, q, a, "rollout.update", "rollout", rolloutID, "", nil, nil, string(spec))
 	})
 	if err != nil {
 		return Rollout{}, fmt.Errorf("update rollout: %w", err)
