@@ -536,7 +536,7 @@ func (s *rollouts) ExpediteCluster(ctx context.Context, req *connect.Request[adm
 	if err != nil {
 		return nil, err
 	}
-	rc, err := s.st.ExpediteCluster(ctx, actor, req.Msg.RolloutId, req.Msg.ClusterId, func(c store.Cluster, rel store.Release) string {
+	rc, err := s.st.ExpediteCluster(ctx, actor, req.Msg.RolloutId, req.Msg.ClusterId, rollout.DefaultEligibleFor, func(c store.Cluster, rel store.Release) string {
 		return rollout.Incompatible(rel, c)
 	})
 	if err != nil {

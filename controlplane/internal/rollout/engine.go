@@ -69,6 +69,9 @@ type Engine struct {
 	actor store.Actor
 	now   func() time.Time
 	m     metrics
+	// renewed is when this pass last renewed the lease (one goroutine
+	// runs passes).
+	renewed time.Time
 }
 
 type metrics struct {
@@ -185,8 +188,16 @@ func (e *Engine) Step(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	e.renewed = e.now()
 	var errs []error
 	for _, id := range ids {
+		if err := e.renew(ctx); err != nil {
+			e.m.held.Set(0)
+			if errors.Is(err, store.ErrLeaseLost) {
+				return nil
+			}
+			return err
+		}
 		err := e.drive(ctx, id)
 		if errors.Is(err, store.ErrLeaseLost) {
 			e.m.held.Set(0)
@@ -198,6 +209,24 @@ func (e *Engine) Step(ctx context.Context) error {
 	}
 	e.observe(ctx, ids)
 	return errors.Join(errs...)
+}
+
+// renew renews the lease when a third of its TTL has passed since the
+// last renewal, so a long pass keeps it; ErrLeaseLost if another replica
+// has taken it.
+func (e *Engine) renew(ctx context.Context) error {
+	if e.now().Sub(e.renewed) < e.cfg.LeaseTTL/3 {
+		return nil
+	}
+	held, err := e.st.AcquireLease(ctx, LeaseName, e.cfg.Holder, e.cfg.LeaseTTL)
+	if err != nil {
+		return err
+	}
+	if !held {
+		return store.ErrLeaseLost
+	}
+	e.renewed = e.now()
+	return nil
 }
 
 // observe refreshes the gauges from the store.
@@ -254,8 +283,12 @@ func (e *Engine) drive(ctx context.Context, id string) error {
 	// leaves the pause to the next holder.
 	if r.State == store.RolloutRunning && r.Counts.Broken() > r.AcceptedFailures {
 		if why := Breach(r); why != "" {
-			if _, err := e.st.SetRolloutState(ctx, e.fence, e.actor, id, []string{store.RolloutRunning}, store.RolloutPaused,
-				why, "rollout.auto_pause"); err != nil && !errors.Is(err, store.ErrFailedPrecondition) {
+			_, err := e.st.SetRolloutState(ctx, e.fence, e.actor, id, []string{store.RolloutRunning}, store.RolloutPaused,
+				why, "rollout.auto_pause")
+			switch {
+			case errors.Is(err, store.ErrFailedPrecondition):
+				return nil // an operator paused or cancelled it meanwhile
+			case err != nil:
 				return err
 			}
 			e.m.autoPauses.Inc()
@@ -302,14 +335,18 @@ func (e *Engine) drive(ctx context.Context, id string) error {
 
 // Breach returns why a rollout's failures exceed a budget, or "". Waves
 // are numbered from 1, as people count them (the API's index + 1).
+// Failures an operator accepted by resuming do not count again: a budget
+// breaks only when failures grow beyond both it and what was accepted.
 func Breach(r store.Rollout) string {
 	for _, w := range r.Waves {
-		if n := w.Counts.Broken(); n > w.FailureBudget {
-			return fmt.Sprintf("wave %d failure budget exceeded: %d failed or unreachable > %d allowed", w.Index+1, n, w.FailureBudget)
+		if n := w.Counts.Broken(); n > max(w.FailureBudget, w.AcceptedFailures) {
+			return fmt.Sprintf("wave %d failure budget exceeded: %d failed or unreachable > %d allowed", w.Index+1, n,
+				max(w.FailureBudget, w.AcceptedFailures))
 		}
 	}
-	if n := r.Counts.Broken(); n > r.GlobalFailureBudget {
-		return fmt.Sprintf("global failure budget exceeded: %d failed or unreachable > %d allowed", n, r.GlobalFailureBudget)
+	if n := r.Counts.Broken(); n > max(r.GlobalFailureBudget, r.AcceptedFailures) {
+		return fmt.Sprintf("global failure budget exceeded: %d failed or unreachable > %d allowed", n,
+			max(r.GlobalFailureBudget, r.AcceptedFailures))
 	}
 	return ""
 }
@@ -323,24 +360,33 @@ func (e *Engine) verify(ctx context.Context, id string) (bool, error) {
 	}
 	var anyMoved atomic.Bool
 	now := e.now()
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(e.cfg.Workers)
-	for _, f := range inflight {
-		to, detail, unreachable := Judge(f, now)
-		if to == "" {
-			continue
+	for len(inflight) > 0 {
+		if err := e.renew(ctx); err != nil {
+			return anyMoved.Load(), err
 		}
-		g.Go(func() error {
-			moved, err := e.st.AdvanceCluster(gctx, e.fence, e.actor, f.RolloutCluster, to, detail, unreachable)
-			if moved {
-				e.m.transitions.WithLabelValues(to).Inc()
-				anyMoved.Store(true)
+		chunk := inflight[:min(len(inflight), maxChunk)]
+		inflight = inflight[len(chunk):]
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(e.cfg.Workers)
+		for _, f := range chunk {
+			to, detail, unreachable := Judge(f, now)
+			if to == "" {
+				continue
 			}
-			return err
-		})
+			g.Go(func() error {
+				moved, err := e.st.AdvanceCluster(gctx, e.fence, e.actor, f.RolloutCluster, to, detail, unreachable)
+				if moved {
+					e.m.transitions.WithLabelValues(to).Inc()
+					anyMoved.Store(true)
+				}
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return anyMoved.Load(), err
+		}
 	}
-	err = g.Wait()
-	return anyMoved.Load(), err
+	return anyMoved.Load(), nil
 }
 
 // Judge decides what an in-flight cluster's agent report (and the clock)
@@ -352,7 +398,11 @@ func Judge(f store.InFlight, now time.Time) (to, detail string, unreachable bool
 		switch {
 		case f.Report.Version == f.TargetVersion && f.Report.Healthy:
 			return store.ClusterSucceeded, "", false
-		case !f.Report.Healthy && f.Report.Version != f.TargetVersion:
+		case !f.Report.Healthy && f.Report.Version != f.TargetVersion && f.PreviousVersion != f.TargetVersion:
+			// A failure counts at once only when the dispatch changed the
+			// desired version: otherwise the agent's report may be of an
+			// attempt from before it (a retry of a cluster that failed in an
+			// earlier rollout), and the deadline decides.
 			return store.ClusterFailed, "the upgrade failed: " + f.Report.Detail, false
 		case f.State == store.ClusterDispatched:
 			if f.Deadline == nil || now.Before(*f.Deadline) {
@@ -394,21 +444,24 @@ func (e *Engine) dispatch(ctx context.Context, r store.Rollout, w store.RolloutW
 		}
 		if win != nil && !win.Contains(now) {
 			start, _ := win.Next(now)
-			return store.Gate{Wait: true, Detail: "waiting for its maintenance window at " + start.Format(time.RFC3339)}
+			return store.Gate{Wait: true, NotBefore: start, Detail: "waiting for its maintenance window at " + start.Format(time.RFC3339)}
 		}
 		return store.Gate{}
 	}
 	wave := w.Index
 	page := store.Page{Size: 500}
 	for slots > 0 {
-		rcs, next, err := e.st.ListRolloutClusters(ctx, r.ID, store.RolloutClusterFilter{States: []string{store.ClusterEligible}, Wave: &wave}, page)
+		rcs, next, err := e.st.ListRolloutClusters(ctx, r.ID, store.RolloutClusterFilter{States: []string{store.ClusterEligible}, Wave: &wave, Due: true}, page)
 		if err != nil {
 			return err
 		}
 		// Never more at once than there are free slots: clusters waiting
 		// for their window give theirs back for the next chunk.
 		for len(rcs) > 0 && slots > 0 {
-			chunk := rcs[:min(slots, len(rcs))]
+			if err := e.renew(ctx); err != nil {
+				return err
+			}
+			chunk := rcs[:min(slots, len(rcs), maxChunk)]
 			rcs = rcs[len(chunk):]
 			n, err := e.dispatchChunk(ctx, r.ID, chunk, spec.Policy.verifyTimeout(), gate)
 			if errors.Is(err, store.ErrFailedPrecondition) {
@@ -426,6 +479,9 @@ func (e *Engine) dispatch(ctx context.Context, r store.Rollout, w store.RolloutW
 	}
 	return nil
 }
+
+// maxChunk bounds the dispatches between two lease renewals.
+const maxChunk = 200
 
 // dispatchChunk dispatches clusters, those of one data plane in plan
 // order one after another and data planes in parallel, and returns how

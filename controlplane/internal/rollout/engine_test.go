@@ -504,13 +504,13 @@ func TestOperations(t *testing.T) {
 				last = rc
 			}
 		}
-		got := must(f.st.ExpediteCluster(f.ctx, operator, r.ID, last.ClusterID, func(c store.Cluster, rel store.Release) string {
+		got := must(f.st.ExpediteCluster(f.ctx, operator, r.ID, last.ClusterID, time.Hour, func(c store.Cluster, rel store.Release) string {
 			return rollout.Incompatible(rel, c)
 		}))(t)
 		if got.Wave != 0 || got.State != store.ClusterEligible {
 			t.Fatalf("expedited: %+v; want eligible in wave 0", got)
 		}
-		if _, err := f.st.ExpediteCluster(f.ctx, operator, r.ID, last.ClusterID, func(store.Cluster, store.Release) string { return "" }); !errors.Is(err, store.ErrFailedPrecondition) {
+		if _, err := f.st.ExpediteCluster(f.ctx, operator, r.ID, last.ClusterID, time.Hour, func(store.Cluster, store.Release) string { return "" }); !errors.Is(err, store.ErrFailedPrecondition) {
 			t.Fatalf("expediting twice: %v; want FailedPrecondition", err)
 		}
 		f.step()

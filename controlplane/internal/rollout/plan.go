@@ -328,13 +328,16 @@ func (p *Planner) Rollback(ctx context.Context, a store.Actor, id, reason string
 			if err == nil {
 				return
 			}
+			// Back to running as it was: not a resume, which would accept
+			// its failures so far.
 			if _, rerr := p.St.SetRolloutState(context.WithoutCancel(ctx), store.Fence{}, a, id, []string{store.RolloutPaused},
-				store.RolloutRunning, "", "rollout.resume"); rerr != nil {
+				store.RolloutRunning, orig.Reason, "rollout.rollback_failed"); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("rollout %s is left paused: %w", id, rerr))
 			}
 		}()
 	}
 	targets := map[string]string{}
+	releases := map[string]store.Release{}
 	plan := Plan{Spec: spec, Clusters: map[string]store.Cluster{}}
 	var candidates []waves.Candidate
 	for page := (store.Page{Size: pageSize}); ; {
@@ -356,6 +359,26 @@ func (p *Planner) Rollback(ctx context.Context, a store.Actor, id, reason string
 			}
 			if rc.PreviousVersion == "" {
 				plan.Skipped = append(plan.Skipped, Left{c, "no desired version before rollout " + id})
+				continue
+			}
+			rel, ok := releases[rc.PreviousVersion]
+			if !ok {
+				rel, err = p.St.GetRelease(ctx, spec.Product, rc.PreviousVersion)
+				if err != nil && !errors.Is(err, store.ErrNotFound) {
+					return store.Rollout{}, err
+				}
+				releases[rc.PreviousVersion] = rel
+			}
+			switch {
+			case rel.ID == "":
+				plan.Skipped = append(plan.Skipped, Left{c, rc.PreviousVersion + " is not a release"})
+				continue
+			case rel.State == store.ReleaseBlocked:
+				plan.Skipped = append(plan.Skipped, Left{c, rc.PreviousVersion + " is blocked"})
+				continue
+			}
+			if why := Incompatible(rel, c); why != "" {
+				plan.Skipped = append(plan.Skipped, Left{c, why})
 				continue
 			}
 			targets[c.ID] = rc.PreviousVersion

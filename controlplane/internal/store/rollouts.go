@@ -90,7 +90,10 @@ type RolloutWave struct {
 	StartTime     *time.Time
 	DoneTime      *time.Time
 	SoakUntil     *time.Time
-	Counts        RolloutCounts
+	// AcceptedFailures is Counts.Broken() when the rollout was last
+	// resumed.
+	AcceptedFailures int
+	Counts           RolloutCounts
 }
 
 // RolloutCounts counts clusters by state. Failed counts failed clusters
@@ -313,8 +316,8 @@ func (s *Store) CreateRollout(ctx context.Context, a Actor, nr NewRollout) (Roll
 			return err
 		}
 		for _, w := range nr.Waves {
-			if _, err := q.exec(ctx, `INSERT INTO rollout_waves (rollout_id, idx, size, concurrency, failure_budget, soak_ms, sensitive)
-				VALUES ($1, $2, $3, $4, $5, $6, $7)`, r.ID, w.Index, w.Size, w.Concurrency, w.FailureBudget, w.Soak.Milliseconds(), w.Sensitive); err != nil {
+			if _, err := q.exec(ctx, `INSERT INTO rollout_waves (rollout_id, idx, size, concurrency, failure_budget, soak_ms, sensitive, accepted_failures)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, 0)`, r.ID, w.Index, w.Size, w.Concurrency, w.FailureBudget, w.Soak.Milliseconds(), w.Sensitive); err != nil {
 				return err
 			}
 		}
@@ -448,13 +451,14 @@ func (s *Store) fillRollout(ctx context.Context, q querier, r *Rollout) error {
 	waves, err := queryAll(ctx, q, func(rw row) (RolloutWave, error) {
 		var w RolloutWave
 		var soak int64
-		err := rw.Scan(&w.Index, &w.Size, &w.Concurrency, &w.FailureBudget, &soak, &w.Sensitive, &w.StartTime, &w.DoneTime, &w.SoakUntil)
+		err := rw.Scan(&w.Index, &w.Size, &w.Concurrency, &w.FailureBudget, &soak, &w.Sensitive, &w.StartTime, &w.DoneTime, &w.SoakUntil,
+			&w.AcceptedFailures)
 		w.Soak = time.Duration(soak) * time.Millisecond
 		utcPtr(w.StartTime)
 		utcPtr(w.DoneTime)
 		utcPtr(w.SoakUntil)
 		return w, err
-	}, `SELECT idx, size, concurrency, failure_budget, soak_ms, sensitive, start_time, done_time, soak_until
+	}, `SELECT idx, size, concurrency, failure_budget, soak_ms, sensitive, start_time, done_time, soak_until, accepted_failures
 		FROM rollout_waves WHERE rollout_id = $1 ORDER BY idx`, r.ID)
 	if err != nil {
 		return err
@@ -479,9 +483,30 @@ func (s *Store) fillRollout(ctx context.Context, q querier, r *Rollout) error {
 		}
 	}
 	r.Waves = waves
-	return q.queryRow(ctx, `SELECT count(*) FROM rollout_clusters WHERE rollout_id = $1
-		AND state IN ('eligible', 'dispatched', 'verifying') AND deadline < $2`, r.ID, s.now()).Scan(&r.Overdue)
+	now := s.now()
+	if err := q.queryRow(ctx, `SELECT count(*) FROM rollout_clusters WHERE rollout_id = $1
+		AND state IN ('eligible', 'dispatched', 'verifying') AND deadline < $2`, r.ID, now).Scan(&r.Overdue); err != nil {
+		return err
+	}
+	// Pending clusters are overdue when their wave should have started
+	// (the rollout's start, or the previous wave's soak, plus a grace)
+	// and has not: no replica is driving the rollout.
+	if r.State == RolloutRunning && r.CurrentWave < len(waves) {
+		w := waves[r.CurrentWave]
+		switch {
+		case w.StartTime == nil && now.After(r.UpdateTime.Add(StartGrace)):
+			r.Overdue += w.Counts.Pending
+		case w.SoakUntil != nil && now.After(w.SoakUntil.Add(StartGrace)) && w.Index+1 < len(waves):
+			r.Overdue += waves[w.Index+1].Counts.Pending
+		}
+	}
+	return nil
 }
+
+// StartGrace is how late a wave may start (after the rollout starts or
+// resumes, or after the previous wave's soak) before its clusters are
+// shown overdue.
+const StartGrace = time.Minute
 
 // GetRollout returns a rollout with its waves and counts.
 func (s *Store) GetRollout(ctx context.Context, id string) (Rollout, error) {
@@ -549,6 +574,9 @@ type RolloutClusterFilter struct {
 	States []string
 	// Wave keeps clusters of one wave when not nil.
 	Wave *int
+	// Due leaves out clusters waiting for a later time (their maintenance
+	// window): the engine's view.
+	Due bool
 }
 
 // ListRolloutClusters returns one page of a rollout's clusters in plan
@@ -565,6 +593,9 @@ func (s *Store) ListRolloutClusters(ctx context.Context, rolloutID string, f Rol
 	}
 	if f.Wave != nil {
 		w.add("t.wave = " + w.arg(*f.Wave))
+	}
+	if f.Due {
+		w.add("(t.not_before IS NULL OR t.not_before <= " + w.arg(s.now()) + ")")
 	}
 	if p.After != "" {
 		ws, ps, ok := strings.Cut(p.After, ".")
@@ -691,8 +722,9 @@ func (s *Store) StartWave(ctx context.Context, f Fence, rolloutID string, wave i
 // Gate is what a rollout's dispatch check decides for a cluster.
 type Gate struct {
 	// Wait leaves the cluster eligible (e.g. outside its maintenance
-	// window); Detail says until when.
-	Wait bool
+	// window) until NotBefore; Detail says why.
+	Wait      bool
+	NotBefore time.Time
 	// Skip, if not empty, skips the cluster with this reason (e.g. the
 	// compatibility rule it now fails).
 	Skip   string
@@ -764,11 +796,13 @@ func (s *Store) DispatchCluster(ctx context.Context, f Fence, a Actor, rolloutID
 		case g.Skip != "":
 			return finish(ClusterSkipped, g.Skip)
 		case g.Wait:
-			if g.Detail != rc.Detail {
-				if _, err := q.exec(ctx, `UPDATE rollout_clusters SET detail = $3 WHERE rollout_id = $1 AND cluster_id = $2`,
-					rolloutID, clusterID, g.Detail); err != nil {
-					return err
-				}
+			var notBefore any
+			if !g.NotBefore.IsZero() {
+				notBefore = g.NotBefore.UTC()
+			}
+			if _, err := q.exec(ctx, `UPDATE rollout_clusters SET detail = $3, not_before = $4 WHERE rollout_id = $1 AND cluster_id = $2`,
+				rolloutID, clusterID, g.Detail, notBefore); err != nil {
+				return err
 			}
 			out = rc
 			out.Detail = g.Detail
@@ -911,7 +945,12 @@ func (s *Store) FinishWave(ctx context.Context, f Fence, rolloutID string, wave 
 		if err := s.checkFence(ctx, q, f); err != nil {
 			return err
 		}
-		_, err := q.exec(ctx, `UPDATE rollout_waves SET done_time = $3, soak_until = $4 WHERE rollout_id = $1 AND idx = $2 AND done_time IS NULL`,
+		// Only if every cluster of the wave is final as this transaction
+		// sees it: an operator may have expedited one into it since the
+		// engine counted.
+		_, err := q.exec(ctx, `UPDATE rollout_waves SET done_time = $3, soak_until = $4 WHERE rollout_id = $1 AND idx = $2 AND done_time IS NULL
+			AND NOT EXISTS (SELECT 1 FROM rollout_clusters c WHERE c.rollout_id = $1 AND c.wave = $2
+				AND c.state IN ('pending', 'eligible', 'dispatched', 'verifying'))`,
 			rolloutID, wave, s.now(), soakUntil.UTC())
 		return err
 	})
@@ -927,7 +966,8 @@ func (s *Store) CompleteRollout(ctx context.Context, f Fence, a Actor, rolloutID
 		if err := s.checkFence(ctx, q, f); err != nil {
 			return err
 		}
-		n, err := q.exec(ctx, `UPDATE rollouts SET state = 'completed', reason = $2, update_time = $3 WHERE id = $1 AND state = 'running'`,
+		n, err := q.exec(ctx, `UPDATE rollouts SET state = 'completed', reason = $2, update_time = $3 WHERE id = $1 AND state = 'running'
+			AND NOT EXISTS (SELECT 1 FROM rollout_clusters c WHERE c.rollout_id = $1 AND c.state IN ('pending', 'eligible', 'dispatched', 'verifying'))`,
 			rolloutID, reason, s.now())
 		if err != nil || n == 0 {
 			return err
@@ -976,10 +1016,14 @@ func (s *Store) setRolloutState(ctx context.Context, q querier, a Actor, rollout
 	if _, err := q.exec(ctx, `UPDATE rollouts SET state = $2, reason = $3, update_time = $4 WHERE id = $1`, rolloutID, to, reason, now); err != nil {
 		return err
 	}
-	if to == RolloutRunning {
-		// Resuming accepts the failures so far.
+	if action == "rollout.resume" {
+		// Resuming accepts the failures so far, per wave and in all.
 		if _, err := q.exec(ctx, `UPDATE rollouts SET accepted_failures = (SELECT count(*) FROM rollout_clusters
 			WHERE rollout_id = $1 AND state = 'failed') WHERE id = $1`, rolloutID); err != nil {
+			return err
+		}
+		if _, err := q.exec(ctx, `UPDATE rollout_waves SET accepted_failures = (SELECT count(*) FROM rollout_clusters c
+			WHERE c.rollout_id = $1 AND c.wave = rollout_waves.idx AND c.state = 'failed') WHERE rollout_id = $1`, rolloutID); err != nil {
 			return err
 		}
 	}
@@ -1106,7 +1150,8 @@ func (s *Store) rolloutForEdit(ctx context.Context, q querier, rolloutID string)
 // the next one, while the current one soaks); check returns why the
 // cluster may not run the target, or "". The cluster becomes eligible at
 // once if that wave has started.
-func (s *Store) ExpediteCluster(ctx context.Context, a Actor, rolloutID, clusterID string, check func(Cluster, Release) string) (RolloutCluster, error) {
+func (s *Store) ExpediteCluster(ctx context.Context, a Actor, rolloutID, clusterID string, eligibleFor time.Duration,
+	check func(Cluster, Release) string) (RolloutCluster, error) {
 	var out RolloutCluster
 	err := s.b.inTx(ctx, func(q querier) error {
 		r, err := s.rolloutForEdit(ctx, q, rolloutID)
@@ -1153,11 +1198,13 @@ func (s *Store) ExpediteCluster(ctx context.Context, a Actor, rolloutID, cluster
 		}
 		out = rc
 		out.Wave, out.Position, out.StateTime = target, pos, now
+		var deadline any
 		if r.Waves[target].StartTime != nil {
-			out.State = ClusterEligible
+			d := now.Add(eligibleFor)
+			out.State, out.Deadline, deadline = ClusterEligible, &d, d
 		}
-		if _, err := q.exec(ctx, `UPDATE rollout_clusters SET wave = $3, position = $4, state = $5, state_time = $6
-			WHERE rollout_id = $1 AND cluster_id = $2 AND state = 'pending'`, rolloutID, clusterID, target, pos, out.State, now); err != nil {
+		if _, err := q.exec(ctx, `UPDATE rollout_clusters SET wave = $3, position = $4, state = $5, state_time = $6, deadline = $7
+			WHERE rollout_id = $1 AND cluster_id = $2 AND state = 'pending'`, rolloutID, clusterID, target, pos, out.State, now, deadline); err != nil {
 			return err
 		}
 		// A wave that upgrades all its clusters at once still does with

@@ -645,7 +645,7 @@ func (*FailureBudget_Percent) isFailureBudget_Budget() {}
 type RolloutPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How long to watch a wave after its last cluster finished before the
-	// next wave starts (scaled per wave by the S-curve). At most 7 days.
+	// next wave starts (scaled per wave by the S-curve). At most 30 days.
 	BaseSoak *durationpb.Duration `protobuf:"bytes,1,opt,name=base_soak,json=baseSoak,proto3" json:"base_soak,omitempty"`
 	// The most clusters of a wave upgrading at once; 0 means a whole wave.
 	Concurrency int32 `protobuf:"varint,2,opt,name=concurrency,proto3" json:"concurrency,omitempty"`

@@ -13,7 +13,7 @@ CREATE TABLE rollouts (
     current_wave          INTEGER NOT NULL,
     global_failure_budget INTEGER NOT NULL,
     -- Failed and unreachable clusters when the rollout was last resumed:
-    -- a budget pauses the rollout again only on a failure beyond these.
+    -- the global budget pauses the rollout only beyond these.
     accepted_failures     INTEGER NOT NULL,
     rollback_of           TEXT NOT NULL,
     rolled_back_by        TEXT NOT NULL,
@@ -35,6 +35,9 @@ CREATE TABLE rollout_waves (
     start_time     TIMESTAMP,
     done_time      TIMESTAMP,
     soak_until     TIMESTAMP,
+    -- Failed and unreachable clusters of the wave when the rollout was
+    -- last resumed: its budget pauses the rollout only beyond these.
+    accepted_failures INTEGER NOT NULL,
     PRIMARY KEY (rollout_id, idx)
 );
 
@@ -54,6 +57,9 @@ CREATE TABLE rollout_clusters (
     state_time       TIMESTAMP NOT NULL,
     deadline         TIMESTAMP,
     dispatch_time    TIMESTAMP,
+    -- An eligible cluster waiting for its maintenance window is not looked
+    -- at before then.
+    not_before       TIMESTAMP,
     PRIMARY KEY (rollout_id, cluster_id)
 );
 CREATE INDEX rollout_clusters_plan ON rollout_clusters (rollout_id, wave, position);
