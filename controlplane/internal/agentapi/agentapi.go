@@ -179,7 +179,7 @@ func New(cfg Config) (*Server, error) {
 	slots := newStoreSlots(cfg.Store)
 	s := &Server{cfg: cfg, log: log, streams: newStreamRegistry(), bundle: newBundleWatch(cfg.CA.BundleCerts()),
 		admit: newAdmission(cfg.StreamAdmitRate, cfg.StreamAdmitBurst, time.Now), metrics: newStreamMetrics(),
-		positions: newPositions(cfg.Store, slots, log), heads: newHeads(cfg.Store, slots), slots: slots}
+		positions: newPositions(cfg.Store, log), heads: newHeads(cfg.Store), slots: slots}
 	if err := s.renewServing(); err != nil {
 		return nil, err
 	}

@@ -20,10 +20,11 @@ const headReadTimeout = 30 * time.Second
 // sees every commit that was visible when it asked, as with a read of its
 // own; callers that ask while a read of the same data plane is in flight
 // share the next one, which starts when that read ends. So at most two
-// reads per data plane are in flight, however many streams ask.
+// reads per data plane are in flight, however many streams ask; they
+// take no storeSlots, so a change's fan-out never waits behind the
+// agents' calls (such as the status reports the previous change caused).
 type heads struct {
-	st    *store.Store
-	slots storeSlots
+	st *store.Store
 
 	mu      sync.Mutex
 	flights map[string]*headFlights
@@ -41,8 +42,8 @@ type headRead struct {
 	err  error
 }
 
-func newHeads(st *store.Store, slots storeSlots) *heads {
-	return &heads{st: st, slots: slots, flights: map[string]*headFlights{}}
+func newHeads(st *store.Store) *heads {
+	return &heads{st: st, flights: map[string]*headFlights{}}
 }
 
 // get returns the data plane's head, as store.GetHead does.
@@ -83,7 +84,7 @@ func (h *heads) get(ctx context.Context, dataPlaneID string) (store.Head, error)
 // share its result), and ends the flight.
 func (h *heads) read(dataPlaneID string, f *headFlights, r *headRead) {
 	ctx, cancel := context.WithTimeout(context.Background(), headReadTimeout)
-	r.head, r.err = slotted(ctx, h.slots, func() (store.Head, error) { return h.st.GetHead(ctx, dataPlaneID) })
+	r.head, r.err = h.st.GetHead(ctx, dataPlaneID)
 	cancel()
 	h.mu.Lock()
 	if f.running == r {

@@ -31,7 +31,6 @@ const positionWriteTimeout = 30 * time.Second
 // as before.
 type positions struct {
 	st      *store.Store
-	slots   storeSlots
 	log     *slog.Logger
 	writers int
 
@@ -47,13 +46,15 @@ type positions struct {
 
 // newPositions returns a writer with writers goroutines once started: one
 // for SQLite, whose writes serialize anyway, a few for server databases,
-// whose connection pool they share with the streams' reads.
-func newPositions(st *store.Store, slots storeSlots, log *slog.Logger) *positions {
+// whose connection pool they share with the streams' reads. They are few
+// already, so they take no storeSlots and do not queue behind agents'
+// calls.
+func newPositions(st *store.Store, log *slog.Logger) *positions {
 	writers := 4
 	if st.Backend() == "sqlite" {
 		writers = 1
 	}
-	p := &positions{st: st, slots: slots, log: log, writers: writers, pending: map[string]store.AgentSync{}, busy: map[string]bool{}}
+	p := &positions{st: st, log: log, writers: writers, pending: map[string]store.AgentSync{}, busy: map[string]bool{}}
 	p.cond = sync.NewCond(&p.mu)
 	return p
 }
@@ -104,7 +105,7 @@ func (p *positions) write() {
 		p.mu.Unlock()
 
 		ctx, cancel := context.WithTimeout(context.Background(), positionWriteTimeout)
-		err := p.slots.run(ctx, func() error { return p.st.PutAgentSync(ctx, rec) })
+		err := p.st.PutAgentSync(ctx, rec)
 		cancel()
 		if err != nil {
 			p.log.Warn("record agent sync", "agent_id", rec.AgentID, "error", err)

@@ -29,7 +29,7 @@ func TestPositionsKeepTheNewest(t *testing.T) {
 	for _, b := range storetest.Backends() {
 		t.Run(b.Name, func(t *testing.T) {
 			st := openStore(t, b.URL(t))
-			p := newPositions(st, newStoreSlots(st), slog.New(slog.DiscardHandler))
+			p := newPositions(st, slog.New(slog.DiscardHandler))
 			p.start()
 			const agents, revisions = 8, 200
 			ids := make([]string, agents)
@@ -82,7 +82,7 @@ func TestHeadsAreFresh(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			h := newHeads(st, newStoreSlots(st))
+			h := newHeads(st)
 			stop := make(chan struct{})
 			var writer sync.WaitGroup
 			writer.Go(func() {

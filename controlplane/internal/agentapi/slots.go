@@ -6,15 +6,16 @@ import (
 	"github.com/cairnhq/cairn/controlplane/internal/store"
 )
 
-// storeSlots bounds how many store calls the agent API makes at once.
-// Every agent call and stream touches the store (the caller's
-// registration, reports, positions, heads), and a fleet's calls come in
-// bursts: enrollment waves, a change waking every stream, a reconnect
-// storm. On SQLite each concurrent call holds a connection of its own
-// (two open files and a page cache), and writers beyond the one SQLite
-// runs wait in its busy handler; unbounded, 10,000 agents exhausted the
-// control plane's open files. A slot is held only for the call itself, never
-// across another acquisition, so slots cannot deadlock.
+// storeSlots bounds how many store calls the agent API's calls make at
+// once: the caller's registration, enrollment, renewal, reports, a new
+// stream's catch-up, refusals. (positions and heads bound their own.) A
+// fleet's calls come in bursts: enrollment waves, a change waking every
+// stream, a reconnect storm. On SQLite each concurrent call holds a
+// connection of its own (two open files and a page cache), and writers
+// beyond the one SQLite runs wait in its busy handler; unbounded, 10,000
+// agents exhausted the control plane's open files. A slot is held only
+// for the call itself, never across another acquisition, so slots cannot
+// deadlock.
 type storeSlots chan struct{}
 
 // Slots per backend: SQLite runs one writer and a few readers well; a
