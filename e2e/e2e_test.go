@@ -84,6 +84,9 @@ func freeAddr(t *testing.T) string {
 
 // TestDevFlowPrintedStepsWork runs `make dev`'s flow against the built
 // control plane and executes every grpcurl and curl line it prints.
+// demoVersionTo is the demo rollout's target (internal/devenv).
+const demoVersionTo = "1.1.0"
+
 func TestDevFlowPrintedStepsWork(t *testing.T) {
 	bin := binaries(t)
 	dir := t.TempDir()
@@ -201,6 +204,24 @@ func TestDevFlowPrintedStepsWork(t *testing.T) {
 	got, err := exec.Command("bash", "-euo", "pipefail", "-c", export+"\n"+listRolloutClusters).CombinedOutput()
 	if err != nil || !bytes.Contains(got, []byte("host 3.2.0 is outside the range")) {
 		t.Fatalf("the demo rollout's clusters do not show db-legacy skipped with its rule: %v\n%s", err, got)
+	}
+	// The printed cairnctl lines work too (the watch ends: the rollout is
+	// complete).
+	var ctl []string
+	for _, line := range strings.Split(text, "\n") {
+		if line = strings.TrimSpace(line); strings.HasPrefix(line, filepath.Join(bin, "cairnctl")) {
+			ctl = append(ctl, line)
+		}
+	}
+	if len(ctl) < 2 {
+		t.Fatalf("the next steps show %d cairnctl lines; want the rollout's status and the versions", len(ctl))
+	}
+	for _, c := range ctl {
+		got, err := exec.Command("bash", "-euo", "pipefail", "-c", export+"\n"+c).CombinedOutput()
+		if err != nil || !bytes.Contains(got, []byte(demoVersionTo)) {
+			t.Fatalf("%s\nfailed: %v\n%s", c, err, got)
+		}
+		t.Logf("%s\n%s", c, got)
 	}
 	cancel()
 	if err := <-done; err != nil {

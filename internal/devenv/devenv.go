@@ -118,7 +118,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if ids.RolloutID, err = seedFleet(ctx, base, strings.TrimSpace(string(tok)), ids.DataPlaneID); err != nil {
 		return fmt.Errorf("devenv: seed the demo fleet: %w", err)
 	}
-	ids.Bin, ids.Product, ids.From, ids.To = cfg.BinDir, demoProduct, demoFrom, demoTo
+	ids.Cairnctl = filepath.Join(cfg.BinDir, "cairnctl")
+	if !filepath.IsAbs(ids.Cairnctl) {
+		ids.Cairnctl = "./" + ids.Cairnctl
+	}
+	ids.Product, ids.From, ids.To = demoProduct, demoFrom, demoTo
 	var steps strings.Builder
 	if err := nextSteps.Execute(&steps, ids); err != nil {
 		return fmt.Errorf("devenv: %w", err)
@@ -251,7 +255,7 @@ type demoIDs struct {
 	TenantID, DataPlaneID, DocumentID                     string
 	AgentAddr, AgentID, AgentSPIFFEID, AgentDir, AgentLog string
 	AgentHTTP                                             string
-	Bin, RolloutID, Product, From, To                     string
+	Cairnctl, RolloutID, Product, From, To                string
 }
 
 func bearer(tok string) connect.Option {
@@ -380,10 +384,10 @@ Try it (in another terminal, from this directory):
   # soaks, the sensitive cluster last, db-legacy skipped (its host is too old for {{.To}}). Each dispatch writes the
   # cluster's desired version into config; the agent's demo upgrade hook ({{.Dir}}/demo-upgrade.sh) pretends to
   # upgrade it and the agent reports the version back, which verifies the cluster.
-  ./{{.Bin}}/cairnctl --server http://{{.Addr}} rollout status {{.RolloutID}} --watch
+  {{.Cairnctl}} --server http://{{.Addr}} rollout status {{.RolloutID}} --watch
   go tool grpcurl -plaintext -H "authorization: Bearer $CAIRN_TOKEN" -d '{"id":"{{.RolloutID}}"}' {{.Addr}} cairn.admin.v1.RolloutService/GetRollout
   go tool grpcurl -plaintext -H "authorization: Bearer $CAIRN_TOKEN" -d '{"rollout_id":"{{.RolloutID}}"}' {{.Addr}} cairn.admin.v1.RolloutService/ListRolloutClusters
-  ./{{.Bin}}/cairnctl --server http://{{.Addr}} versions --query product={{.Product}}
+  {{.Cairnctl}} --server http://{{.Addr}} versions --query product={{.Product}}
 
   # the agent API, with the agent's own SVID as client certificate
   go tool grpcurl -cert {{.AgentDir}}/identity/svid.pem -key {{.AgentDir}}/identity/svid.pem -cacert {{.AgentDir}}/identity/bundle.pem {{.AgentAddr}} list
