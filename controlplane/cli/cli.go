@@ -234,6 +234,9 @@ func run(ctx context.Context, f flags, log *slog.Logger, stdout io.Writer) error
 	if err != nil {
 		return err
 	}
+	// This replica's own commits wake its streams at once; other replicas'
+	// are seen at the hub's next poll.
+	st.OnRevisions(hub.Notify)
 	agents, err := agentapi.New(agentapi.Config{
 		Envelopes: envelopes, Hub: hub,
 		Listener: agentLis, Store: st, CA: authority, Signer: keys, TrustDomain: td, SVIDTTL: f.svidTTL, Logger: log,

@@ -66,7 +66,7 @@ func scanAgent(r row) (Agent, error) {
 func (s *Store) CreateJoinToken(ctx context.Context, a Actor, visible, dataPlaneID, id string, secretHash []byte, ttl time.Duration) (JoinToken, error) {
 	now := s.now()
 	jt := JoinToken{ID: id, DataPlaneID: dataPlaneID, CreateTime: now, ExpireTime: now.Add(ttl).Truncate(time.Microsecond)}
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		dp, err := getDataPlane(ctx, q, visible, dataPlaneID)
 		if err != nil {
 			return err
@@ -113,7 +113,7 @@ type Enrollment struct {
 func (s *Store) EnrollAgent(ctx context.Context, e Enrollment) (Agent, error) {
 	var out Agent
 	refuse := func(reason string) error { return fmt.Errorf("%s: %w", reason, ErrJoinTokenInvalid) }
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		now := s.now()
 		var jt JoinToken
 		var hash []byte
@@ -172,7 +172,7 @@ func (s *Store) EnrollAgent(ctx context.Context, e Enrollment) (Agent, error) {
 // says why; it must hold no secret. Failing to write it is logged, not
 // returned, since the caller is already answering with the refusal.
 func (s *Store) AuditRefusal(ctx context.Context, a Actor, action, resourceType, resourceID, tenantID, detail string) {
-	err := s.b.inTx(context.WithoutCancel(ctx), func(q querier) error {
+	err := s.inTx(context.WithoutCancel(ctx), func(q querier) error {
 		return s.auditDetail(ctx, q, a, action, resourceType, resourceID, tenantID, nil, nil, detail)
 	})
 	if err != nil {
@@ -312,7 +312,7 @@ func (s *Store) ListAgents(ctx context.Context, f Filter, af AgentFilter, p Page
 // reason.
 func (s *Store) RevokeAgent(ctx context.Context, a Actor, visible, id, reason string) (Agent, error) {
 	var out Agent
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		old, err := getAgent(ctx, q, visible, id)
 		if err != nil {
 			return err
@@ -360,7 +360,7 @@ func (s *Store) revokeDataPlaneAgents(ctx context.Context, q querier, a Actor, d
 // never gets a certificate.
 func (s *Store) RenewAgent(ctx context.Context, id string, issue func(Agent) (time.Time, error)) (Agent, error) {
 	var out Agent
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		ag, err := getAgent(ctx, q, "", id)
 		if err != nil {
 			return err
@@ -421,7 +421,7 @@ func (s *Store) RegisterExternalAgent(ctx context.Context, a Agent) (Agent, erro
 	if !errors.Is(err, ErrNotFound) {
 		return Agent{}, err
 	}
-	err = s.b.inTx(ctx, func(q querier) error {
+	err = s.inTx(ctx, func(q querier) error {
 		if got, err := getAgent(ctx, q, "", a.ID); err == nil {
 			return check(got) // registered concurrently
 		}

@@ -25,7 +25,7 @@ type AgentSync struct {
 // streams of one agent recording at once cannot erase a NACK.
 func (s *Store) PutAgentSync(ctx context.Context, a AgentSync) error {
 	a.LastSeen = s.now()
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		_, err := q.exec(ctx, `INSERT INTO agent_sync (agent_id, data_plane_id, epoch, last_sent_revision, last_applied_revision,
 			last_nack_revision, last_nack_reason, last_nack_detail, last_seen) VALUES ($1, $2, $3, $4, $5, 0, '', '', $6)
 			ON CONFLICT (agent_id) DO UPDATE SET data_plane_id = excluded.data_plane_id, epoch = excluded.epoch,
@@ -43,7 +43,7 @@ func (s *Store) PutAgentSync(ctx context.Context, a AgentSync) error {
 // RecordNack records the newest update an agent refused.
 func (s *Store) RecordNack(ctx context.Context, agentID, dataPlaneID string, revision int64, reason, detail string) error {
 	now := s.now()
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		_, err := q.exec(ctx, `INSERT INTO agent_sync (agent_id, data_plane_id, epoch, last_sent_revision, last_applied_revision,
 			last_nack_revision, last_nack_reason, last_nack_detail, last_seen) VALUES ($1, $2, '', 0, 0, $3, $4, $5, $6)
 			ON CONFLICT (agent_id) DO UPDATE SET last_nack_revision = excluded.last_nack_revision,

@@ -73,7 +73,7 @@ func (s *Store) CreateCluster(ctx context.Context, a Actor, visible string, c Cl
 	if err != nil {
 		return Cluster{}, fmt.Errorf("create cluster: %w", err)
 	}
-	err = s.b.inTx(ctx, func(q querier) error {
+	err = s.inTx(ctx, func(q querier) error {
 		dp, err := getDataPlane(ctx, q, visible, c.DataPlaneID)
 		if err != nil {
 			return err
@@ -202,7 +202,7 @@ func (s *Store) ListClusters(ctx context.Context, f Filter, dataPlaneID string, 
 // same transaction, so it reaches the cluster's agent.
 func (s *Store) UpdateCluster(ctx context.Context, a Actor, visible, id, etag string, mutate func(*Cluster) error) (Cluster, error) {
 	var out Cluster
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		old, err := getCluster(ctx, q, visible, id)
 		if err != nil {
 			return err
@@ -254,7 +254,7 @@ func (s *Store) UpdateCluster(ctx context.Context, a Actor, visible, id, etag st
 
 // DeleteCluster deletes a cluster and its cluster-scoped config documents.
 func (s *Store) DeleteCluster(ctx context.Context, a Actor, visible, id, etag string) error {
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		old, err := getCluster(ctx, q, visible, id)
 		if err != nil {
 			return err

@@ -87,7 +87,7 @@ func (s *Store) CreateConfigDocument(ctx context.Context, a Actor, visible strin
 	if d.Content == nil {
 		d.Content = []byte{}
 	}
-	err := s.b.inTx(ctx, func(q querier) (err error) {
+	err := s.inTx(ctx, func(q querier) (err error) {
 		if d.TenantID, d.DataPlaneID, err = resolveScope(ctx, q, visible, d.ScopeType, d.ScopeID); err != nil {
 			return err
 		}
@@ -198,7 +198,7 @@ func (s *Store) ListConfigDocuments(ctx context.Context, f Filter, cf ConfigFilt
 // its version. A non-empty etag must match the current one.
 func (s *Store) UpdateConfigDocument(ctx context.Context, a Actor, visible, id, etag string, c ConfigContent) (ConfigDocument, error) {
 	var out ConfigDocument
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		old, err := getConfig(ctx, q, visible, id)
 		if err != nil {
 			return err
@@ -240,7 +240,7 @@ func (s *Store) UpdateConfigDocument(ctx context.Context, a Actor, visible, id, 
 
 // DeleteConfigDocument deletes one document. A non-empty etag must match.
 func (s *Store) DeleteConfigDocument(ctx context.Context, a Actor, visible, id, etag string) error {
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		old, err := getConfig(ctx, q, visible, id)
 		if err != nil {
 			return err

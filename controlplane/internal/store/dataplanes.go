@@ -40,7 +40,7 @@ func (s *Store) CreateDataPlane(ctx context.Context, a Actor, visible string, d 
 	now := s.now()
 	d.ID, d.Etag, d.CreateTime, d.UpdateTime = newID(), newEtag(), now, now
 	d.Labels = nonNil(d.Labels)
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		if _, err := getTenant(ctx, q, visible, d.TenantID); err != nil {
 			return err
 		}
@@ -111,7 +111,7 @@ func (s *Store) ListDataPlanes(ctx context.Context, f Filter, p Page) ([]DataPla
 // current data plane; see UpdateTenant for etag and retry rules.
 func (s *Store) UpdateDataPlane(ctx context.Context, a Actor, visible, id, etag string, mutate func(*DataPlane) error) (DataPlane, error) {
 	var out DataPlane
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		old, err := getDataPlane(ctx, q, visible, id)
 		if err != nil {
 			return err
@@ -146,7 +146,7 @@ func (s *Store) UpdateDataPlane(ctx context.Context, a Actor, visible, id, etag 
 // DeleteDataPlane deletes a data plane without clusters, together with its
 // config documents (each audited) and join tokens, and revokes its agents.
 func (s *Store) DeleteDataPlane(ctx context.Context, a Actor, visible, id, etag string) error {
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		old, err := getDataPlane(ctx, q, visible, id)
 		if err != nil {
 			return err

@@ -39,7 +39,7 @@ func scanExclusion(r row) (Exclusion, error) {
 func (s *Store) CreateExclusion(ctx context.Context, a Actor, e Exclusion) (Exclusion, error) {
 	e.ID, e.CreatedBy, e.CreateTime = newID(), a.ID, s.now()
 	e.ExpireTime = e.ExpireTime.UTC()
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		tenant := ""
 		switch e.ScopeType {
 		case ExcludeCluster:
@@ -92,7 +92,7 @@ func (s *Store) ListExclusions(ctx context.Context) ([]Exclusion, error) {
 
 // DeleteExclusion removes an exclusion (expired or not).
 func (s *Store) DeleteExclusion(ctx context.Context, a Actor, id string) error {
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		if !isValidID(id) {
 			return fmt.Errorf("exclusion %q: %w", id, ErrNotFound)
 		}

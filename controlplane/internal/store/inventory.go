@@ -110,7 +110,7 @@ func (s *Store) repairClusterKeys(ctx context.Context) error {
 		return fmt.Errorf("repair cluster version keys: %w", err)
 	}
 	for _, x := range rows {
-		err := s.b.inTx(ctx, func(q querier) error {
+		err := s.inTx(ctx, func(q querier) error {
 			_, err := q.exec(ctx, `UPDATE clusters SET reported_version_key = $2, desired_version_key = $3, host_version_key = $4 WHERE id = $1`,
 				x.id, versionSortKey(x.reported), versionSortKey(x.desired), versionSortKey(x.host))
 			return err

@@ -79,7 +79,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		if applied {
 			continue
 		}
-		err = s.b.inTx(ctx, func(q querier) error {
+		err = s.inTx(ctx, func(q querier) error {
 			// DDL first: CockroachDB refuses schema changes after a write
 			// in the same transaction.
 			if _, err := q.exec(ctx, m.sql); err != nil {

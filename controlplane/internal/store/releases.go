@@ -87,7 +87,7 @@ func (s *Store) CreateRelease(ctx context.Context, a Actor, rel Release) (Releas
 	rel.ID, rel.Etag, rel.CreateTime, rel.UpdateTime = newID(), newEtag(), now, now
 	rel.Constraints = nonNilSlice(rel.Constraints)
 	cons, _ := json.Marshal(rel.Constraints)
-	err = s.b.inTx(ctx, func(q querier) error {
+	err = s.inTx(ctx, func(q querier) error {
 		_, err := q.exec(ctx, `INSERT INTO releases (id, product, version, version_key, state, notes, constraints, etag, create_time, update_time)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 			rel.ID, rel.Product, rel.Version, key, rel.State, rel.Notes, string(cons), rel.Etag, rel.CreateTime, rel.UpdateTime)
@@ -160,7 +160,7 @@ func (s *Store) ListReleases(ctx context.Context, f ReleaseFilter) ([]Release, e
 // Constraints) to the current release; a non-empty etag must match.
 func (s *Store) UpdateRelease(ctx context.Context, a Actor, product, version, etag string, mutate func(*Release) error) (Release, error) {
 	var out Release
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		old, err := getRelease(ctx, q, product, version)
 		if err != nil {
 			return err
@@ -225,7 +225,7 @@ func (s *Store) CreateChannel(ctx context.Context, a Actor, c Channel) (Channel,
 	now := s.now()
 	c.ID, c.Etag, c.CreateTime, c.UpdateTime = newID(), newEtag(), now, now
 	c.Defaults = nonNil(c.Defaults)
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		if err := checkDefaults(ctx, q, c.Product, c.Defaults); err != nil {
 			return err
 		}
@@ -284,7 +284,7 @@ func (s *Store) ListChannels(ctx context.Context, product string) ([]Channel, er
 // afterwards.
 func (s *Store) SetChannelDefaults(ctx context.Context, a Actor, product, name, etag string, defaults map[string]string) (Channel, error) {
 	var out Channel
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		old, err := getChannel(ctx, q, product, name)
 		if err != nil {
 			return err

@@ -87,7 +87,7 @@ type Reports struct {
 func (s *Store) IngestReports(ctx context.Context, r Reports) (int64, error) {
 	now := s.now()
 	var acked int64
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		var queueID string
 		var last int64
 		err := q.queryRow(ctx, `SELECT queue_id, last_seq FROM agent_report_queues WHERE agent_id = $1`, r.AgentID).Scan(&queueID, &last)
@@ -358,7 +358,7 @@ func (s *Store) CompactMetrics(ctx context.Context, cutoff time.Time) (int64, er
 	var total int64
 	for {
 		var n int64
-		err := s.b.inTx(ctx, func(q querier) error {
+		err := s.inTx(ctx, func(q querier) error {
 			var err error
 			n, err = q.exec(ctx, `DELETE FROM agent_metric_points WHERE (agent_id, id) IN
 				(SELECT agent_id, id FROM agent_metric_points WHERE receive_time < $1 LIMIT `+strconv.Itoa(compactBatch)+`)`, cutoff.UTC())

@@ -114,6 +114,7 @@ func (s *Store) appendRevision(ctx context.Context, q querier, op string, d Conf
 	if err != nil {
 		return fmt.Errorf("append revision: %w", err)
 	}
+	noteRevision(q, d.DataPlaneID)
 	return nil
 }
 
@@ -218,7 +219,7 @@ type Snapshot struct {
 // against the documents.
 func (s *Store) GetSnapshot(ctx context.Context, dataPlaneID string) (Snapshot, error) {
 	var snap Snapshot
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		h, err := getHead(ctx, q, dataPlaneID)
 		if err != nil {
 			return err
@@ -260,7 +261,7 @@ func (s *Store) CompactRevisions(ctx context.Context, keep int64, maxAge time.Du
 	cutoff := s.now().Add(-maxAge)
 	var dropped int64
 	for _, h := range heads {
-		err := s.b.inTx(ctx, func(q querier) error {
+		err := s.inTx(ctx, func(q querier) error {
 			// Through the older of: beyond the newest `keep`, or older
 			// than maxAge; never the newest entry.
 			through := h.Revision - keep
@@ -302,7 +303,7 @@ func (s *Store) repairHeads(ctx context.Context) error {
 		return fmt.Errorf("repair heads: %w", err)
 	}
 	for _, id := range ids {
-		err := s.b.inTx(ctx, func(q querier) error {
+		err := s.inTx(ctx, func(q querier) error {
 			h, err := stateHash(ctx, q, id)
 			if err != nil {
 				return err

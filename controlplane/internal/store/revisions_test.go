@@ -172,3 +172,33 @@ func TestRepairHeads(t *testing.T) {
 		t.Fatalf("snapshot after repair: %v", err)
 	}
 }
+
+// OnRevisions reports a data plane once per committed transaction that
+// appended to its log, and never for one that failed.
+func TestOnRevisionsAfterCommit(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		var got []string
+		s.OnRevisions(func(dp string) { got = append(got, dp) })
+		acme := must[store.Tenant](t)(s.CreateTenant(ctx, actor, store.Tenant{Name: "acme"}))
+		dp := must[store.DataPlane](t)(s.CreateDataPlane(ctx, actor, "", store.DataPlane{TenantID: acme.ID, Name: "use1", Region: "r"}))
+		if len(got) != 0 {
+			t.Fatalf("notified %v for writes without revisions", got)
+		}
+		in := store.ConfigDocument{ScopeType: store.ScopeDataPlane, ScopeID: dp.ID, Kind: "cairn.dev/x", Name: "a",
+			Content: []byte("1"), MediaType: "text/plain"}
+		doc := must[store.ConfigDocument](t)(s.CreateConfigDocument(ctx, actor, "", in))
+		if len(got) != 1 || got[0] != dp.ID {
+			t.Fatalf("after a create: notified %v; want [%s]", got, dp.ID)
+		}
+		if _, err := s.CreateConfigDocument(ctx, actor, "", in); err == nil {
+			t.Fatal("duplicate created")
+		}
+		if _, err := s.UpdateConfigDocument(ctx, actor, "", doc.ID, "stale-etag", store.ConfigContent{Content: []byte("2"), MediaType: "text/plain"}); err == nil {
+			t.Fatal("update with a stale etag succeeded")
+		}
+		if len(got) != 1 {
+			t.Fatalf("notified %v after failed writes; want nothing new", got)
+		}
+	})
+}

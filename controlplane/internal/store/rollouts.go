@@ -208,7 +208,7 @@ func (s *Store) checkFence(ctx context.Context, q querier, f Fence) error {
 // has it. It returns false when another holder's lease has not expired.
 func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
 	var got bool
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		now := s.now()
 		var cur string
 		var expire time.Time
@@ -235,7 +235,7 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 // ReleaseLease gives up holder's lease so another replica takes over at
 // once rather than after it expires.
 func (s *Store) ReleaseLease(ctx context.Context, name, holder string) error {
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		_, err := q.exec(ctx, `DELETE FROM leases WHERE name = $1 AND holder = $2`, name, holder)
 		return err
 	})
@@ -272,7 +272,7 @@ func (s *Store) CreateRollout(ctx context.Context, a Actor, nr NewRollout) (Roll
 	now := s.now()
 	r.ID, r.CreatedBy, r.CreateTime, r.UpdateTime = newID(), a.ID, now, now
 	r.State, r.CurrentWave = RolloutRunning, 0
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		rel, err := getRelease(ctx, q, r.Product, r.TargetVersion)
 		if errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("%s %s is not a release: %w", r.Product, r.TargetVersion, ErrFailedPrecondition)
@@ -696,7 +696,7 @@ func (s *Store) InFlightClusters(ctx context.Context, rolloutID string) ([]InFli
 // StartWave starts wave of a running rollout: it becomes the current wave
 // and its pending clusters eligible, each with the given deadline.
 func (s *Store) StartWave(ctx context.Context, f Fence, rolloutID string, wave int, eligibleFor time.Duration) error {
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		if err := s.checkFence(ctx, q, f); err != nil {
 			return err
 		}
@@ -744,7 +744,7 @@ type Gate struct {
 func (s *Store) DispatchCluster(ctx context.Context, f Fence, a Actor, rolloutID, clusterID string, verifyFor time.Duration,
 	gate func(Cluster, Release) Gate) (RolloutCluster, error) {
 	var out RolloutCluster
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		if err := s.checkFence(ctx, q, f); err != nil {
 			return err
 		}
@@ -915,7 +915,7 @@ func (s *Store) finishCluster(ctx context.Context, q querier, a Actor, rc Rollou
 // nothing, when the cluster is no longer in state from.
 func (s *Store) AdvanceCluster(ctx context.Context, f Fence, a Actor, rc RolloutCluster, to, detail string, unreachable bool) (bool, error) {
 	moved := true
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		if err := s.checkFence(ctx, q, f); err != nil {
 			return err
 		}
@@ -941,7 +941,7 @@ func (s *Store) AdvanceCluster(ctx context.Context, f Fence, a Actor, rc Rollout
 // FinishWave records that every cluster of the current wave is final: the
 // next wave may start at soakUntil.
 func (s *Store) FinishWave(ctx context.Context, f Fence, rolloutID string, wave int, soakUntil time.Time) error {
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		if err := s.checkFence(ctx, q, f); err != nil {
 			return err
 		}
@@ -962,7 +962,7 @@ func (s *Store) FinishWave(ctx context.Context, f Fence, rolloutID string, wave 
 
 // CompleteRollout ends a running rollout whose waves are all done.
 func (s *Store) CompleteRollout(ctx context.Context, f Fence, a Actor, rolloutID, reason string) error {
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		if err := s.checkFence(ctx, q, f); err != nil {
 			return err
 		}
@@ -988,7 +988,7 @@ func (s *Store) CompleteRollout(ctx context.Context, f Fence, a Actor, rolloutID
 // dispatched (dispatched ones are still verified) and drops their locks.
 // ErrFailedPrecondition if the rollout is in no state of from.
 func (s *Store) SetRolloutState(ctx context.Context, f Fence, a Actor, rolloutID string, from []string, to, reason, action string) (Rollout, error) {
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		if err := s.checkFence(ctx, q, f); err != nil {
 			return err
 		}
@@ -1044,7 +1044,7 @@ func (s *Store) setRolloutState(ctx context.Context, q querier, a Actor, rollout
 // returns their IDs.
 func (s *Store) PauseAllRollouts(ctx context.Context, a Actor, reason string) ([]string, error) {
 	var ids []string
-	err := s.b.inTx(ctx, func(q querier) (err error) {
+	err := s.inTx(ctx, func(q querier) (err error) {
 		ids, err = queryAll(ctx, q, scanString, `SELECT id FROM rollouts WHERE state = 'running' ORDER BY id`)
 		if err != nil {
 			return err
@@ -1084,7 +1084,7 @@ type RolloutLimits struct {
 
 // UpdateRolloutLimits edits a rollout that has not ended.
 func (s *Store) UpdateRolloutLimits(ctx context.Context, a Actor, rolloutID string, l RolloutLimits) (Rollout, error) {
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		r, err := s.rolloutForEdit(ctx, q, rolloutID)
 		if err != nil {
 			return err
@@ -1153,7 +1153,7 @@ func (s *Store) rolloutForEdit(ctx context.Context, q querier, rolloutID string)
 func (s *Store) ExpediteCluster(ctx context.Context, a Actor, rolloutID, clusterID string, eligibleFor time.Duration,
 	check func(Cluster, Release) string) (RolloutCluster, error) {
 	var out RolloutCluster
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		r, err := s.rolloutForEdit(ctx, q, rolloutID)
 		if err != nil {
 			return err

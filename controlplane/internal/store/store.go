@@ -54,9 +54,10 @@ type Config struct {
 
 // Store is the control plane's SQL store. It is safe for concurrent use.
 type Store struct {
-	b   backend
-	log *slog.Logger
-	now func() time.Time
+	b           backend
+	log         *slog.Logger
+	now         func() time.Time
+	onRevisions func(dataPlaneID string)
 }
 
 // Open connects to the database, applies pending migrations and returns
@@ -173,3 +174,41 @@ func (s *Store) Ping(ctx context.Context) error { return s.b.ping(ctx) }
 
 // Close releases the database connections.
 func (s *Store) Close() { s.b.close() }
+
+// OnRevisions sets fn to be called, after each transaction that appended
+// to data planes' revision logs commits, once per data plane (never for a
+// transaction that rolled back). The fan-out hub uses it to wake the
+// replica's own streams at once instead of at its next poll. fn must not
+// block; set it before the store is used.
+func (s *Store) OnRevisions(fn func(dataPlaneID string)) { s.onRevisions = fn }
+
+// noting is the querier store code sees inside inTx: it records the data
+// planes whose revision logs the transaction appended to.
+type noting struct {
+	querier
+	dataPlanes map[string]bool
+}
+
+// noteRevision records that the transaction behind q appended to a data
+// plane's revision log.
+func noteRevision(q querier, dataPlaneID string) {
+	if n, ok := q.(*noting); ok {
+		n.dataPlanes[dataPlaneID] = true
+	}
+}
+
+// inTx runs fn in a transaction (see backend.inTx) and, once it has
+// committed, reports the data planes it appended revisions to.
+func (s *Store) inTx(ctx context.Context, fn func(querier) error) error {
+	var n *noting
+	err := s.b.inTx(ctx, func(q querier) error {
+		n = &noting{querier: q, dataPlanes: map[string]bool{}} // afresh on every attempt
+		return fn(n)
+	})
+	if err == nil && s.onRevisions != nil {
+		for dp := range n.dataPlanes {
+			s.onRevisions(dp)
+		}
+	}
+	return err
+}

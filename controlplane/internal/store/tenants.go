@@ -37,7 +37,7 @@ func (s *Store) CreateTenant(ctx context.Context, a Actor, t Tenant) (Tenant, er
 	now := s.now()
 	t.ID, t.Etag, t.CreateTime, t.UpdateTime = newID(), newEtag(), now, now
 	t.Labels = nonNil(t.Labels)
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		_, err := q.exec(ctx, `INSERT INTO tenants (id, name, display_name, labels, etag, create_time, update_time)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 			t.ID, t.Name, t.DisplayName, encodeLabels(t.Labels), t.Etag, t.CreateTime, t.UpdateTime)
@@ -108,7 +108,7 @@ func (s *Store) ListTenants(ctx context.Context, f Filter, p Page) ([]Tenant, st
 // Labels.
 func (s *Store) UpdateTenant(ctx context.Context, a Actor, visible, id, etag string, mutate func(*Tenant) error) (Tenant, error) {
 	var out Tenant
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		old, err := getTenant(ctx, q, visible, id)
 		if err != nil {
 			return err
@@ -143,7 +143,7 @@ func (s *Store) UpdateTenant(ctx context.Context, a Actor, visible, id, etag str
 // DeleteTenant deletes a tenant that has no data planes left, with its API
 // tokens.
 func (s *Store) DeleteTenant(ctx context.Context, a Actor, visible, id, etag string) error {
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		old, err := getTenant(ctx, q, visible, id)
 		if err != nil {
 			return err

@@ -52,7 +52,7 @@ func (s *Store) CreateToken(ctx context.Context, a Actor, visible string, t APIT
 		e := t.ExpireTime.UTC().Truncate(time.Microsecond)
 		t.ExpireTime = &e
 	}
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		if visible != "" && t.TenantID != visible {
 			return fmt.Errorf("tenant %q: %w", t.TenantID, ErrNotFound)
 		}
@@ -141,7 +141,7 @@ func (s *Store) ListTokens(ctx context.Context, f Filter, p Page) ([]APIToken, s
 // RevokeToken marks a token revoked; revoking twice keeps the first time.
 func (s *Store) RevokeToken(ctx context.Context, a Actor, visible, id string) (APIToken, error) {
 	var out APIToken
-	err := s.b.inTx(ctx, func(q querier) error {
+	err := s.inTx(ctx, func(q querier) error {
 		old, err := getToken(ctx, q, visible, id)
 		if err != nil {
 			return err
