@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -451,18 +450,20 @@ func (s *Store) RevokedAmong(ctx context.Context, ids []string) ([]string, error
 	var out []string
 	for start := 0; start < len(ids); start += 500 {
 		chunk := ids[start:min(start+500, len(ids))]
-		var w where
-		ph := make([]string, 0, len(chunk))
+		var valid []string
 		for _, id := range chunk {
 			if isValidID(id) {
-				ph = append(ph, w.arg(id))
+				valid = append(valid, id)
 			}
 		}
-		if len(ph) == 0 {
+		if len(valid) == 0 {
 			continue
 		}
+		var w where
+		w.add("revoke_time IS NOT NULL")
+		w.add(in(&w, "id", valid))
 		err := s.b.read(ctx, func(q querier) error {
-			ids, err := queryAll(ctx, q, scanString, `SELECT id FROM agents WHERE revoke_time IS NOT NULL AND id IN (`+strings.Join(ph, ", ")+`)`, w.args...)
+			ids, err := queryAll(ctx, q, scanString, `SELECT id FROM agents`+w.String(), w.args...)
 			out = append(out, ids...)
 			return err
 		})

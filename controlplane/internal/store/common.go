@@ -122,6 +122,16 @@ func (w *where) arg(v any) string {
 
 func (w *where) add(cond string) { w.conds = append(w.conds, cond) }
 
+// in returns "col IN ($i, $j, …)" with a placeholder for each value; vals
+// must not be empty.
+func in[T any](w *where, col string, vals []T) string {
+	ph := make([]string, len(vals))
+	for i, v := range vals {
+		ph[i] = w.arg(v)
+	}
+	return col + " IN (" + strings.Join(ph, ", ") + ")"
+}
+
 func (w *where) String() string {
 	if len(w.conds) == 0 {
 		return ""
@@ -155,11 +165,7 @@ func (w *where) selector(sel selector.Selector) {
 			cond += " AND l.value = " + w.arg(r.Values[0])
 			neg = true
 		case selector.In, selector.NotIn:
-			ph := make([]string, len(r.Values))
-			for i, v := range r.Values {
-				ph[i] = w.arg(v)
-			}
-			cond += " AND l.value IN (" + strings.Join(ph, ", ") + ")"
+			cond += " AND " + in(w, "l.value", r.Values)
 			neg = r.Op == selector.NotIn
 		case selector.Exists:
 		case selector.NotExists:

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/cairnhq/cairn/controlplane/internal/versions"
@@ -139,11 +138,7 @@ func (s *Store) ListReleases(ctx context.Context, f ReleaseFilter) ([]Release, e
 	var w where
 	w.add("t.product = " + w.arg(f.Product))
 	if len(f.States) > 0 {
-		ph := make([]string, len(f.States))
-		for i, st := range f.States {
-			ph[i] = w.arg(st)
-		}
-		w.add("t.state IN (" + strings.Join(ph, ", ") + ")")
+		w.add(in(&w, "t.state", f.States))
 	}
 	var out []Release
 	err := s.b.read(ctx, func(q querier) (err error) {

@@ -400,17 +400,13 @@ func insertRolloutClusters(ctx context.Context, q querier, rolloutID string, cs 
 func lockedClusters(ctx context.Context, q querier, ids []string) (map[string]string, error) {
 	out := map[string]string{}
 	for i := 0; i < len(ids); i += rowsPerInsert {
-		chunk := ids[i:min(i+rowsPerInsert, len(ids))]
-		args := make([]any, len(chunk))
-		ph := make([]string, len(chunk))
-		for j, id := range chunk {
-			args[j], ph[j] = id, "$"+strconv.Itoa(j+1)
-		}
+		var w where
+		w.add(in(&w, "cluster_id", ids[i:min(i+rowsPerInsert, len(ids))]))
 		type lock struct{ cluster, rollout string }
 		locks, err := queryAll(ctx, q, func(r row) (lock, error) {
 			var l lock
 			return l, r.Scan(&l.cluster, &l.rollout)
-		}, `SELECT cluster_id, rollout_id FROM rollout_locks WHERE cluster_id IN (`+strings.Join(ph, ", ")+`)`, args...)
+		}, `SELECT cluster_id, rollout_id FROM rollout_locks`+w.String(), w.args...)
 		if err != nil {
 			return nil, err
 		}
@@ -528,11 +524,7 @@ func (s *Store) GetRollout(ctx context.Context, id string) (Rollout, error) {
 func (s *Store) ListRollouts(ctx context.Context, states []string, p Page) ([]Rollout, string, error) {
 	var w where
 	if len(states) > 0 {
-		ph := make([]string, len(states))
-		for i, st := range states {
-			ph[i] = w.arg(st)
-		}
-		w.add("t.state IN (" + strings.Join(ph, ", ") + ")")
+		w.add(in(&w, "t.state", states))
 	}
 	if p.After != "" {
 		ts, id, ok := strings.Cut(p.After, "/")
@@ -585,11 +577,7 @@ func (s *Store) ListRolloutClusters(ctx context.Context, rolloutID string, f Rol
 	var w where
 	w.add("t.rollout_id = " + w.arg(rolloutID))
 	if len(f.States) > 0 {
-		ph := make([]string, len(f.States))
-		for i, st := range f.States {
-			ph[i] = w.arg(st)
-		}
-		w.add("t.state IN (" + strings.Join(ph, ", ") + ")")
+		w.add(in(&w, "t.state", f.States))
 	}
 	if f.Wave != nil {
 		w.add("t.wave = " + w.arg(*f.Wave))
