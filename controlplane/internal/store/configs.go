@@ -81,39 +81,47 @@ func resolveScope(ctx context.Context, q querier, visible, scopeType, scopeID st
 
 // CreateConfigDocument stores a new document at version 1.
 func (s *Store) CreateConfigDocument(ctx context.Context, a Actor, visible string, d ConfigDocument) (ConfigDocument, error) {
+	err := s.inTx(ctx, func(q querier) (err error) {
+		if d.TenantID, d.DataPlaneID, err = resolveScope(ctx, q, visible, d.ScopeType, d.ScopeID); err != nil {
+			return err
+		}
+		d, err = s.createConfig(ctx, q, a, d)
+		return err
+	})
+	if err != nil {
+		return ConfigDocument{}, fmt.Errorf("create config document: %w", err)
+	}
+	return d, nil
+}
+
+// createConfig stores a new document at version 1 whose scope the caller
+// has resolved (TenantID and DataPlaneID set), appends it to the data
+// plane's revision log and audits it, in the caller's transaction.
+func (s *Store) createConfig(ctx context.Context, q querier, a Actor, d ConfigDocument) (ConfigDocument, error) {
 	now := s.now()
 	d.ID, d.Etag, d.Version, d.CreateTime, d.UpdateTime = newID(), newEtag(), 1, now, now
 	d.Labels = nonNil(d.Labels)
 	if d.Content == nil {
 		d.Content = []byte{}
 	}
-	err := s.inTx(ctx, func(q querier) (err error) {
-		if d.TenantID, d.DataPlaneID, err = resolveScope(ctx, q, visible, d.ScopeType, d.ScopeID); err != nil {
-			return err
-		}
-		_, err = q.exec(ctx, `INSERT INTO config_documents (id, tenant_id, data_plane_id, scope_type, scope_id, kind, name,
-			content, media_type, structured, labels, version, etag, create_time, update_time)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-			d.ID, d.TenantID, d.DataPlaneID, d.ScopeType, d.ScopeID, d.Kind, d.Name,
-			d.Content, d.MediaType, d.Structured, encodeLabels(d.Labels), d.Version, d.Etag, d.CreateTime, d.UpdateTime)
-		if isUniqueViolation(err) {
-			return fmt.Errorf("config document %s/%s in %s %q: %w", d.Kind, d.Name, d.ScopeType, d.ScopeID, ErrAlreadyExists)
-		}
-		if err != nil {
-			return err
-		}
-		if err := setLabels(ctx, q, d.ID, d.Labels); err != nil {
-			return err
-		}
-		if err := s.appendRevision(ctx, q, OpPut, d); err != nil {
-			return err
-		}
-		return s.audit(ctx, q, a, "config.create", "config_document", d.ID, d.TenantID, nil, d)
-	})
-	if err != nil {
-		return ConfigDocument{}, fmt.Errorf("create config document: %w", err)
+	_, err := q.exec(ctx, `INSERT INTO config_documents (id, tenant_id, data_plane_id, scope_type, scope_id, kind, name,
+		content, media_type, structured, labels, version, etag, create_time, update_time)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		d.ID, d.TenantID, d.DataPlaneID, d.ScopeType, d.ScopeID, d.Kind, d.Name,
+		d.Content, d.MediaType, d.Structured, encodeLabels(d.Labels), d.Version, d.Etag, d.CreateTime, d.UpdateTime)
+	if isUniqueViolation(err) {
+		return ConfigDocument{}, fmt.Errorf("config document %s/%s in %s %q: %w", d.Kind, d.Name, d.ScopeType, d.ScopeID, ErrAlreadyExists)
 	}
-	return d, nil
+	if err != nil {
+		return ConfigDocument{}, err
+	}
+	if err := setLabels(ctx, q, d.ID, d.Labels); err != nil {
+		return ConfigDocument{}, err
+	}
+	if err := s.appendRevision(ctx, q, OpPut, d); err != nil {
+		return ConfigDocument{}, err
+	}
+	return d, s.audit(ctx, q, a, "config.create", "config_document", d.ID, d.TenantID, nil, d)
 }
 
 func getConfig(ctx context.Context, q querier, visible, id string) (ConfigDocument, error) {
@@ -148,8 +156,7 @@ func (s *Store) GetConfigDocumentByKey(ctx context.Context, visible, scopeType, 
 	}
 	var d ConfigDocument
 	err := s.b.read(ctx, func(q querier) (err error) {
-		d, err = scanConfig(q.queryRow(ctx, `SELECT `+configCols+` FROM config_documents t
-			WHERE t.scope_type = $1 AND t.scope_id = $2 AND t.kind = $3 AND t.name = $4`, scopeType, scopeID, kind, name))
+		d, err = getConfigByKey(ctx, q, scopeType, scopeID, kind, name)
 		return err
 	})
 	if isNoRows(err) || (err == nil && visible != "" && d.TenantID != visible) {
@@ -159,6 +166,13 @@ func (s *Store) GetConfigDocumentByKey(ctx context.Context, visible, scopeType, 
 		return ConfigDocument{}, fmt.Errorf("get config document: %w", err)
 	}
 	return d, nil
+}
+
+// getConfigByKey reads one document by (scope, kind, name); the driver's
+// no-rows error when there is none.
+func getConfigByKey(ctx context.Context, q querier, scopeType, scopeID, kind, name string) (ConfigDocument, error) {
+	return scanConfig(q.queryRow(ctx, `SELECT `+configCols+` FROM config_documents t
+		WHERE t.scope_type = $1 AND t.scope_id = $2 AND t.kind = $3 AND t.name = $4`, scopeType, scopeID, kind, name))
 }
 
 // ConfigFilter narrows ListConfigDocuments beyond Filter.
@@ -206,36 +220,43 @@ func (s *Store) UpdateConfigDocument(ctx context.Context, a Actor, visible, id, 
 		if etag != "" && etag != old.Etag {
 			return fmt.Errorf("config document %q: %w", id, ErrEtagMismatch)
 		}
-		d := old
-		d.Content, d.MediaType, d.Structured, d.Labels = c.Content, c.MediaType, c.Structured, nonNil(c.Labels)
-		if d.Content == nil {
-			d.Content = []byte{}
-		}
-		d.Version, d.Etag, d.UpdateTime = old.Version+1, newEtag(), s.now()
-		// The version condition makes a lost update impossible even if the
-		// isolation level were weaker than serializable.
-		n, err := q.exec(ctx, `UPDATE config_documents SET content = $2, media_type = $3, structured = $4, labels = $5,
-			version = $6, etag = $7, update_time = $8 WHERE id = $1 AND version = $9`,
-			d.ID, d.Content, d.MediaType, d.Structured, encodeLabels(d.Labels), d.Version, d.Etag, d.UpdateTime, old.Version)
-		if err != nil {
-			return err
-		}
-		if n != 1 {
-			return fmt.Errorf("config document %q changed during update: %w", id, ErrEtagMismatch)
-		}
-		if err := setLabels(ctx, q, d.ID, d.Labels); err != nil {
-			return err
-		}
-		if err := s.appendRevision(ctx, q, OpPut, d); err != nil {
-			return err
-		}
-		out = d
-		return s.audit(ctx, q, a, "config.update", "config_document", d.ID, d.TenantID, old, d)
+		out, err = s.updateConfig(ctx, q, a, old, c)
+		return err
 	})
 	if err != nil {
 		return ConfigDocument{}, fmt.Errorf("update config document: %w", err)
 	}
 	return out, nil
+}
+
+// updateConfig replaces old's content as the next version, appends it to
+// the data plane's revision log and audits it, in the caller's
+// transaction.
+func (s *Store) updateConfig(ctx context.Context, q querier, a Actor, old ConfigDocument, c ConfigContent) (ConfigDocument, error) {
+	d := old
+	d.Content, d.MediaType, d.Structured, d.Labels = c.Content, c.MediaType, c.Structured, nonNil(c.Labels)
+	if d.Content == nil {
+		d.Content = []byte{}
+	}
+	d.Version, d.Etag, d.UpdateTime = old.Version+1, newEtag(), s.now()
+	// The version condition makes a lost update impossible even if the
+	// isolation level were weaker than serializable.
+	n, err := q.exec(ctx, `UPDATE config_documents SET content = $2, media_type = $3, structured = $4, labels = $5,
+		version = $6, etag = $7, update_time = $8 WHERE id = $1 AND version = $9`,
+		d.ID, d.Content, d.MediaType, d.Structured, encodeLabels(d.Labels), d.Version, d.Etag, d.UpdateTime, old.Version)
+	if err != nil {
+		return ConfigDocument{}, err
+	}
+	if n != 1 {
+		return ConfigDocument{}, fmt.Errorf("config document %q changed during update: %w", d.ID, ErrEtagMismatch)
+	}
+	if err := setLabels(ctx, q, d.ID, d.Labels); err != nil {
+		return ConfigDocument{}, err
+	}
+	if err := s.appendRevision(ctx, q, OpPut, d); err != nil {
+		return ConfigDocument{}, err
+	}
+	return d, s.audit(ctx, q, a, "config.update", "config_document", d.ID, d.TenantID, old, d)
 }
 
 // DeleteConfigDocument deletes one document. A non-empty etag must match.

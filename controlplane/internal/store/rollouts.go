@@ -836,24 +836,12 @@ func (s *Store) putDesiredVersion(ctx context.Context, q querier, a Actor, c Clu
 	if err != nil {
 		return err
 	}
-	old, err := scanConfig(q.queryRow(ctx, `SELECT `+configCols+` FROM config_documents t
-		WHERE t.scope_type = $1 AND t.scope_id = $2 AND t.kind = $3 AND t.name = $4`, ScopeCluster, c.ID, DesiredVersionKind, DesiredVersionName))
+	old, err := getConfigByKey(ctx, q, ScopeCluster, c.ID, DesiredVersionKind, DesiredVersionName)
 	switch {
 	case isNoRows(err):
-		d := ConfigDocument{ID: newID(), TenantID: c.TenantID, DataPlaneID: c.DataPlaneID, ScopeType: ScopeCluster, ScopeID: c.ID,
-			Kind: DesiredVersionKind, Name: DesiredVersionName, Content: content, MediaType: "application/json", Structured: true,
-			Labels: map[string]string{}, Version: 1, Etag: newEtag(), CreateTime: now, UpdateTime: now}
-		if _, err := q.exec(ctx, `INSERT INTO config_documents (id, tenant_id, data_plane_id, scope_type, scope_id, kind, name,
-			content, media_type, structured, labels, version, etag, create_time, update_time)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-			d.ID, d.TenantID, d.DataPlaneID, d.ScopeType, d.ScopeID, d.Kind, d.Name,
-			d.Content, d.MediaType, d.Structured, encodeLabels(d.Labels), d.Version, d.Etag, d.CreateTime, d.UpdateTime); err != nil {
-			return err
-		}
-		if err := s.appendRevision(ctx, q, OpPut, d); err != nil {
-			return err
-		}
-		return s.audit(ctx, q, a, "config.create", "config_document", d.ID, d.TenantID, nil, d)
+		_, err := s.createConfig(ctx, q, a, ConfigDocument{TenantID: c.TenantID, DataPlaneID: c.DataPlaneID, ScopeType: ScopeCluster,
+			ScopeID: c.ID, Kind: DesiredVersionKind, Name: DesiredVersionName, Content: content, MediaType: "application/json", Structured: true})
+		return err
 	case err != nil:
 		return err
 	}
@@ -863,18 +851,8 @@ func (s *Store) putDesiredVersion(ctx context.Context, q querier, a Actor, c Clu
 	if json.Unmarshal(old.Content, &body) == nil && body.Version == version && old.Structured {
 		return nil
 	}
-	d := old
-	d.Content, d.MediaType, d.Structured = content, "application/json", true
-	d.Version, d.Etag, d.UpdateTime = old.Version+1, newEtag(), now
-	if _, err := q.exec(ctx, `UPDATE config_documents SET content = $2, media_type = $3, structured = $4,
-		version = $5, etag = $6, update_time = $7 WHERE id = $1`,
-		d.ID, d.Content, d.MediaType, d.Structured, d.Version, d.Etag, d.UpdateTime); err != nil {
-		return err
-	}
-	if err := s.appendRevision(ctx, q, OpPut, d); err != nil {
-		return err
-	}
-	return s.audit(ctx, q, a, "config.update", "config_document", d.ID, d.TenantID, old, d)
+	_, err = s.updateConfig(ctx, q, a, old, ConfigContent{Content: content, MediaType: "application/json", Structured: true, Labels: old.Labels})
+	return err
 }
 
 // finishCluster moves rc to a final state and drops its lock.
