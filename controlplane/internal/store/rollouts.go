@@ -167,15 +167,26 @@ func scanRollout(r row) (Rollout, error) {
 const rolloutClusterCols = `t.rollout_id, t.cluster_id, t.name, t.data_plane_id, t.wave, t.position, t.state, t.detail,
 	t.unreachable, t.target_version, t.previous_version, t.state_time, t.deadline, t.dispatch_time`
 
-func scanRolloutCluster(r row) (RolloutCluster, error) {
-	var c RolloutCluster
-	if err := r.Scan(&c.RolloutID, &c.ClusterID, &c.Name, &c.DataPlaneID, &c.Wave, &c.Position, &c.State, &c.Detail,
-		&c.Unreachable, &c.TargetVersion, &c.PreviousVersion, &c.StateTime, &c.Deadline, &c.DispatchTime); err != nil {
-		return RolloutCluster{}, err
-	}
+// scanDest is where rolloutClusterCols scan to; more are scanned after
+// them.
+func (c *RolloutCluster) scanDest(more ...any) []any {
+	return append([]any{&c.RolloutID, &c.ClusterID, &c.Name, &c.DataPlaneID, &c.Wave, &c.Position, &c.State, &c.Detail,
+		&c.Unreachable, &c.TargetVersion, &c.PreviousVersion, &c.StateTime, &c.Deadline, &c.DispatchTime}, more...)
+}
+
+// scanned puts the times of a scanned cluster in UTC.
+func (c *RolloutCluster) scanned() {
 	c.StateTime = utc(c.StateTime)
 	utcPtr(c.Deadline)
 	utcPtr(c.DispatchTime)
+}
+
+func scanRolloutCluster(r row) (RolloutCluster, error) {
+	var c RolloutCluster
+	if err := r.Scan(c.scanDest()...); err != nil {
+		return RolloutCluster{}, err
+	}
+	c.scanned()
 	return c, nil
 }
 
@@ -653,14 +664,10 @@ func (s *Store) InFlightClusters(ctx context.Context, rolloutID string) ([]InFli
 			var healthy *bool
 			var at, received *time.Time
 			c := &f.RolloutCluster
-			if err := r.Scan(&c.RolloutID, &c.ClusterID, &c.Name, &c.DataPlaneID, &c.Wave, &c.Position, &c.State, &c.Detail,
-				&c.Unreachable, &c.TargetVersion, &c.PreviousVersion, &c.StateTime, &c.Deadline, &c.DispatchTime,
-				&version, &desired, &healthy, &detail, &at, &received); err != nil {
+			if err := r.Scan(c.scanDest(&version, &desired, &healthy, &detail, &at, &received)...); err != nil {
 				return f, err
 			}
-			c.StateTime = utc(c.StateTime)
-			utcPtr(c.Deadline)
-			utcPtr(c.DispatchTime)
+			c.scanned()
 			if at != nil {
 				f.Reported = true
 				f.Report = ClusterReport{ClusterID: c.ClusterID, Version: *version, DesiredVersion: *desired,
