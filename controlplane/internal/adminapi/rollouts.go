@@ -25,7 +25,6 @@ const (
 	maxQueryLen        = 4096
 	maxWaveSizes       = 100
 	maxExclusionPeriod = 90 * 24 * time.Hour
-	maxRolloutPage     = 1000
 )
 
 type rollouts struct{ *Services }
@@ -297,14 +296,15 @@ func (s *rollouts) GetRollout(ctx context.Context, req *connect.Request[adminv1.
 	return connect.NewResponse(&adminv1.GetRolloutResponse{Rollout: rolloutPB(r)}), nil
 }
 
-func pageSize(v *violations, n int32) int {
-	switch {
-	case n < 0:
-		v.add("page_size", "must not be negative")
-	case n == 0:
-		return 100
+// storeName is the store's name for an API enum value; "" for a value
+// the API does not accept.
+func storeName[V comparable](names map[string]V, v V) string {
+	for k, pb := range names {
+		if pb == v {
+			return k
+		}
 	}
-	return min(int(n), maxRolloutPage)
+	return ""
 }
 
 func (s *rollouts) ListRollouts(ctx context.Context, req *connect.Request[adminv1.ListRolloutsRequest]) (*connect.Response[adminv1.ListRolloutsResponse], error) {
@@ -312,15 +312,10 @@ func (s *rollouts) ListRollouts(ctx context.Context, req *connect.Request[adminv
 		return nil, err
 	}
 	var v violations
-	size := pageSize(&v, req.Msg.PageSize)
+	page, _ := v.listArgs(req.Msg.PageSize, req.Msg.PageToken, "")
 	var states []string
 	for i, st := range req.Msg.States {
-		name := ""
-		for k, pb := range rolloutStates {
-			if pb == st {
-				name = k
-			}
-		}
+		name := storeName(rolloutStates, st)
 		if name == "" {
 			v.add(fmt.Sprintf("states[%d]", i), "must be RUNNING, PAUSED, COMPLETED or CANCELLED")
 		}
@@ -329,11 +324,11 @@ func (s *rollouts) ListRollouts(ctx context.Context, req *connect.Request[adminv
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	list, next, err := s.st.ListRollouts(ctx, states, store.Page{After: req.Msg.PageToken, Size: size})
+	list, next, err := s.st.ListRollouts(ctx, states, page)
 	if err != nil {
 		return nil, s.toConnect(ctx, err)
 	}
-	resp := &adminv1.ListRolloutsResponse{NextPageToken: next}
+	resp := &adminv1.ListRolloutsResponse{NextPageToken: pageToken(next)}
 	for _, r := range list {
 		resp.Rollouts = append(resp.Rollouts, rolloutPB(r))
 	}
@@ -346,15 +341,10 @@ func (s *rollouts) ListRolloutClusters(ctx context.Context, req *connect.Request
 	}
 	var v violations
 	v.id("rollout_id", req.Msg.RolloutId)
-	size := pageSize(&v, req.Msg.PageSize)
+	page, _ := v.listArgs(req.Msg.PageSize, req.Msg.PageToken, "")
 	var f store.RolloutClusterFilter
 	for i, st := range req.Msg.States {
-		name := ""
-		for k, pb := range clusterStates {
-			if pb == st {
-				name = k
-			}
-		}
+		name := storeName(clusterStates, st)
 		if name == "" {
 			v.add(fmt.Sprintf("states[%d]", i), "must be a RolloutClusterState other than UNSPECIFIED")
 		}
@@ -367,11 +357,11 @@ func (s *rollouts) ListRolloutClusters(ctx context.Context, req *connect.Request
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	list, next, err := s.st.ListRolloutClusters(ctx, req.Msg.RolloutId, f, store.Page{After: req.Msg.PageToken, Size: size})
+	list, next, err := s.st.ListRolloutClusters(ctx, req.Msg.RolloutId, f, page)
 	if err != nil {
 		return nil, s.toConnect(ctx, err)
 	}
-	resp := &adminv1.ListRolloutClustersResponse{NextPageToken: next}
+	resp := &adminv1.ListRolloutClustersResponse{NextPageToken: pageToken(next)}
 	now := s.now()
 	for _, c := range list {
 		resp.Clusters = append(resp.Clusters, rolloutClusterPB(c, now))
