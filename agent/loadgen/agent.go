@@ -110,35 +110,7 @@ type Agent struct {
 	tick        atomic.Int64 // churn counter
 	reportCalls atomic.Int64 // Report RPCs answered
 	streamEnds  atomic.Int64 // config stream sessions that ended while running
-	lastErr     lastError
-}
-
-// lastError is the daemon's: the newest error of a loop, in the status
-// until that loop makes progress again.
-type lastError struct {
-	mu  sync.Mutex
-	by  string
-	msg string
-}
-
-func (l *lastError) set(by string, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.by, l.msg = by, fmt.Sprintf("%s at %s: %v", by, time.Now().UTC().Format(time.RFC3339), err)
-}
-
-func (l *lastError) clear(by string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.by == by {
-		l.by, l.msg = "", ""
-	}
-}
-
-func (l *lastError) get() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.msg
+	lastErr     report.LastError
 }
 
 // Enroll enrolls a new agent with cfg.JoinToken, retrying while the
@@ -289,10 +261,10 @@ func (a *Agent) keep(ctx context.Context, fail context.CancelCauseFunc, what str
 		}
 		if progress {
 			attempt = 0
-			a.lastErr.clear(what)
+			a.lastErr.Clear(what)
 		}
 		if err != nil {
-			a.lastErr.set(what, err)
+			a.lastErr.Set(what, err)
 		}
 		if status.Code(err) == codes.PermissionDenied {
 			fail(fmt.Errorf("%w: %v", errRevoked, err))
@@ -326,7 +298,7 @@ func (a *Agent) bundleSession(ctx context.Context, conn *grpc.ClientConn) (bool,
 		var msg *agentv1.WatchBundleResponse
 		if msg, err = stream.Recv(); err == nil {
 			progress = true
-			a.lastErr.clear(whatBundle)
+			a.lastErr.Clear(whatBundle)
 			if uerr := a.src.UpdateBundle(msg.Bundle); uerr != nil {
 				a.log.Warn("ignoring trust bundle", "error", uerr)
 			}
@@ -345,7 +317,7 @@ type progressStream struct {
 func (s progressStream) Recv() (*agentv1.StreamResponse, error) {
 	m, err := s.ConfigService_StreamClient.Recv()
 	if err == nil {
-		s.a.lastErr.clear(whatConfig)
+		s.a.lastErr.Clear(whatConfig)
 	}
 	return m, err
 }
@@ -361,7 +333,7 @@ func (c progressReports) Report(ctx context.Context, in *agentv1.ReportRequest, 
 	resp, err := c.ReportServiceClient.Report(ctx, in, opts...)
 	if err == nil {
 		c.a.reportCalls.Add(1)
-		c.a.lastErr.clear(whatReports)
+		c.a.lastErr.Clear(whatReports)
 	}
 	return resp, err
 }
@@ -388,7 +360,7 @@ func (a *Agent) status() *agentv1.AgentStatus {
 	if a.cfg.Churn != nil && a.cfg.Churn.Load() {
 		checks = append(checks, &agentv1.Check{Name: "loadgen", Healthy: true, Detail: strconv.FormatInt(a.tick.Add(1), 10)})
 	}
-	lastErr := a.lastErr.get()
+	lastErr := a.lastErr.Get()
 	if rev, reason, detail := a.syncer.LastNack(); rev > st.Revision && lastErr == "" {
 		lastErr = fmt.Sprintf("refused revision %d: %s: %s", rev, reason, detail)
 	}

@@ -106,7 +106,7 @@ type Daemon struct {
 	// reporter reports status and metrics while Run runs; nil without a
 	// syncer.
 	reporter *report.Reporter
-	lastErr  lastError
+	lastErr  report.LastError
 }
 
 // New checks cfg.
@@ -346,7 +346,7 @@ func (d *Daemon) keepStream(ctx context.Context, src *identity.Source, what stri
 				return fmt.Errorf("agent: dial %s: %w", d.cfg.Addr, err)
 			}
 		}
-		sctx, cancel := context.WithCancel(context.WithValue(ctx, progressKey{}, func() { d.lastErr.clear(what) }))
+		sctx, cancel := context.WithCancel(context.WithValue(ctx, progressKey{}, func() { d.lastErr.Clear(what) }))
 		progress, err := session(sctx, conn)
 		cancel()
 		if ctx.Err() != nil {
@@ -354,10 +354,10 @@ func (d *Daemon) keepStream(ctx context.Context, src *identity.Source, what stri
 		}
 		if progress {
 			attempt = 0
-			d.lastErr.clear(what)
+			d.lastErr.Clear(what)
 		}
 		if err != nil {
-			d.lastErr.set(what, err)
+			d.lastErr.Set(what, err)
 		}
 		switch status.Code(err) {
 		case codes.PermissionDenied:

@@ -11,7 +11,7 @@ import (
 	"github.com/cairnhq/cairn/agent/internal/identity"
 )
 
-// TestLastErrorClearsOnceReconnected: lastError's contract is that
+// TestLastErrorClearsOnceReconnected: report.LastError's contract is that
 // "a session that makes progress clears its own", and the status reports
 // last_error as "the newest error worth an operator's attention; empty when
 // none". But keepStream learns of a session's progress only when the
@@ -45,11 +45,11 @@ func TestLastErrorClearsOnceReconnected(t *testing.T) {
 	})
 	f.drop() // the bundle stream ends with UNAVAILABLE
 	// The error may be cleared again before a poll sees it: count it.
-	waitFor(t, 30*time.Second, "an error recorded", func() bool { return d.lastErr.recorded() > 0 })
+	waitFor(t, 30*time.Second, "an error recorded", func() bool { return d.lastErr.Recorded() > 0 })
 	waitFor(t, 30*time.Second, "a new bundle stream", func() bool { return f.watchCount(agent) >= 2 })
 	// The new stream got the bundle (the fake sends it at once): progress
 	// clears the error while that stream is still open.
-	waitFor(t, 30*time.Second, "the error cleared by the new stream's progress", func() bool { return d.lastErr.get() == "" })
+	waitFor(t, 30*time.Second, "the error cleared by the new stream's progress", func() bool { return d.lastErr.Get() == "" })
 	if f.watchCount(agent) < 2 {
 		t.Fatal("the new stream ended")
 	}

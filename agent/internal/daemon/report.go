@@ -32,43 +32,6 @@ type ReportConfig struct {
 // reportQueueFile is the report queue in the data directory.
 const reportQueueFile = "reports.db"
 
-// lastError keeps the newest error worth an operator's attention, for the
-// status report; a session that makes progress clears its own.
-type lastError struct {
-	mu  sync.Mutex
-	by  string
-	msg string
-	n   int // errors recorded, ever
-}
-
-func (l *lastError) set(by string, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.by, l.msg = by, fmt.Sprintf("%s at %s: %v", by, time.Now().UTC().Format(time.RFC3339), err)
-	l.n++
-}
-
-func (l *lastError) clear(by string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.by == by {
-		l.by, l.msg = "", ""
-	}
-}
-
-func (l *lastError) get() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.msg
-}
-
-// recorded is how many errors were ever recorded.
-func (l *lastError) recorded() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.n
-}
-
 // startReports opens the report queue and starts the reporter and its
 // delivery over mTLS, tracked by wg.
 func (d *Daemon) startReports(ctx context.Context, wg *sync.WaitGroup, src *identity.Source, syncer *configsync.Syncer,
@@ -131,7 +94,7 @@ func (d *Daemon) status(src *identity.Source, syncer *configsync.Syncer) *agentv
 		rs := r.Status()
 		checks = append(checks, &agentv1.Check{Name: "render", Healthy: rs.Err == "" && !rs.ReloadPending, Detail: rs.Err})
 	}
-	lastErr := d.lastErr.get()
+	lastErr := d.lastErr.Get()
 	if rev, reason, detail := syncer.LastNack(); rev > st.Revision && lastErr == "" {
 		lastErr = fmt.Sprintf("refused revision %d: %s: %s", rev, reason, detail)
 	}

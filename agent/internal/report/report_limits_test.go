@@ -222,7 +222,7 @@ func TestFullQueueDoesNotChurnStatuses(t *testing.T) {
 // (up to 500 reports, metrics included). Nothing on the agent bounds those
 // fields: daemon.status makes last_error "refused revision N: REASON: "
 // plus a Nack detail that configsync bounds to 1,024 bytes by itself, and
-// lastError.set and the render check's detail (errors.Join of every rule's
+// LastError.Set and the render check's detail (errors.Join of every rule's
 // error) are unbounded. Every status re-sent with the long text takes the
 // reports queued with it along, and the status itself never arrives.
 func TestLongStatusTextIsNotDiscarded(t *testing.T) {
@@ -255,7 +255,7 @@ func TestLongStatusTextIsNotDiscarded(t *testing.T) {
 // fails, Run returns the error and the daemon (startReports' fail) cancels
 // everything: the agent stops serving its cache and rendering because of a
 // byte in an error message. configsync already sanitizes Nack details with
-// strings.ToValidUTF8 for this reason; last_error from lastError.set (any
+// strings.ToValidUTF8 for this reason; last_error from LastError.Set (any
 // gRPC or OS error text) and the render check's detail are not.
 func TestUnencodableStatusDoesNotStopTheAgent(t *testing.T) {
 	q := openTestQueue(t, filepath.Join(t.TempDir(), "reports.db"), 1000)
