@@ -137,7 +137,7 @@ func Enroll(ctx context.Context, cfg AgentConfig) (*Agent, error) {
 		if !retry.Retryable(err) || attempt >= 10 {
 			return nil, fmt.Errorf("loadgen: %w", err)
 		}
-		if err := sleep(ctx, retry.Backoff(attempt, maxBackoff)); err != nil {
+		if err := retry.Sleep(ctx, retry.Backoff(attempt, maxBackoff)); err != nil {
 			return nil, err
 		}
 	}
@@ -276,7 +276,7 @@ func (a *Agent) keep(ctx context.Context, fail context.CancelCauseFunc, what str
 		delay := retry.Delay(attempt, maxBackoff, err)
 		attempt++
 		a.log.Debug(what+" ended; reconnecting", "error", err, "in", delay)
-		if sleep(ctx, delay) != nil {
+		if retry.Sleep(ctx, delay) != nil {
 			return
 		}
 	}
@@ -403,14 +403,3 @@ var hostVersion = func() string {
 	}
 	return v
 }()
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}

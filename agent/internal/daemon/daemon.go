@@ -259,7 +259,7 @@ func (d *Daemon) identity(ctx context.Context) (*identity.Source, error) {
 		}
 		delay := d.backoff(attempt)
 		d.log.Warn("enrollment failed; retrying", "error", err, "in", delay)
-		if err := sleep(ctx, delay); err != nil {
+		if err := retry.Sleep(ctx, delay); err != nil {
 			return nil, err
 		}
 	}
@@ -280,7 +280,7 @@ func (d *Daemon) renewLoop(ctx context.Context, src *identity.Source) error {
 	}
 	for {
 		at := identity.RenewAt(src.SVID().Certificates[0])
-		if err := sleep(ctx, time.Until(at)); err != nil {
+		if err := retry.Sleep(ctx, time.Until(at)); err != nil {
 			return nil
 		}
 		for attempt := 0; ; attempt++ {
@@ -299,7 +299,7 @@ func (d *Daemon) renewLoop(ctx context.Context, src *identity.Source) error {
 			floor := min(time.Second, leaf.NotAfter.Sub(leaf.NotBefore)/10)
 			delay := max(min(d.backoff(attempt), time.Until(leaf.NotAfter)/10+time.Second), floor)
 			d.log.Warn("SVID renewal failed; retrying", "error", err, "in", delay)
-			if err := sleep(ctx, delay); err != nil {
+			if err := retry.Sleep(ctx, delay); err != nil {
 				return nil
 			}
 		}
@@ -369,23 +369,9 @@ func (d *Daemon) keepStream(ctx context.Context, src *identity.Source, what stri
 		delay := d.retryDelay(attempt, err)
 		attempt++
 		d.log.Warn(what+" ended; reconnecting", "error", err, "in", delay)
-		if err := sleep(ctx, delay); err != nil {
+		if err := retry.Sleep(ctx, delay); err != nil {
 			return nil
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 
