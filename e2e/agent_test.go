@@ -67,12 +67,7 @@ func startAgentCP(t *testing.T, dbURL string, extraArgs ...string) *agentCP {
 		t.Fatal(err)
 	}
 	tok := strings.TrimSpace(string(b))
-	bearer := connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+tok)
-			return next(ctx, req)
-		}
-	}))
+	bearer := withToken(tok)
 	ctx := context.Background()
 	tenant, err := adminv1connect.NewTenantServiceClient(http.DefaultClient, base, bearer).CreateTenant(ctx,
 		connect.NewRequest(&adminv1.CreateTenantRequest{Tenant: &adminv1.Tenant{Name: "acme"}}))

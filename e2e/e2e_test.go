@@ -286,6 +286,16 @@ func testPKI(t *testing.T, dir string) (caFile, certFile, keyFile string, pool *
 	return write("ca.pem", "CERTIFICATE", caDER), write("tls.pem", "CERTIFICATE", der), write("tls.key", "PRIVATE KEY", keyDER), pool
 }
 
+// withToken makes admin API clients send the bearer token on every call.
+func withToken(tok string) connect.ClientOption {
+	return connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+tok)
+			return next(ctx, req)
+		}
+	}))
+}
+
 type process struct {
 	cmd    *exec.Cmd
 	stdout *syncBuffer
@@ -395,12 +405,7 @@ func TestControlPlaneTLSOnPostgres(t *testing.T) {
 	}
 
 	// gRPC-Web and Connect clients read it back.
-	bearer := connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+tok)
-			return next(ctx, req)
-		}
-	}))
+	bearer := withToken(tok)
 	for name, opt := range map[string]connect.ClientOption{"grpc-web": connect.WithGRPCWeb(), "connect": connect.WithProtoJSON()} {
 		c := adminv1connect.NewTenantServiceClient(tlsClient, base, bearer, opt)
 		got, err := c.GetTenant(ctx, connect.NewRequest(&adminv1.GetTenantRequest{Id: created.Tenant.Id}))

@@ -43,12 +43,7 @@ func admin(t *testing.T, cp *agentCP) adminClients {
 		t.Fatal(err)
 	}
 	tok := strings.TrimSpace(string(b))
-	bearer := connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+tok)
-			return next(ctx, req)
-		}
-	}))
+	bearer := withToken(tok)
 	base := "http://" + flagValue("--admin-addr")
 	return adminClients{
 		configs:  adminv1connect.NewConfigServiceClient(http.DefaultClient, base, bearer),

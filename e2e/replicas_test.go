@@ -19,6 +19,40 @@ import (
 	"github.com/cairnhq/cairn/internal/storetest"
 )
 
+// replicas start control planes on one PostgreSQL database that share the
+// CA and signing directories, as a deployment shares a volume.
+type replicas struct {
+	t                          *testing.T
+	bin, dbURL, dir, tokenFile string
+	extra                      []string
+}
+
+// replica is one running control plane of replicas.
+type replica struct {
+	p                *process
+	admin, agentAddr string
+}
+
+// newReplicas prepares a fresh database and directories; extra flags go
+// to every replica.
+func newReplicas(t *testing.T, extra ...string) *replicas {
+	dir := t.TempDir()
+	return &replicas{t: t, bin: binaries(t), dbURL: storetest.PostgresURL(t), dir: dir,
+		tokenFile: filepath.Join(dir, "admin.token"), extra: extra}
+}
+
+// start starts a replica and waits until it is ready.
+func (rs *replicas) start(name string) replica {
+	r := replica{admin: freeAddr(rs.t), agentAddr: freeAddr(rs.t)}
+	r.p = start(rs.t, rs.bin, []string{"CAIRN_DATABASE_URL=" + rs.dbURL}, append([]string{
+		"--insecure", "--admin-addr", r.admin, "--agent-addr", r.agentAddr,
+		"--data-dir", filepath.Join(rs.dir, name), "--ca-dir", filepath.Join(rs.dir, "ca"),
+		"--signing-dir", filepath.Join(rs.dir, "signing"), "--trust-domain", e2eTrustDomain,
+		"--agent-api-names", "localhost,127.0.0.1", "--bootstrap-token-file", rs.tokenFile}, rs.extra...)...)
+	waitReady(rs.t, r.p, http.DefaultClient, "http://"+r.admin)
+	return r
+}
+
 // TestTwoReplicas runs two control planes on one PostgreSQL database,
 // sharing the CA and signing directories as a deployment shares a volume:
 // an agent enrolled through replica A streams from replica B, and a change
@@ -26,38 +60,17 @@ import (
 // polling of the database, not on LISTEN/NOTIFY. The latency is logged,
 // not asserted: BENCHMARKS.md has the figures.
 func TestTwoReplicas(t *testing.T) {
-	dbURL := storetest.PostgresURL(t)
-	bin := binaries(t)
-	shared := t.TempDir()
-	tokenFile := filepath.Join(shared, "admin.token")
-	type replica struct {
-		p                *process
-		admin, agentAddr string
-	}
-	startReplica := func(name string) replica {
-		r := replica{admin: freeAddr(t), agentAddr: freeAddr(t)}
-		r.p = start(t, bin, []string{"CAIRN_DATABASE_URL=" + dbURL},
-			"--insecure", "--admin-addr", r.admin, "--agent-addr", r.agentAddr,
-			"--data-dir", filepath.Join(shared, name), "--ca-dir", filepath.Join(shared, "ca"),
-			"--signing-dir", filepath.Join(shared, "signing"), "--trust-domain", e2eTrustDomain,
-			"--agent-api-names", "localhost,127.0.0.1", "--bootstrap-token-file", tokenFile)
-		waitReady(t, r.p, http.DefaultClient, "http://"+r.admin)
-		return r
-	}
-	a := startReplica("a")
-	b := startReplica("b")
+	rs := newReplicas(t)
+	tokenFile := rs.tokenFile
+	a := rs.start("a")
+	b := rs.start("b")
 
 	b64, err := os.ReadFile(tokenFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tok := strings.TrimSpace(string(b64))
-	bearer := connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+tok)
-			return next(ctx, req)
-		}
-	}))
+	bearer := withToken(tok)
 	baseA, baseB := "http://"+a.admin, "http://"+b.admin
 	ctx := context.Background()
 	tn, err := adminv1connect.NewTenantServiceClient(http.DefaultClient, baseA, bearer).CreateTenant(ctx,

@@ -16,7 +16,6 @@ import (
 
 	adminv1 "github.com/cairnhq/cairn/gen/cairn/admin/v1"
 	"github.com/cairnhq/cairn/gen/cairn/admin/v1/adminv1connect"
-	"github.com/cairnhq/cairn/internal/storetest"
 )
 
 // TestRolloutSurvivesReplicaKill runs a rollout on two control-plane
@@ -28,43 +27,21 @@ import (
 // exactly once (the audit log and the agent's hook log agree), none
 // skipped.
 func TestRolloutSurvivesReplicaKill(t *testing.T) {
-	dbURL := storetest.PostgresURL(t)
-	bin := binaries(t)
-	shared := t.TempDir()
-	tokenFile := filepath.Join(shared, "admin.token")
-	type replica struct {
-		p                *process
-		admin, agentAddr string
-	}
-	startReplica := func(name string) replica {
-		r := replica{admin: freeAddr(t), agentAddr: freeAddr(t)}
-		r.p = start(t, bin, []string{"CAIRN_DATABASE_URL=" + dbURL},
-			"--insecure", "--admin-addr", r.admin, "--agent-addr", r.agentAddr,
-			"--data-dir", filepath.Join(shared, name), "--ca-dir", filepath.Join(shared, "ca"),
-			"--signing-dir", filepath.Join(shared, "signing"), "--trust-domain", e2eTrustDomain,
-			"--agent-api-names", "localhost,127.0.0.1", "--bootstrap-token-file", tokenFile,
-			"--rollout-tick", "200ms", "--rollout-lease-ttl", "5s")
-		waitReady(t, r.p, http.DefaultClient, "http://"+r.admin)
-		return r
-	}
-	a := startReplica("a")
+	rs := newReplicas(t, "--rollout-tick", "200ms", "--rollout-lease-ttl", "5s")
+	tokenFile := rs.tokenFile
+	a := rs.start("a")
 	// A takes the engine's lease on its first tick; B starts after that.
 	pollUntil(t, time.Minute, "replica A holds the rollout lease", func() (bool, string) {
 		v := metricAt(t, "http://"+a.admin, "cairn_rollout_engine_lease_held")
 		return v == 1, fmt.Sprint(v)
 	})
-	b := startReplica("b")
+	b := rs.start("b")
 
 	tok, err := os.ReadFile(tokenFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bearer := connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-			return next(ctx, req)
-		}
-	}))
+	bearer := withToken(strings.TrimSpace(string(tok)))
 	baseA, baseB := "http://"+a.admin, "http://"+b.admin
 	ctx := context.Background()
 	tn, err := adminv1connect.NewTenantServiceClient(http.DefaultClient, baseA, bearer).CreateTenant(ctx,

@@ -38,12 +38,7 @@ func newSpireAdmin(t *testing.T, base, tokenFile string) spireAdmin {
 		t.Fatal(err)
 	}
 	tok := strings.TrimSpace(string(b))
-	bearer := connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+tok)
-			return next(ctx, req)
-		}
-	}))
+	bearer := withToken(tok)
 	return spireAdmin{
 		tenants: adminv1connect.NewTenantServiceClient(http.DefaultClient, base, bearer),
 		dps:     adminv1connect.NewDataPlaneServiceClient(http.DefaultClient, base, bearer),
