@@ -42,15 +42,8 @@ func (v *violations) properties(field string, p *structpb.Struct) {
 	}
 	// The rollout engine reads the maintenance window: refuse one it could
 	// not use.
-	if _, err := window.FromProperties(p.AsMap()); err != nil {
-		var fes window.FieldErrors
-		if !errors.As(err, &fes) {
-			v.add(field+"."+window.Property, "%v", err)
-			return
-		}
-		for _, fe := range fes {
-			v.add(strings.TrimSuffix(field, "properties")+fe.Field, "%s", fe.Reason)
-		}
+	if _, err := window.FromProperties(p.AsMap()); err != nil && !v.fieldErrors(strings.TrimSuffix(field, "properties"), err) {
+		v.add(field+"."+window.Property, "%v", err)
 	}
 }
 

@@ -203,13 +203,9 @@ func rolloutSpec(s *adminv1.RolloutSpec) (rollout.Spec, error) {
 // are the caller's (InvalidArgument with the field), nothing to do is a
 // failed precondition.
 func (s *Services) planError(ctx context.Context, err error) error {
-	var fes waves.FieldErrors
 	var v violations
 	switch {
-	case errors.As(err, &fes):
-		for _, fe := range fes {
-			v.add("spec."+fe.Field, "%s", fe.Reason)
-		}
+	case v.fieldErrors("spec.", err):
 		return v.err()
 	case errors.Is(err, rollout.ErrBadQuery):
 		v.add("spec.query", "%v", err)

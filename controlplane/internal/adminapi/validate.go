@@ -14,6 +14,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/cairnhq/cairn/controlplane/internal/fielderr"
 	"github.com/cairnhq/cairn/controlplane/internal/selector"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
 )
@@ -136,6 +137,19 @@ func (v *violations) kind(field, s string) {
 	case len(s) > maxKind || !kindRE.MatchString(s):
 		v.add(field, "must be 1-253 letters, digits, '.', '-', '_' or '/', starting and ending with a letter or digit")
 	}
+}
+
+// fieldErrors adds err's field errors (fielderr), each field under prefix,
+// and reports whether err had any.
+func (v *violations) fieldErrors(prefix string, err error) bool {
+	var fes fielderr.FieldErrors
+	if !errors.As(err, &fes) {
+		return false
+	}
+	for _, fe := range fes {
+		v.add(prefix+fe.Field, "%s", fe.Reason)
+	}
+	return true
 }
 
 // listArgs validates the paging and selector fields shared by List calls.

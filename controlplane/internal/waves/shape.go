@@ -63,10 +63,10 @@ type Exponential struct {
 func (s Exponential) validate() FieldErrors {
 	var errs FieldErrors
 	if s.Start < 0 {
-		errs.add("shape.exponential.start", "must be at least 1 (0 means 1)")
+		errs.Add("shape.exponential.start", "must be at least 1 (0 means 1)")
 	}
 	if s.Factor < 0 || s.Factor == 1 {
-		errs.add("shape.exponential.factor", "must be at least 2 (0 means 2); for waves of one size use linear")
+		errs.Add("shape.exponential.factor", "must be at least 2 (0 means 2); for waves of one size use linear")
 	}
 	return errs
 }
@@ -220,17 +220,17 @@ func (s Custom) validate() FieldErrors {
 	var errs FieldErrors
 	switch {
 	case len(s.Sizes) > 0 && len(s.Percents) > 0:
-		errs.add("shape.custom", "set sizes or percents, not both")
+		errs.Add("shape.custom", "set sizes or percents, not both")
 	case len(s.Sizes) == 0 && len(s.Percents) == 0:
-		errs.add("shape.custom", "set sizes or percents")
+		errs.Add("shape.custom", "set sizes or percents")
 	case len(s.Sizes) > maxCustomWaves:
-		errs.add("shape.custom.sizes", fmt.Sprintf("at most %d waves", maxCustomWaves))
+		errs.Add("shape.custom.sizes", fmt.Sprintf("at most %d waves", maxCustomWaves))
 	case len(s.Percents) > maxCustomWaves:
-		errs.add("shape.custom.percents", fmt.Sprintf("at most %d waves", maxCustomWaves))
+		errs.Add("shape.custom.percents", fmt.Sprintf("at most %d waves", maxCustomWaves))
 	case len(s.Sizes) > 0:
 		for i, size := range s.Sizes {
 			if size < 1 {
-				errs.add("shape.custom.sizes["+strconv.Itoa(i)+"]", "must be at least 1")
+				errs.Add("shape.custom.sizes["+strconv.Itoa(i)+"]", "must be at least 1")
 			}
 		}
 	default:
@@ -239,17 +239,17 @@ func (s Custom) validate() FieldErrors {
 			field := "shape.custom.percents[" + strconv.Itoa(i) + "]"
 			switch {
 			case math.IsNaN(p) || p <= 0 || p > 100:
-				errs.add(field, "must be greater than 0 and at most 100")
+				errs.Add(field, "must be greater than 0 and at most 100")
 				ok = false
 			case toPPM(p) == 0:
-				errs.add(field, "must be at least 0.0001")
+				errs.Add(field, "must be at least 0.0001")
 				ok = false
 			default:
 				total += toPPM(p)
 			}
 		}
 		if ok && total > ppmWhole {
-			errs.add("shape.custom.percents", "add up to "+formatPPM(total)+", more than 100")
+			errs.Add("shape.custom.percents", "add up to "+formatPPM(total)+", more than 100")
 		}
 	}
 	return errs

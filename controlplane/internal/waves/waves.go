@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/cairnhq/cairn/controlplane/internal/fielderr"
 	"math"
 	"slices"
 	"strconv"
@@ -28,42 +29,13 @@ var (
 	ErrInvalidCandidates = errors.New("invalid candidates")
 )
 
-// FieldError is one problem with one input field. Field is the snake_case
-// path of the field in the API ("shape.custom.percents[2]"), relative to the
-// shape and policy, and Reason says what is wrong, for people.
-type FieldError struct {
-	Field  string
-	Reason string
-}
-
-// Error returns e.g. "shape.linear.batch_size: must be at least 1".
-func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+// FieldError is one problem with one field of a shape or policy; Field is
+// relative to them ("shape.custom.percents[2]").
+type FieldError = fielderr.FieldError
 
 // FieldErrors is every problem Compute found with a shape and policy, in
 // field order. errors.As finds the list, or its first *FieldError.
-type FieldErrors []*FieldError
-
-// Error returns the errors joined by "; ".
-func (errs FieldErrors) Error() string {
-	msgs := make([]string, len(errs))
-	for i, e := range errs {
-		msgs[i] = e.Error()
-	}
-	return strings.Join(msgs, "; ")
-}
-
-// Unwrap returns the *FieldErrors as errors.
-func (errs FieldErrors) Unwrap() []error {
-	out := make([]error, len(errs))
-	for i, e := range errs {
-		out[i] = e
-	}
-	return out
-}
-
-func (errs *FieldErrors) add(field, reason string) {
-	*errs = append(*errs, &FieldError{Field: field, Reason: reason})
-}
+type FieldErrors = fielderr.FieldErrors
 
 // Candidate is a cluster the rollout selected.
 type Candidate struct {
@@ -95,13 +67,13 @@ type Budget struct {
 func (b Budget) validate(field string) FieldErrors {
 	var errs FieldErrors
 	if b.Count < 0 {
-		errs.add(field+".count", "must not be negative")
+		errs.Add(field+".count", "must not be negative")
 	}
 	if math.IsNaN(b.Percent) || b.Percent < 0 || b.Percent > 100 {
-		errs.add(field+".percent", "must be between 0 and 100")
+		errs.Add(field+".percent", "must be between 0 and 100")
 	}
 	if b.Count > 0 && b.Percent > 0 {
-		errs.add(field, "set count or percent, not both")
+		errs.Add(field, "set count or percent, not both")
 	}
 	return errs
 }
@@ -146,10 +118,10 @@ type Policy struct {
 func (p Policy) validate() FieldErrors {
 	var errs FieldErrors
 	if p.BaseSoak < 0 || p.BaseSoak > MaxBaseSoak {
-		errs.add("policy.base_soak", "must be between 0 and "+formatDuration(MaxBaseSoak))
+		errs.Add("policy.base_soak", "must be between 0 and "+formatDuration(MaxBaseSoak))
 	}
 	if p.Concurrency < 0 {
-		errs.add("policy.concurrency", "must not be negative (0 means a whole wave at once)")
+		errs.Add("policy.concurrency", "must not be negative (0 means a whole wave at once)")
 	}
 	errs = append(errs, p.FailureBudget.validate("policy.failure_budget")...)
 	if p.GlobalFailureBudget != nil {
@@ -157,9 +129,9 @@ func (p Policy) validate() FieldErrors {
 	}
 	switch {
 	case p.SensitiveBatchSize < 0:
-		errs.add("policy.sensitive_batch_size", "must not be negative (0 means one wave)")
+		errs.Add("policy.sensitive_batch_size", "must not be negative (0 means one wave)")
 	case p.SensitiveBatchSize > 0 && !p.ReserveSensitive:
-		errs.add("policy.sensitive_batch_size", "needs reserve_sensitive")
+		errs.Add("policy.sensitive_batch_size", "needs reserve_sensitive")
 	}
 	return errs
 }
@@ -199,7 +171,7 @@ type Wave struct {
 func Validate(shape Shape, policy Policy) error {
 	var errs FieldErrors
 	if shape == nil {
-		errs.add("shape", "required")
+		errs.Add("shape", "required")
 	} else {
 		errs = append(errs, shape.validate()...)
 	}

@@ -2,6 +2,7 @@ package window
 
 import (
 	"fmt"
+	"github.com/cairnhq/cairn/controlplane/internal/fielderr"
 	"slices"
 	"strings"
 	"time"
@@ -44,43 +45,18 @@ const (
 	lookAhead = 8
 )
 
-// FieldError is one problem with one field of a window. Field is the
-// snake_case path of the field in the API
-// ("properties.maintenance_window.days[1]"), and Reason says what is wrong,
-// for people.
-type FieldError struct {
-	Field  string
-	Reason string
-}
-
-// Error returns e.g. "properties.maintenance_window.start: must be ...".
-func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+// FieldError is one problem with one field of a window; Field is the path
+// in the API ("properties.maintenance_window.days[1]").
+type FieldError = fielderr.FieldError
 
 // FieldErrors is every problem Parse found with a window, in field order
 // (time_zone, days, start, duration, then unknown fields by name). errors.As
 // finds the list, or its first *FieldError.
-type FieldErrors []*FieldError
+type FieldErrors = fielderr.FieldErrors
 
-// Error returns the errors joined by "; ".
-func (errs FieldErrors) Error() string {
-	msgs := make([]string, len(errs))
-	for i, e := range errs {
-		msgs[i] = e.Error()
-	}
-	return strings.Join(msgs, "; ")
-}
-
-// Unwrap returns the *FieldErrors as errors.
-func (errs FieldErrors) Unwrap() []error {
-	out := make([]error, len(errs))
-	for i, e := range errs {
-		out[i] = e
-	}
-	return out
-}
-
-func (errs *FieldErrors) add(field, reason string) {
-	*errs = append(*errs, &FieldError{Field: fieldPrefix + field, Reason: reason})
+// add records a problem with a field of the window property.
+func add(errs *FieldErrors, field, reason string) {
+	errs.Add(fieldPrefix+field, reason)
 }
 
 // Window is a cluster's maintenance window: the times, repeating every week,
@@ -139,7 +115,7 @@ func Parse(v any) (Window, error) {
 	}
 	slices.Sort(unknown)
 	for _, k := range unknown {
-		errs.add("."+k, "unknown field: want time_zone, days, start and duration")
+		add(&errs, "."+k, "unknown field: want time_zone, days, start and duration")
 	}
 	if len(errs) > 0 {
 		return Window{}, errs
@@ -152,20 +128,20 @@ func parseZone(v any, errs *FieldErrors) *time.Location {
 	s, ok := v.(string)
 	switch {
 	case v == nil || ok && s == "":
-		errs.add(field, `required: an IANA time zone name such as "Europe/Berlin"`)
+		add(errs, field, `required: an IANA time zone name such as "Europe/Berlin"`)
 		return nil
 	case !ok:
-		errs.add(field, `must be a string: an IANA time zone name such as "Europe/Berlin"`)
+		add(errs, field, `must be a string: an IANA time zone name such as "Europe/Berlin"`)
 		return nil
 	case s == "Local":
 		// LoadLocation's name for the machine's own zone, which differs
 		// from one control plane replica to the next.
-		errs.add(field, `must be an IANA time zone name such as "Europe/Berlin", not "Local"`)
+		add(errs, field, `must be an IANA time zone name such as "Europe/Berlin", not "Local"`)
 		return nil
 	}
 	loc, err := time.LoadLocation(s)
 	if err != nil {
-		errs.add(field, fmt.Sprintf(`unknown time zone %q: want an IANA name such as "Europe/Berlin"`, s))
+		add(errs, field, fmt.Sprintf(`unknown time zone %q: want an IANA name such as "Europe/Berlin"`, s))
 		return nil
 	}
 	return loc
@@ -183,7 +159,7 @@ func parseDays(v any, errs *FieldErrors) uint8 {
 			items = append(items, s)
 		}
 	default:
-		errs.add(field, `must be a list of day names such as ["sat", "sun"]`)
+		add(errs, field, `must be a list of day names such as ["sat", "sun"]`)
 		return 0
 	}
 	if len(items) == 0 {
@@ -200,9 +176,9 @@ func parseDays(v any, errs *FieldErrors) uint8 {
 			if _, isString := item.(string); isString {
 				reason = fmt.Sprintf("unknown day %q: want %s", s, dayList)
 			}
-			errs.add(fmt.Sprintf("%s[%d]", field, i), reason)
+			add(errs, fmt.Sprintf("%s[%d]", field, i), reason)
 		case days&(1<<d) != 0:
-			errs.add(fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("%q repeats days[%d]", s, seen[d]))
+			add(errs, fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("%q repeats days[%d]", s, seen[d]))
 		default:
 			days |= 1 << d
 			seen[d] = i
@@ -228,16 +204,16 @@ func parseStart(v any, errs *FieldErrors) int {
 	s, ok := v.(string)
 	switch {
 	case v == nil:
-		errs.add(field, `required: a local time "HH:MM" such as "02:00"`)
+		add(errs, field, `required: a local time "HH:MM" such as "02:00"`)
 		return 0
 	case !ok:
-		errs.add(field, `must be a string: a local time "HH:MM" such as "02:00"`)
+		add(errs, field, `must be a string: a local time "HH:MM" such as "02:00"`)
 		return 0
 	}
 	h, okH := twoDigits(s, 0)
 	m, okM := twoDigits(s, 3)
 	if len(s) != 5 || s[2] != ':' || !okH || !okM || h > 23 || m > 59 {
-		errs.add(field, fmt.Sprintf(`got %q: want a 24-hour local time "HH:MM" from "00:00" to "23:59"`, s))
+		add(errs, field, fmt.Sprintf(`got %q: want a 24-hour local time "HH:MM" from "00:00" to "23:59"`, s))
 		return 0
 	}
 	return 60*h + m
@@ -256,19 +232,19 @@ func parseDuration(v any, errs *FieldErrors) time.Duration {
 	s, ok := v.(string)
 	switch {
 	case v == nil:
-		errs.add(field, `required: a duration such as "4h" or "90m"`)
+		add(errs, field, `required: a duration such as "4h" or "90m"`)
 		return 0
 	case !ok:
-		errs.add(field, `must be a string: a duration such as "4h" or "90m"`)
+		add(errs, field, `must be a string: a duration such as "4h" or "90m"`)
 		return 0
 	}
 	d, err := time.ParseDuration(s)
 	switch {
 	case err != nil:
-		errs.add(field, fmt.Sprintf(`got %q: want a duration such as "4h" or "90m"`, s))
+		add(errs, field, fmt.Sprintf(`got %q: want a duration such as "4h" or "90m"`, s))
 		return 0
 	case d < MinDuration || d > MaxDuration:
-		errs.add(field, fmt.Sprintf("got %v: must be between %v and %v", d, MinDuration, MaxDuration))
+		add(errs, field, fmt.Sprintf("got %v: must be between %v and %v", d, MinDuration, MaxDuration))
 		return 0
 	}
 	return d
