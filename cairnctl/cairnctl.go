@@ -293,6 +293,29 @@ func (c *client) printJSON(m proto.Message) error {
 	return err
 }
 
+// listAll reads every page of a List call (page takes a page token and
+// returns the page's items and the next token). With --json it prints each
+// item as a line and returns none; otherwise it returns them all.
+func listAll[T proto.Message](c *client, page func(token string) ([]T, string, error)) ([]T, error) {
+	var all []T
+	for token := ""; ; {
+		items, next, err := page(token)
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range items {
+			if !c.json {
+				all = append(all, it)
+			} else if err := c.printJSON(it); err != nil {
+				return nil, err
+			}
+		}
+		if token = next; token == "" {
+			return all, nil
+		}
+	}
+}
+
 func (c *client) listClusters(ctx context.Context, args []string, stderr io.Writer) error {
 	var query, selector, tenant string
 	if _, err := c.flags("clusters list", args, stderr, nil, func(fs *flag.FlagSet) {
@@ -308,30 +331,22 @@ func (c *client) listClusters(ctx context.Context, args []string, stderr io.Writ
 		}
 		query = selector
 	}
-	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-	if !c.json {
-		fmt.Fprintln(tw, "NAME\tPRODUCT\tCHANNEL\tDESIRED\tREPORTED\tHOST\tDATA PLANE\tID")
-	}
-	token := ""
-	for {
+	all, err := listAll(c, func(token string) ([]*adminv1.Cluster, string, error) {
 		resp, err := c.clusters.ListClusters(ctx, connect.NewRequest(&adminv1.ListClustersRequest{
 			Query: query, TenantId: tenant, PageSize: 1000, PageToken: token}))
 		if err != nil {
-			return err
+			return nil, "", err
 		}
-		for _, cl := range resp.Msg.Clusters {
-			if c.json {
-				if err := c.printJSON(cl); err != nil {
-					return err
-				}
-				continue
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cl.Name, dash(cl.Product), dash(cl.Channel), dash(cl.DesiredVersion),
-				dash(cl.ReportedVersion), dash(cl.HostVersion), cl.DataPlaneId, cl.Id)
-		}
-		if token = resp.Msg.NextPageToken; token == "" {
-			break
-		}
+		return resp.Msg.Clusters, resp.Msg.NextPageToken, nil
+	})
+	if err != nil || c.json {
+		return err
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPRODUCT\tCHANNEL\tDESIRED\tREPORTED\tHOST\tDATA PLANE\tID")
+	for _, cl := range all {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cl.Name, dash(cl.Product), dash(cl.Channel), dash(cl.DesiredVersion),
+			dash(cl.ReportedVersion), dash(cl.HostVersion), cl.DataPlaneId, cl.Id)
 	}
 	return tw.Flush()
 }

@@ -159,27 +159,16 @@ func (c *client) listRollouts(ctx context.Context, args []string, stderr io.Writ
 			return usageError{fmt.Errorf("rollout list: %w", err)}
 		}
 	}
-	var all []*adminv1.Rollout
-	for {
+	all, err := listAll(c, func(token string) ([]*adminv1.Rollout, string, error) {
+		req.PageToken = token
 		resp, err := c.rollouts.ListRollouts(ctx, connect.NewRequest(req))
 		if err != nil {
-			return err
+			return nil, "", err
 		}
-		for _, r := range resp.Msg.Rollouts {
-			if c.json {
-				if err := c.printJSON(r); err != nil {
-					return err
-				}
-				continue
-			}
-			all = append(all, r)
-		}
-		if req.PageToken = resp.Msg.NextPageToken; req.PageToken == "" {
-			break
-		}
-	}
-	if c.json {
-		return nil
+		return resp.Msg.Rollouts, resp.Msg.NextPageToken, nil
+	})
+	if err != nil || c.json {
+		return err
 	}
 	return c.print(renderRollouts(all))
 }
@@ -207,27 +196,16 @@ func (c *client) rolloutClusters(ctx context.Context, args []string, stderr io.W
 		index := int32(wave - 1)
 		req.Wave = &index
 	}
-	var all []*adminv1.RolloutCluster
-	for {
+	all, err := listAll(c, func(token string) ([]*adminv1.RolloutCluster, string, error) {
+		req.PageToken = token
 		resp, err := c.rollouts.ListRolloutClusters(ctx, connect.NewRequest(req))
 		if err != nil {
-			return err
+			return nil, "", err
 		}
-		for _, rc := range resp.Msg.Clusters {
-			if c.json {
-				if err := c.printJSON(rc); err != nil {
-					return err
-				}
-				continue
-			}
-			all = append(all, rc)
-		}
-		if req.PageToken = resp.Msg.NextPageToken; req.PageToken == "" {
-			break
-		}
-	}
-	if c.json {
-		return nil
+		return resp.Msg.Clusters, resp.Msg.NextPageToken, nil
+	})
+	if err != nil || c.json {
+		return err
 	}
 	return c.print(renderRolloutClusters(all))
 }
