@@ -47,6 +47,7 @@ import (
 	"github.com/cairnhq/cairn/agent/internal/report"
 	"github.com/cairnhq/cairn/agent/internal/retry"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+	"github.com/cairnhq/cairn/internal/wait"
 )
 
 // Version is what simulated agents report as their agent version.
@@ -137,7 +138,7 @@ func Enroll(ctx context.Context, cfg AgentConfig) (*Agent, error) {
 		if !retry.Retryable(err) || attempt >= 10 {
 			return nil, fmt.Errorf("loadgen: %w", err)
 		}
-		if err := retry.Sleep(ctx, retry.Backoff(attempt, maxBackoff)); err != nil {
+		if err := wait.Sleep(ctx, retry.Backoff(attempt, maxBackoff)); err != nil {
 			return nil, err
 		}
 	}
@@ -276,7 +277,7 @@ func (a *Agent) keep(ctx context.Context, fail context.CancelCauseFunc, what str
 		delay := retry.Delay(attempt, maxBackoff, err)
 		attempt++
 		a.log.Debug(what+" ended; reconnecting", "error", err, "in", delay)
-		if retry.Sleep(ctx, delay) != nil {
+		if wait.Sleep(ctx, delay) != nil {
 			return
 		}
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/cairnhq/cairn/agent/internal/retry"
 	"github.com/cairnhq/cairn/agent/internal/upgrade"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+	"github.com/cairnhq/cairn/internal/wait"
 )
 
 // Config configures the agent daemon.
@@ -259,7 +260,7 @@ func (d *Daemon) identity(ctx context.Context) (*identity.Source, error) {
 		}
 		delay := d.backoff(attempt)
 		d.log.Warn("enrollment failed; retrying", "error", err, "in", delay)
-		if err := retry.Sleep(ctx, delay); err != nil {
+		if err := wait.Sleep(ctx, delay); err != nil {
 			return nil, err
 		}
 	}
@@ -280,7 +281,7 @@ func (d *Daemon) renewLoop(ctx context.Context, src *identity.Source) error {
 	}
 	for {
 		at := identity.RenewAt(src.SVID().Certificates[0])
-		if err := retry.Sleep(ctx, time.Until(at)); err != nil {
+		if err := wait.Sleep(ctx, time.Until(at)); err != nil {
 			return nil
 		}
 		for attempt := 0; ; attempt++ {
@@ -299,7 +300,7 @@ func (d *Daemon) renewLoop(ctx context.Context, src *identity.Source) error {
 			floor := min(time.Second, leaf.NotAfter.Sub(leaf.NotBefore)/10)
 			delay := max(min(d.backoff(attempt), time.Until(leaf.NotAfter)/10+time.Second), floor)
 			d.log.Warn("SVID renewal failed; retrying", "error", err, "in", delay)
-			if err := retry.Sleep(ctx, delay); err != nil {
+			if err := wait.Sleep(ctx, delay); err != nil {
 				return nil
 			}
 		}
@@ -369,7 +370,7 @@ func (d *Daemon) keepStream(ctx context.Context, src *identity.Source, what stri
 		delay := d.retryDelay(attempt, err)
 		attempt++
 		d.log.Warn(what+" ended; reconnecting", "error", err, "in", delay)
-		if err := retry.Sleep(ctx, delay); err != nil {
+		if err := wait.Sleep(ctx, delay); err != nil {
 			return nil
 		}
 	}

@@ -6,7 +6,6 @@
 package retry
 
 import (
-	"context"
 	"math/rand/v2"
 	"time"
 
@@ -78,19 +77,4 @@ func Retryable(err error) bool {
 		return true
 	}
 	return false
-}
-
-// Sleep waits d, or until ctx ends (its error); d ≤ 0 returns at once.
-func Sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/cairnhq/cairn/internal/wait"
 	"github.com/cockroachdb/cockroach-go/v2/crdb/crdbpgxv5"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -65,17 +66,6 @@ func backoff(attempt int) time.Duration {
 	return time.Duration(rand.Int64N(int64(d)) + 1)
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // ---- PostgreSQL and CockroachDB (pgx) ----
 
 type pgBackend struct {
@@ -112,7 +102,7 @@ func (b *pgBackend) inTx(ctx context.Context, fn func(querier) error) error {
 		if err == nil || !isRetryablePG(err) || attempt+1 >= maxTxAttempts {
 			return err
 		}
-		if err := sleepCtx(ctx, backoff(attempt)); err != nil {
+		if err := wait.Sleep(ctx, backoff(attempt)); err != nil {
 			return err
 		}
 	}
@@ -195,7 +185,7 @@ func (b *sqliteBackend) inTx(ctx context.Context, fn func(querier) error) error 
 		if err == nil || !isBusySQLite(err) || attempt+1 >= maxTxAttempts {
 			return err
 		}
-		if err := sleepCtx(ctx, backoff(attempt)); err != nil {
+		if err := wait.Sleep(ctx, backoff(attempt)); err != nil {
 			return err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	adminv1 "github.com/cairnhq/cairn/gen/cairn/admin/v1"
 	"github.com/cairnhq/cairn/gen/cairn/admin/v1/adminv1connect"
+	"github.com/cairnhq/cairn/internal/wait"
 )
 
 // admin calls the control plane's admin API (Connect over plaintext HTTP,
@@ -172,7 +173,7 @@ func (a *admin) waitRecorded(ctx context.Context, dataPlane string, rev int64, t
 		if time.Now().After(deadline) {
 			return time.Time{}, fmt.Errorf("the control plane has not recorded every agent at revision %d after %v; e.g. %s", rev, timeout, which)
 		}
-		if err := sleep(ctx, ackPoll); err != nil {
+		if err := wait.Sleep(ctx, ackPoll); err != nil {
 			return time.Time{}, err
 		}
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cairnhq/cairn/agent/loadgen"
+	"github.com/cairnhq/cairn/internal/wait"
 )
 
 const stormsStep = "figure 4 reconnect storms"
@@ -459,7 +460,7 @@ func (r *run) prepare(ctx context.Context) error {
 	copy(r.docs[:], docs)
 	r.head = [2]int64{1, 1}
 	r.pin = pin
-	if err := sleep(ctx, r.cfg.Settle); err != nil {
+	if err := wait.Sleep(ctx, r.cfg.Settle); err != nil {
 		return err
 	}
 	r.idle, err = r.serverMemory(ctx)
@@ -738,7 +739,7 @@ func (r *run) fanOut(ctx context.Context) error {
 	r.profile(ctx, "fanout", false)
 	defer r.profile(ctx, "fanout", true)
 	for k := range r.cfg.Changes {
-		if err := sleep(ctx, r.cfg.Settle); err != nil {
+		if err := wait.Sleep(ctx, r.cfg.Settle); err != nil {
 			return err
 		}
 		rev := r.head[0] + 1
@@ -793,7 +794,7 @@ func (r *run) serverMemory(ctx context.Context) (serverMemory, error) {
 	var m serverMemory
 	for i := range 5 {
 		if i > 0 {
-			if err := sleep(ctx, 250*time.Millisecond); err != nil {
+			if err := wait.Sleep(ctx, 250*time.Millisecond); err != nil {
 				return m, err
 			}
 		}
@@ -820,7 +821,7 @@ func (r *run) serverMemory(ctx context.Context) (serverMemory, error) {
 
 // memory is figure 3.
 func (r *run) memory(ctx context.Context) error {
-	if err := sleep(ctx, r.cfg.Settle); err != nil {
+	if err := wait.Sleep(ctx, r.cfg.Settle); err != nil {
 		return err
 	}
 	m, err := r.serverMemory(ctx)
@@ -905,7 +906,7 @@ func (r *run) ingest(ctx context.Context) error {
 	}
 	r.profile(ctx, "ingest", false)
 	// Two polls for every agent to be making reports.
-	if err := sleep(ctx, 2*r.cfg.Report.PollEvery); err != nil {
+	if err := wait.Sleep(ctx, 2*r.cfg.Report.PollEvery); err != nil {
 		return err
 	}
 	s0, err := r.stats("")
@@ -913,7 +914,7 @@ func (r *run) ingest(ctx context.Context) error {
 		return err
 	}
 	t0 := time.Now()
-	if err := sleep(ctx, r.cfg.IngestFor); err != nil {
+	if err := wait.Sleep(ctx, r.cfg.IngestFor); err != nil {
 		return err
 	}
 	s1, err := r.stats("")
@@ -952,7 +953,7 @@ func (r *run) ingest(ctx context.Context) error {
 			r.note("figure 5: %d reports still queued %v after the load stopped; the later figures ran with that backlog draining", s.ReportsQueued, time.Since(drain).Round(time.Second))
 			return nil
 		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := wait.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -961,7 +962,7 @@ func (r *run) ingest(ctx context.Context) error {
 // throughput is figure 6: changes written back to back for ThroughputFor,
 // and the time until every agent applied the last.
 func (r *run) throughput(ctx context.Context) error {
-	if err := sleep(ctx, r.cfg.Settle); err != nil {
+	if err := wait.Sleep(ctx, r.cfg.Settle); err != nil {
 		return err
 	}
 	r.profile(ctx, "throughput", false)
@@ -1041,7 +1042,7 @@ wait:
 // a resumed stream) and the control plane recorded every agent.
 func (r *run) storms(ctx context.Context) error {
 	for i, sc := range r.cfg.Storms {
-		if err := sleep(ctx, r.cfg.Settle); err != nil {
+		if err := wait.Sleep(ctx, r.cfg.Settle); err != nil {
 			return err
 		}
 		var s Storm
@@ -1105,7 +1106,7 @@ func (r *run) storm(ctx context.Context, sc StormConfig) (Storm, error) {
 			return s, fmt.Errorf("write after restart: %w", err)
 		}
 		r.log.Info("write after restart failed; retrying", "error", err)
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := wait.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return s, err
 		}
 	}
@@ -1277,15 +1278,4 @@ func raiseNoFile() (uint64, error) {
 		}
 	}
 	return lim.Cur, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
