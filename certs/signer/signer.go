@@ -117,6 +117,11 @@ type ring struct {
 	keys     []*signingKey // newest first; entries are not modified in place
 	version  int64
 	issuedAt time.Time
+
+	// keySetEnv is the key set signed by the root key, made once: every
+	// config stream sends it at its start and checks it at each heartbeat.
+	keySetOnce sync.Once
+	keySetEnv  sign.Envelope
 }
 
 // keyState is where a signing key is in its life. All states are in the
@@ -204,17 +209,28 @@ func (s *Signer) Sign(payloadType string, payload []byte) sign.Envelope {
 
 // KeySetEnvelope returns the current key set, signed by the root key: the
 // active key, the next one if it is published, and rotated-out keys that
-// have not been pruned. The same version always gives the same bytes.
+// have not been pruned. The same version always gives the same bytes; it
+// is signed once per version, and callers must not modify it.
 func (s *Signer) KeySetEnvelope() sign.Envelope {
 	s.mu.RLock()
-	r := s.cur
+	r, root := s.cur, s.root
 	s.mu.RUnlock()
-	data, err := json.Marshal(r.keySet())
-	if err != nil {
-		// A KeySet of times, strings and bytes always encodes.
-		panic(err)
-	}
-	return sign.SignEnvelope(sign.KeySetPayloadType, data, s.root)
+	r.keySetOnce.Do(func() {
+		data, err := json.Marshal(r.keySet())
+		if err != nil {
+			// A KeySet of times, strings and bytes always encodes.
+			panic(err)
+		}
+		r.keySetEnv = sign.SignEnvelope(sign.KeySetPayloadType, data, root)
+	})
+	return r.keySetEnv
+}
+
+// KeySetVersion is the version of the current key set.
+func (s *Signer) KeySetVersion() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.cur.version
 }
 
 func (r *ring) keySet() sign.KeySet {

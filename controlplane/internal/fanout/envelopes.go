@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -77,6 +78,10 @@ type Envelopes struct {
 	mu    sync.Mutex
 	cache map[string]*cached
 	order []string // insertion order, for eviction
+
+	// keySet is the newest key set envelope and its version.
+	keySet        *agentv1.SignedEnvelope
+	keySetVersion int64
 }
 
 type cached struct {
@@ -161,9 +166,23 @@ func envelopePB(env sign.Envelope) *agentv1.SignedEnvelope {
 	return out
 }
 
-// KeySet returns the current signing key set, signed by the root key.
-func (e *Envelopes) KeySet() *agentv1.SignedEnvelope {
-	return envelopePB(e.cfg.Signer.KeySetEnvelope())
+// KeySet returns the current signing key set, signed by the root key,
+// and its version. Every stream checks it at each heartbeat, so it is
+// built once per version; callers must not modify it.
+func (e *Envelopes) KeySet() (*agentv1.SignedEnvelope, int64) {
+	v := e.cfg.Signer.KeySetVersion()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.keySet == nil || e.keySetVersion != v {
+		env := e.cfg.Signer.KeySetEnvelope()
+		var ks sign.KeySet
+		if err := json.Unmarshal(env.Payload, &ks); err != nil {
+			// The signer made it from a KeySet.
+			panic(fmt.Sprintf("fanout: key set envelope: %v", err))
+		}
+		e.keySet, e.keySetVersion = envelopePB(env), ks.Version
+	}
+	return e.keySet, e.keySetVersion
 }
 
 func documentPB(r store.Revision) *agentv1.Document {

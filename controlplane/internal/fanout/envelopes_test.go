@@ -68,8 +68,15 @@ func setup(t *testing.T, url string, chunkBytes int) *fixture {
 		t.Fatal(err)
 	}
 	f.ver = sign.NewVerifier(keys.RootPublicKey())
-	if err := f.ver.UpdateKeySet(toSign(f.env.KeySet()), time.Now()); err != nil {
+	ks, v := f.env.KeySet()
+	if err := f.ver.UpdateKeySet(toSign(ks), time.Now()); err != nil {
 		t.Fatalf("key set: %v", err)
+	}
+	if v != f.ver.KeySet().Version {
+		t.Fatalf("KeySet says version %d; the envelope holds %d", v, f.ver.KeySet().Version)
+	}
+	if again, _ := f.env.KeySet(); again != ks {
+		t.Fatal("KeySet built the same version twice")
 	}
 	return f
 }
