@@ -20,9 +20,6 @@ const (
 	// DefaultStreamSendTimeout is how long a send to one agent may block
 	// before its stream is ended as fallen behind.
 	DefaultStreamSendTimeout = 30 * time.Second
-	// DefaultStreamQueue is how many messages may wait to be sent on one
-	// stream.
-	DefaultStreamQueue = 16
 	// maxRetryDelay bounds the retry hint given to a refused stream.
 	maxRetryDelay = 5 * time.Minute
 )
@@ -30,7 +27,7 @@ const (
 // streamLimits fills the config stream limits left zero and refuses
 // negative ones.
 func (cfg *Config) streamLimits() error {
-	if cfg.StreamAdmitRate < 0 || cfg.StreamAdmitBurst < 0 || cfg.StreamSendTimeout < 0 || cfg.StreamQueue < 0 {
+	if cfg.StreamAdmitRate < 0 || cfg.StreamAdmitBurst < 0 || cfg.StreamSendTimeout < 0 {
 		return errors.New("agentapi: stream limits must not be negative")
 	}
 	if cfg.StreamAdmitRate == 0 {
@@ -41,9 +38,6 @@ func (cfg *Config) streamLimits() error {
 	}
 	if cfg.StreamSendTimeout == 0 {
 		cfg.StreamSendTimeout = DefaultStreamSendTimeout
-	}
-	if cfg.StreamQueue == 0 {
-		cfg.StreamQueue = DefaultStreamQueue
 	}
 	return nil
 }

@@ -107,10 +107,10 @@ func TestStreamLimitsDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.StreamAdmitRate != DefaultStreamAdmitRate || cfg.StreamAdmitBurst != DefaultStreamAdmitBurst ||
-		cfg.StreamSendTimeout != DefaultStreamSendTimeout || cfg.StreamQueue != DefaultStreamQueue {
+		cfg.StreamSendTimeout != DefaultStreamSendTimeout {
 		t.Fatalf("got %+v; want the defaults", cfg)
 	}
-	for _, bad := range []Config{{StreamAdmitRate: -1}, {StreamAdmitBurst: -1}, {StreamSendTimeout: -time.Second}, {StreamQueue: -1}} {
+	for _, bad := range []Config{{StreamAdmitRate: -1}, {StreamAdmitBurst: -1}, {StreamSendTimeout: -time.Second}} {
 		if err := bad.streamLimits(); err == nil {
 			t.Errorf("%+v accepted; want an error", bad)
 		}

@@ -96,12 +96,9 @@ type Config struct {
 	// once beyond the rate; 0 means DefaultStreamAdmitBurst.
 	StreamAdmitBurst int
 	// StreamSendTimeout is how long one send on a config stream may block
-	// (the agent stopped reading) before the stream is ended with
-	// Unavailable; 0 means DefaultStreamSendTimeout.
+	// (the agent stopped reading) before the agent's connection is closed
+	// (sendWatch); 0 means DefaultStreamSendTimeout.
 	StreamSendTimeout time.Duration
-	// StreamQueue is how many messages may wait to be sent on one config
-	// stream; 0 means DefaultStreamQueue.
-	StreamQueue int
 	// SPIRE, when set, also admits agents holding SVIDs of a SPIRE trust
 	// domain, mapped to data planes; nil admits only enrolled agents.
 	SPIRE *SPIRE
@@ -125,6 +122,8 @@ type Server struct {
 	positions *positions
 	heads     *heads
 	slots     storeSlots
+	// sends ends config streams whose agent stopped reading.
+	sends *sendWatch
 
 	mu      sync.Mutex
 	serving *tls.Certificate
@@ -179,7 +178,8 @@ func New(cfg Config) (*Server, error) {
 	slots := newStoreSlots(cfg.Store)
 	s := &Server{cfg: cfg, log: log, streams: newStreamRegistry(), bundle: newBundleWatch(cfg.CA.BundleCerts()),
 		admit: newAdmission(cfg.StreamAdmitRate, cfg.StreamAdmitBurst, time.Now), metrics: newStreamMetrics(),
-		positions: newPositions(cfg.Store, log), heads: newHeads(cfg.Store), slots: slots}
+		positions: newPositions(cfg.Store, log), heads: newHeads(cfg.Store), slots: slots,
+		sends: newSendWatch(cfg.StreamSendTimeout)}
 	if err := s.renewServing(); err != nil {
 		return nil, err
 	}
@@ -198,7 +198,7 @@ func New(cfg Config) (*Server, error) {
 		VerifyPeerCertificate: s.verifyPeer,
 	}
 	s.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsConf)),
+		grpc.Creds(connCreds{credentials.NewTLS(tlsConf)}),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.MaxRecvMsgSize(1<<20),
 		// Per-connection transport buffers were two thirds of the heap
@@ -295,6 +295,8 @@ func (s *Server) Run(ctx context.Context) error {
 	defer revTick.Stop()
 	reconcileTick := time.NewTicker(reconcileEvery)
 	defer reconcileTick.Stop()
+	sweepTick := time.NewTicker(s.sends.sweepEvery())
+	defer sweepTick.Stop()
 	// CA maintenance waits for the CA directory's lock, which another
 	// replica may hold for a while: it runs on its own goroutine, so that
 	// revocations are still polled and shutdown is not held up.
@@ -335,6 +337,10 @@ func (s *Server) Run(ctx context.Context) error {
 			s.closeRevoked(ctx)
 		case <-reconcileTick.C:
 			s.reconcileRevoked(ctx)
+		case <-sweepTick.C:
+			if n := s.sends.sweep(); n > 0 {
+				s.log.Warn("closed the connections of agents that stopped reading their config stream", "agents", n, "send_timeout", s.cfg.StreamSendTimeout)
+			}
 		}
 	}
 }

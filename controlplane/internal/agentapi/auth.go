@@ -9,7 +9,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -47,7 +46,7 @@ func (s *Server) authenticate(ctx context.Context) (caller, error) {
 	if !ok {
 		return caller{}, status.Error(codes.Unauthenticated, "no peer")
 	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	info, ok := tlsInfo(p.AuthInfo)
 	if !ok || len(info.State.PeerCertificates) == 0 {
 		return caller{}, status.Error(codes.Unauthenticated, "this call needs the agent's X.509-SVID as client certificate")
 	}
@@ -98,7 +97,7 @@ func (s *Server) refused(ctx context.Context, method string, err error) {
 	if !ok {
 		return
 	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	info, ok := tlsInfo(p.AuthInfo)
 	if !ok || len(info.State.PeerCertificates) == 0 {
 		return
 	}

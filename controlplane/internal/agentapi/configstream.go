@@ -2,7 +2,6 @@ package agentapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,10 +11,10 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/cairnhq/cairn/certs/sign"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 )
@@ -30,8 +29,8 @@ type configService struct {
 }
 
 // streamState is one stream's position. Only the handler's goroutine
-// touches it; acks arrive on their own goroutine and are passed over a
-// channel, and messages leave through the stream's sendQueue.
+// touches it; acks arrive on the receiver's goroutine and are passed over
+// a channel.
 type streamState struct {
 	c       caller
 	hello   *agentv1.Hello
@@ -55,19 +54,11 @@ const snapshotNonce = "snapshot-"
 // of a few minutes.
 const seenEvery = time.Minute
 
-func keySetVersion(env *agentv1.SignedEnvelope) int64 {
-	var ks sign.KeySet
-	if json.Unmarshal(env.Payload, &ks) != nil {
-		return 0
-	}
-	return ks.Version
-}
-
 // Stream serves one agent's config stream: hello, key set, catch-up by
 // deltas or snapshot, then live deltas and heartbeats. The data plane is
 // the caller's, from its certificate. New streams are admitted at a
-// bounded rate (admission); messages go out through a bounded send queue,
-// and a stream whose agent stops taking them is ended with Unavailable.
+// bounded rate (admission); an agent that stops taking messages has its
+// connection closed (sendWatch).
 func (cs *configService) Stream(stream agentv1.ConfigService_StreamServer) error {
 	s := cs.s
 	ctx := stream.Context()
@@ -96,48 +87,15 @@ func (cs *configService) Stream(stream agentv1.ConfigService_StreamServer) error
 	return err
 }
 
-// serve runs an admitted stream. The handler's goroutine reads the store
-// and decides what to send; a sendQueue sends it.
+// serve runs an admitted stream on two goroutines: the handler's reads
+// the store, decides what to send and sends it (watched by the server's
+// sendWatch), and a receiver passes the agent's messages to it.
 func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService_StreamServer, c caller) error {
 	s := cs.s
-	// The Hello is awaited on its own goroutine, so that revocation and
-	// shutdown (which cancel ctx) end a stream that never sends one;
-	// returning ends the stream, which ends that Recv.
-	type received struct {
-		m   *agentv1.StreamRequest
-		err error
-	}
-	firstc := make(chan received, 1)
-	go func() {
-		m, err := stream.Recv()
-		firstc <- received{m, err}
-	}()
-	var first received
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case first = <-firstc:
-	}
-	if first.err != nil {
-		return first.err
-	}
-	hello := first.m.GetHello()
-	if hello == nil {
-		return status.Error(codes.InvalidArgument, "the first message must be a Hello")
-	}
-	st := &streamState{c: c, hello: hello, sent: hello.AppliedRevision, applied: hello.AppliedRevision}
-	sub := s.cfg.Hub.Subscribe(c.DataPlaneID)
-	defer sub.Close()
-
-	// Returning cancels the sender; a Send it is blocked in returns once
-	// gRPC ends the stream after this handler returns.
-	sendCtx, stopSending := context.WithCancel(ctx)
-	defer stopSending()
-	q := newSendQueue(s.cfg.StreamQueue, s.cfg.StreamSendTimeout, s.metrics.sent)
-	go q.run(sendCtx, stream.Send)
-
-	// Acks and Nacks arrive concurrently with sends.
-	acks := make(chan *agentv1.StreamRequest, 64)
+	// The receiver also awaits the Hello, so that revocation and shutdown
+	// (which cancel ctx) end a stream that never sends one; returning
+	// ends the stream, which ends its Recv.
+	in := make(chan *agentv1.StreamRequest, 16)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -147,37 +105,55 @@ func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService
 				return
 			}
 			select {
-			case acks <- m:
+			case in <- m:
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
+	var hello *agentv1.Hello
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case err := <-recvErr:
+		return err
+	case m := <-in:
+		if hello = m.GetHello(); hello == nil {
+			return status.Error(codes.InvalidArgument, "the first message must be a Hello")
+		}
+	}
+	st := &streamState{c: c, hello: hello, sent: hello.AppliedRevision, applied: hello.AppliedRevision}
+	sub := s.cfg.Hub.Subscribe(c.DataPlaneID)
+	defer sub.Close()
+	ws, unwatch := s.sends.watch(connCloser(ctx), s.metrics.sent)
+	defer unwatch()
+	out := func(m *agentv1.StreamResponse) error { return ws.send(stream.Send, m) }
 
 	keySetSent := hello.KeySetVersion
 	sendKeySet := func() error {
-		ks := s.cfg.Envelopes.KeySet()
-		v := keySetVersion(ks)
+		ks, v := s.cfg.Envelopes.KeySet()
 		if v <= keySetSent {
 			return nil
 		}
 		keySetSent = v
-		return q.put(ctx, &agentv1.StreamResponse{Nonce: "keyset", Msg: &agentv1.StreamResponse_KeySet{KeySet: ks}})
+		return out(&agentv1.StreamResponse{Nonce: "keyset", Msg: &agentv1.StreamResponse_KeySet{KeySet: ks}})
 	}
 	if err := sendKeySet(); err != nil {
 		return err
 	}
-	if err := cs.catchUp(ctx, q, st); err != nil {
+	if err := cs.catchUp(ctx, out, st); err != nil {
 		return err
 	}
 	if st.saved.IsZero() {
 		// Already current: nothing was sent, but the agent is seen.
 		cs.save(st)
 	}
-	heartbeat := time.NewTicker(s.cfg.HeartbeatEvery)
-	defer heartbeat.Stop()
-	seen := time.NewTicker(seenEvery)
-	defer seen.Stop()
+	// One ticker per stream serves heartbeats and last-seen records; each
+	// is due within half a tick of its interval.
+	every := min(s.cfg.HeartbeatEvery, seenEvery)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	lastBeat := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -187,39 +163,53 @@ func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService
 				return nil
 			}
 			return err
-		case <-q.stalled:
-			return errFellBehind
-		case <-q.failed:
-			return q.err
-		case m := <-acks:
+		case m := <-in:
 			cs.record(ctx, st, m)
 		case <-sub.C:
-			if err := cs.catchUp(ctx, q, st); err != nil {
+			if err := cs.catchUp(ctx, out, st); err != nil {
 				return err
 			}
-		case <-heartbeat.C:
-			// Signing keys rotate: a long-lived stream learns the new key
-			// set before updates signed by the new key reach it.
-			if err := sendKeySet(); err != nil {
-				return err
+		case now := <-tick.C:
+			if now.Sub(lastBeat) >= s.cfg.HeartbeatEvery-every/2 {
+				lastBeat = now
+				if err := cs.heartbeat(ctx, out, sendKeySet, c.DataPlaneID); err != nil {
+					return err
+				}
 			}
-			head, err := s.heads.get(ctx, c.DataPlaneID)
-			if err != nil {
-				return status.Error(codes.Unavailable, "store unavailable")
-			}
-			hb, err := s.cfg.Envelopes.Heartbeat(ctx, head)
-			if err != nil {
-				return status.Error(codes.Internal, "heartbeat")
-			}
-			if err := q.put(ctx, &agentv1.StreamResponse{Msg: &agentv1.StreamResponse_Heartbeat{Heartbeat: hb}}); err != nil {
-				return err
-			}
-		case <-seen.C:
-			if time.Since(st.saved) >= seenEvery/2 {
+			if now.Sub(st.saved) >= seenEvery-every/2 {
 				cs.save(st)
 			}
 		}
 	}
+}
+
+// heartbeat sends the data plane's signed heartbeat, after the key set if
+// it changed: signing keys rotate, and a long-lived stream learns the new
+// key set before updates signed by the new key reach it.
+func (cs *configService) heartbeat(ctx context.Context, out func(*agentv1.StreamResponse) error, sendKeySet func() error, dataPlaneID string) error {
+	if err := sendKeySet(); err != nil {
+		return err
+	}
+	head, err := cs.s.heads.get(ctx, dataPlaneID)
+	if err != nil {
+		return status.Error(codes.Unavailable, "store unavailable")
+	}
+	hb, err := cs.s.cfg.Envelopes.Heartbeat(ctx, head)
+	if err != nil {
+		return status.Error(codes.Internal, "heartbeat")
+	}
+	return out(&agentv1.StreamResponse{Msg: &agentv1.StreamResponse_Heartbeat{Heartbeat: hb}})
+}
+
+// connCloser returns what closes the caller's connection (connCreds), or
+// a no-op when the connection did not come through them.
+func connCloser(ctx context.Context) func() error {
+	if p, ok := peer.FromContext(ctx); ok {
+		if info, ok := p.AuthInfo.(connInfo); ok {
+			return info.close
+		}
+	}
+	return func() error { return nil }
 }
 
 // catchUp sends what the agent lacks: deltas from its position, or a
@@ -227,7 +217,7 @@ func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService
 // the log (also when it claims the head's revision, or one beyond it, as
 // after a database restore), or it refused an update that a newer
 // revision now supersedes.
-func (cs *configService) catchUp(ctx context.Context, q *sendQueue, st *streamState) error {
+func (cs *configService) catchUp(ctx context.Context, out func(*agentv1.StreamResponse) error, st *streamState) error {
 	s := cs.s
 	dp := st.c.DataPlaneID
 	head, err := s.heads.get(ctx, dp)
@@ -270,7 +260,7 @@ func (cs *configService) catchUp(ctx context.Context, q *sendQueue, st *streamSt
 			if err != nil {
 				return status.Error(codes.Unavailable, "delta unavailable")
 			}
-			if err := q.put(ctx, &agentv1.StreamResponse{Nonce: fmt.Sprint(rev), Msg: &agentv1.StreamResponse_Update{Update: env}}); err != nil {
+			if err := out(&agentv1.StreamResponse{Nonce: fmt.Sprint(rev), Msg: &agentv1.StreamResponse_Update{Update: env}}); err != nil {
 				return err
 			}
 			st.sent = rev
@@ -286,7 +276,7 @@ func (cs *configService) catchUp(ctx context.Context, q *sendQueue, st *streamSt
 			if i == len(envs)-1 {
 				nonce = snapshotNonce + fmt.Sprint(snapHead.Revision)
 			}
-			if err := q.put(ctx, &agentv1.StreamResponse{Nonce: nonce, Msg: &agentv1.StreamResponse_Update{Update: env}}); err != nil {
+			if err := out(&agentv1.StreamResponse{Nonce: nonce, Msg: &agentv1.StreamResponse_Update{Update: env}}); err != nil {
 				return err
 			}
 		}
