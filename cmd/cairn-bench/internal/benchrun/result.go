@@ -58,6 +58,10 @@ type Result struct {
 	// reading.
 	ServerHeapLiveBytes   int64   `json:"server_heap_live_bytes,omitempty"`
 	HeapLiveBytesPerAgent float64 `json:"heap_live_bytes_per_agent,omitempty"`
+	// ServerStackBytes is the goroutine stacks' memory
+	// (go_memstats_stack_inuse_bytes): part of the RSS, not of the heap.
+	ServerStackBytes   int64   `json:"server_stack_bytes,omitempty"`
+	StackBytesPerAgent float64 `json:"stack_bytes_per_agent,omitempty"`
 
 	// Figure 4: the first storm's figures (see Storms for each), times
 	// from the kill of the control plane.
@@ -251,10 +255,10 @@ func (r *Result) WriteText(w io.Writer) error {
 			r.SingleChanges, r.SingleP50Ms, r.SingleP99Ms, r.SingleMaxMs)
 	}
 	if r.ServerRSSBytes != 0 {
-		fmt.Fprintf(&b, "figure 3: control plane RSS %s idle, %s with %d agents: %.0f bytes/agent; Go heap %s -> %s: %.0f bytes/agent (live after GC, estimated: %s, %.0f bytes/agent); %d goroutines\n",
+		fmt.Fprintf(&b, "figure 3: control plane RSS %s idle, %s with %d agents: %.0f bytes/agent; Go heap %s -> %s: %.0f bytes/agent (live after GC, estimated: %s, %.0f bytes/agent); goroutine stacks %s: %.0f bytes/agent; %d goroutines\n",
 			mib(r.ServerRSSIdleBytes), mib(r.ServerRSSBytes), r.N, r.BytesPerWatcher,
 			mib(r.ServerHeapIdleBytes), mib(r.ServerHeapBytes), r.HeapBytesPerWatcher,
-			mib(r.ServerHeapLiveBytes), r.HeapLiveBytesPerAgent, r.ServerGoroutines)
+			mib(r.ServerHeapLiveBytes), r.HeapLiveBytesPerAgent, mib(r.ServerStackBytes), r.StackBytesPerAgent, r.ServerGoroutines)
 	}
 	for _, s := range r.Storms {
 		all := "not all"

@@ -782,6 +782,9 @@ func (r *run) fanOut(ctx context.Context) error {
 // serverMemory is a reading of the control plane's memory.
 type serverMemory struct {
 	rss, heap, heapInuse int64
+	// stacks is go_memstats_stack_inuse_bytes: goroutine stacks, in the
+	// RSS but not in the heap.
+	stacks int64
 	// live estimates the heap the last collection found live, from the
 	// collector's next goal: goal = live + (live + stacks)·GOGC/100.
 	live       int64
@@ -809,6 +812,7 @@ func (r *run) serverMemory(ctx context.Context) (serverMemory, error) {
 		if i == 0 || int64(heap) < m.heap {
 			m.heap, m.heapInuse = int64(heap), int64(met["go_memstats_heap_inuse_bytes"])
 		}
+		m.stacks = int64(met["go_memstats_stack_inuse_bytes"])
 		if g := met["go_gc_gogc_percent"] / 100; g > 0 {
 			m.live = int64((met["go_memstats_next_gc_bytes"] - met["go_memstats_stack_inuse_bytes"]*g) / (1 + g))
 		}
@@ -836,6 +840,8 @@ func (r *run) memory(ctx context.Context) error {
 	r.res.ServerHeapLiveBytes = m.live
 	r.res.HeapLiveBytesPerAgent = float64(m.live-r.idle.live) / n
 	r.res.ServerGoroutines = m.goroutines
+	r.res.ServerStackBytes = m.stacks
+	r.res.StackBytesPerAgent = float64(m.stacks-r.idle.stacks) / n
 	var client int64
 	seen := map[int]bool{}
 	for _, pid := range r.workerPIDs {
@@ -857,7 +863,8 @@ func (r *run) memory(ctx context.Context) error {
 		}
 	}
 	r.log.Info("memory", "rss", m.rss, "idle_rss", r.idle.rss, "heap", m.heap, "idle_heap", r.idle.heap,
-		"bytes_per_agent", r.res.BytesPerWatcher, "heap_per_agent", r.res.HeapBytesPerWatcher, "goroutines", m.goroutines)
+		"bytes_per_agent", r.res.BytesPerWatcher, "heap_per_agent", r.res.HeapBytesPerWatcher, "live_heap_per_agent", r.res.HeapLiveBytesPerAgent,
+		"stacks_per_agent", r.res.StackBytesPerAgent, "goroutines", m.goroutines)
 	return nil
 }
 
