@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -45,8 +46,10 @@ const (
 type Config struct {
 	// Queue holds reports until acknowledged. Required; not closed.
 	Queue *Queue
-	// Status returns the agent's current status; DroppedReports is filled
-	// in here. Called about every PollEvery, so it must be cheap. Required.
+	// Status returns the agent's current status, a new message on every
+	// call: the Reporter keeps it, fills in DroppedReports and makes its
+	// texts fit to send in place. Called about every PollEvery, so it must
+	// be cheap. Required.
 	Status func() *agentv1.AgentStatus
 	// Sample returns the agent's own metrics; nil means none.
 	Sample func() []*agentv1.MetricPoint
@@ -201,7 +204,7 @@ func (r *Reporter) Run(ctx context.Context) error {
 	}
 	for {
 		st := r.status()
-		if now := r.cfg.Now(); last == nil || !sameStatus(st, last) || !now.Before(due) {
+		if now := r.cfg.Now(); last == nil || compareStatus(st, last) != statusSame || !now.Before(due) {
 			if err := r.enqueue(&agentv1.Report{Body: &agentv1.Report_Status{Status: st}}); err != nil {
 				failed(err)
 			} else {
@@ -223,20 +226,55 @@ func (r *Reporter) Run(ctx context.Context) error {
 	}
 }
 
-// sameStatus compares statuses leaving out the dropped-reports count.
-func sameStatus(a, b *agentv1.AgentStatus) bool {
-	a, b = proto.CloneOf(a), proto.CloneOf(b)
-	a.DroppedReports, b.DroppedReports = 0, 0
-	return proto.Equal(a, b)
+// statusChange is how a status differs from the last one queued.
+type statusChange int
+
+const (
+	// statusSame: not at all, but perhaps in the dropped-reports count.
+	statusSame statusChange = iota
+	// statusProgress: in the applied revision or state hash only, which
+	// the config stream's ACK tells the control plane already.
+	statusProgress
+	// statusChanged: in anything else (checks, last error, staleness,
+	// versions, clusters), which the rollout engine and operators act on;
+	// a field added to AgentStatus lands here too.
+	statusChanged
+)
+
+// compareStatus tells how st differs from last, field by field: polling
+// an unchanged status neither clones nor allocates (proto.Equal does,
+// and costs more than the rest of a poll). TestCompareStatusSeesEveryField
+// fails when AgentStatus, Check or ClusterVersion gains a field this
+// leaves out.
+func compareStatus(st, last *agentv1.AgentStatus) statusChange {
+	switch {
+	case st.AgentVersion != last.AgentVersion, st.HostVersion != last.HostVersion, st.ProductVersion != last.ProductVersion,
+		st.LastError != last.LastError, st.Stale != last.Stale,
+		!slices.EqualFunc(st.Checks, last.Checks, sameCheck), !slices.EqualFunc(st.Clusters, last.Clusters, sameCluster):
+		return statusChanged
+	case st.AppliedRevision != last.AppliedRevision, st.StateHash != last.StateHash:
+		return statusProgress
+	default:
+		return statusSame
+	}
+}
+
+func sameCheck(a, b *agentv1.Check) bool {
+	return a.GetName() == b.GetName() && a.GetHealthy() == b.GetHealthy() && a.GetDetail() == b.GetDetail()
+}
+
+func sameCluster(a, b *agentv1.ClusterVersion) bool {
+	return a.GetClusterId() == b.GetClusterId() && a.GetVersion() == b.GetVersion() && a.GetHealthy() == b.GetHealthy() &&
+		a.GetDetail() == b.GetDetail() && a.GetDesiredVersion() == b.GetDesiredVersion()
 }
 
 // status is Config.Status made fit to send: every text valid UTF-8
 // without NUL bytes and within the control plane's limit, so that no
 // status can be refused (and its batch dropped) or fail to encode.
 func (r *Reporter) status() *agentv1.AgentStatus {
-	st := proto.CloneOf(r.cfg.Status())
+	st := r.cfg.Status()
 	st.DroppedReports = r.cfg.Queue.Dropped()
-	for _, f := range []*string{&st.StateHash, &st.AgentVersion, &st.HostVersion, &st.ProductVersion, &st.LastError} {
+	for _, f := range [...]*string{&st.StateHash, &st.AgentVersion, &st.HostVersion, &st.ProductVersion, &st.LastError} {
 		*f = cleanText(*f, maxStatusText)
 	}
 	for _, c := range st.Checks {
@@ -250,14 +288,17 @@ func (r *Reporter) status() *agentv1.AgentStatus {
 
 // cleanText makes s valid UTF-8 without control characters (but for
 // newline and tab) and cuts it to at most max bytes at a character
-// boundary, as the control plane requires (metricpoint.CheckText).
+// boundary, as the control plane requires (metricpoint.CheckText). Text
+// that is fit already is returned as it is, without allocating.
 func cleanText(s string, max int) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) && r != '\n' && r != '\t' {
-			return -1
-		}
-		return r
-	}, strings.ToValidUTF8(s, "\uFFFD"))
+	if !isCleanText(s) {
+		s = strings.Map(func(r rune) rune {
+			if unicode.IsControl(r) && r != '\n' && r != '\t' {
+				return -1
+			}
+			return r
+		}, strings.ToValidUTF8(s, "\uFFFD"))
+	}
 	if len(s) <= max {
 		return s
 	}
@@ -266,6 +307,22 @@ func cleanText(s string, max int) string {
 		cut--
 	}
 	return s[:cut]
+}
+
+// isCleanText reports whether s is valid UTF-8 without control
+// characters but for newline and tab.
+func isCleanText(s string) bool {
+	for i, r := range s {
+		if r == utf8.RuneError {
+			if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
+				return false // an invalid byte, not a U+FFFD in the text
+			}
+		}
+		if unicode.IsControl(r) && r != '\n' && r != '\t' {
+			return false
+		}
+	}
+	return true
 }
 
 // flushPushed queues the pushed points waiting for the next batch and
