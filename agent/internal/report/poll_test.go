@@ -1,9 +1,11 @@
 package report
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"google.golang.org/protobuf/proto"
@@ -11,6 +13,146 @@ import (
 
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 )
+
+// pollStep is one poll of TestStatusPacer: the clock is moved, the status
+// set, and the poll made.
+type pollStep struct {
+	// after moves the clock on by this much; with toDeadline, to the
+	// pending progress's deadline (the first one the test saw) plus after,
+	// so after -1 is the nanosecond before it.
+	after      time.Duration
+	toDeadline bool
+	rev        int64  // the status's applied revision (and state hash "h<rev>")
+	lastError  string // the status's last error: a change that is not progress
+	want       int64  // the revision of the status this poll queues; -1 for none
+}
+
+func TestStatusPacer(t *testing.T) {
+	const delay = 10 * time.Second
+	for _, tc := range []struct {
+		name          string
+		progressDelay time.Duration // 0: delay
+		statusEvery   time.Duration // 0: an hour
+		steps         []pollStep
+	}{
+		{"the first status at once", 0, 0, []pollStep{
+			{rev: 1, want: 1},
+			{after: time.Second, rev: 1, want: -1},
+		}},
+		{"progress waits for its delay", 0, 0, []pollStep{
+			{rev: 1, want: 1},
+			{after: time.Second, rev: 2, want: -1},
+			{toDeadline: true, after: -1, rev: 2, want: -1},
+			{toDeadline: true, rev: 2, want: 2},
+			{after: time.Second, rev: 2, want: -1},
+		}},
+		{"progress in the window coalesces into one report of the newest", 0, 0, []pollStep{
+			{rev: 1, want: 1},
+			{after: time.Second, rev: 2, want: -1},
+			{after: time.Second, rev: 3, want: -1},
+			{toDeadline: true, after: -1, rev: 4, want: -1},
+			{toDeadline: true, rev: 4, want: 4},
+			{toDeadline: true, after: time.Second, rev: 4, want: -1},
+		}},
+		{"a health change goes at once with the newest revision and takes the progress along", 0, 0, []pollStep{
+			{rev: 1, want: 1},
+			{after: time.Second, rev: 2, want: -1},
+			{after: time.Nanosecond, rev: 3, lastError: "render: permission denied", want: 3},
+			{toDeadline: true, rev: 3, lastError: "render: permission denied", want: -1},
+			{toDeadline: true, after: delay, rev: 3, lastError: "render: permission denied", want: -1},
+		}},
+		{"a health change alone goes at once", 0, 0, []pollStep{
+			{rev: 1, want: 1},
+			{after: time.Second, rev: 1, lastError: "x", want: 1},
+			{after: time.Second, rev: 1, want: 1},
+		}},
+		{"negative ProgressDelay: progress at once", -1, 0, []pollStep{
+			{rev: 1, want: 1},
+			{after: time.Second, rev: 2, want: 2},
+			{after: time.Second, rev: 3, want: 3},
+			{after: time.Second, rev: 3, want: -1},
+		}},
+		{"the StatusEvery resend carries pending progress", time.Hour, time.Minute, []pollStep{
+			{rev: 1, want: 1},
+			{after: time.Second, rev: 2, want: -1},
+			{after: 72 * time.Second, rev: 2, want: 2}, // StatusEvery + 20%
+			{after: time.Second, rev: 2, want: -1},
+		}},
+		{"progress undone before its deadline is not sent", 0, 0, []pollStep{
+			{rev: 1, want: 1},
+			{after: time.Second, rev: 2, want: -1},
+			{after: time.Second, rev: 1, want: -1},
+			{toDeadline: true, rev: 1, want: -1},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+			start := now
+			cur := &agentv1.AgentStatus{AgentVersion: "v1", Checks: []*agentv1.Check{{Name: "config_stream", Healthy: true}}}
+			every := tc.statusEvery
+			if every == 0 {
+				every = time.Hour
+			}
+			pd := tc.progressDelay
+			if pd == 0 {
+				pd = delay
+			}
+			r := newReporter(t, Config{
+				Status:        func() *agentv1.AgentStatus { return proto.CloneOf(cur) },
+				Now:           func() time.Time { return now },
+				StatusEvery:   every,
+				ProgressDelay: pd,
+			})
+			p := &statusPacer{every: r.cfg.StatusEvery, delay: r.cfg.ProgressDelay}
+			var deadline time.Time // of the first pending progress seen
+			queued := 0
+			for i, s := range tc.steps {
+				if s.toDeadline {
+					if deadline.IsZero() {
+						t.Fatalf("step %d: no progress was pending", i)
+					}
+					now = deadline.Add(s.after)
+				} else {
+					now = now.Add(s.after)
+				}
+				cur.AppliedRevision, cur.StateHash, cur.LastError = s.rev, fmt.Sprintf("h%d", s.rev), s.lastError
+				if err := r.pollStatus(p); err != nil {
+					t.Fatal(err)
+				}
+				if deadline.IsZero() && !p.progress.IsZero() {
+					deadline = p.progress
+					if pd > 0 && (!deadline.After(now) || deadline.After(now.Add(pd))) {
+						t.Fatalf("step %d: progress seen at %v is due at %v; want within (0, %v] of it", i, now.Sub(start), deadline.Sub(start), pd)
+					}
+				}
+				got := queuedStatuses(t, r)
+				switch {
+				case s.want < 0 && len(got) != queued:
+					t.Fatalf("step %d at %v: queued %v; want nothing new after %d", i, now.Sub(start), got[queued:], queued)
+				case s.want >= 0 && (len(got) != queued+1 || got[queued].AppliedRevision != s.want || got[queued].StateHash != fmt.Sprintf("h%d", s.want)):
+					t.Fatalf("step %d at %v: queued %v; want one status at revision %d", i, now.Sub(start), got[queued:], s.want)
+				}
+				queued = len(got)
+			}
+		})
+	}
+}
+
+// queuedStatuses is the statuses in r's queue, oldest first.
+func queuedStatuses(t *testing.T, r *Reporter) []*agentv1.AgentStatus {
+	t.Helper()
+	batch, err := r.cfg.Queue.Peek(1000, 1<<30, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*agentv1.AgentStatus
+	for _, rep := range batch {
+		if st := rep.GetStatus(); st != nil {
+			out = append(out, st)
+		}
+	}
+	return out
+}
 
 func TestCompareStatus(t *testing.T) {
 	base := func() *agentv1.AgentStatus {

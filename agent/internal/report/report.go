@@ -62,6 +62,17 @@ type Config struct {
 	// PollEvery is how often Status is checked for a change; 0 means one
 	// second.
 	PollEvery time.Duration
+	// ProgressDelay defers "progress": a status that differs from the
+	// last one queued only in its applied revision and state hash. It is
+	// queued a uniformly random time in (0, ProgressDelay] after the
+	// progress was first seen, with whatever progress followed in the
+	// meantime, so that the agents of a data plane do not all report a
+	// config change within the same second while the control plane fans it
+	// out; the control plane records each agent's applied revision from
+	// the config stream's ACK already. Any other change is queued at once,
+	// with the newest revision. 0 means DefaultProgressDelay; negative
+	// means progress is queued at once too.
+	ProgressDelay time.Duration
 	// MaxPushed bounds points pushed by data-plane services waiting for
 	// the next batch; 0 means 10,000.
 	MaxPushed int
@@ -70,6 +81,9 @@ type Config struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
+
+// DefaultProgressDelay is the default Config.ProgressDelay.
+const DefaultProgressDelay = 10 * time.Second
 
 // ErrBufferFull is returned by Push when the pushed-points buffer is full.
 var ErrBufferFull = errors.New("metrics buffer full")
@@ -113,6 +127,9 @@ func New(cfg Config) (*Reporter, error) {
 	}
 	if cfg.PollEvery <= 0 {
 		cfg.PollEvery = time.Second
+	}
+	if cfg.ProgressDelay == 0 {
+		cfg.ProgressDelay = DefaultProgressDelay
 	}
 	if cfg.MaxPushed <= 0 {
 		cfg.MaxPushed = 10_000
@@ -185,17 +202,18 @@ var ErrInvalid = errors.New("invalid metric points")
 
 // Run makes reports until ctx ends: the status when it changes (the
 // count of dropped reports alone is no change: with a full queue it moves
-// on every append) and at least every StatusEvery, and a metrics report
-// every MetricsEvery. A queue that cannot be written (a full disk) is
-// logged, at most once a minute, and tried again: reporting never stops
-// the agent from serving its config.
+// on every append; progress alone waits for Config.ProgressDelay) and at
+// least every StatusEvery, and a metrics report every MetricsEvery. A
+// queue that cannot be written (a full disk) is logged, at most once a
+// minute, and tried again: reporting never stops the agent from serving
+// its config.
 func (r *Reporter) Run(ctx context.Context) error {
 	poll := time.NewTicker(r.cfg.PollEvery)
 	defer poll.Stop()
 	metrics := time.NewTicker(r.cfg.MetricsEvery)
 	defer metrics.Stop()
-	var last *agentv1.AgentStatus
-	var due, logged time.Time
+	p := &statusPacer{every: r.cfg.StatusEvery, delay: r.cfg.ProgressDelay}
+	var logged time.Time
 	failed := func(err error) {
 		if now := r.cfg.Now(); now.Sub(logged) >= time.Minute {
 			r.log.Error("cannot queue a report", "error", err)
@@ -203,14 +221,8 @@ func (r *Reporter) Run(ctx context.Context) error {
 		}
 	}
 	for {
-		st := r.status()
-		if now := r.cfg.Now(); last == nil || compareStatus(st, last) != statusSame || !now.Before(due) {
-			if err := r.enqueue(&agentv1.Report{Body: &agentv1.Report_Status{Status: st}}); err != nil {
-				failed(err)
-			} else {
-				last = st
-				due = now.Add(jitter(r.cfg.StatusEvery))
-			}
+		if err := r.pollStatus(p); err != nil {
+			failed(err)
 		}
 		select {
 		case <-ctx.Done():
@@ -224,6 +236,60 @@ func (r *Reporter) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// pollStatus checks the status once and queues it if p says it is due.
+// A status that could not be queued is tried again at the next poll.
+func (r *Reporter) pollStatus(p *statusPacer) error {
+	now := r.cfg.Now()
+	st := r.status()
+	if !p.due(st, now) {
+		return nil
+	}
+	if err := r.enqueue(&agentv1.Report{Body: &agentv1.Report_Status{Status: st}}); err != nil {
+		return err
+	}
+	p.queued(st, now)
+	return nil
+}
+
+// statusPacer decides when Run queues the status. It belongs to Run's
+// goroutine.
+type statusPacer struct {
+	every time.Duration // Config.StatusEvery
+	delay time.Duration // Config.ProgressDelay; negative: progress at once
+
+	last     *agentv1.AgentStatus // the last status queued; nil before the first
+	resend   time.Time            // when last is queued again, unchanged
+	progress time.Time            // when pending progress is queued; zero when none is
+}
+
+// due reports whether st, polled at now, is to be queued.
+func (p *statusPacer) due(st *agentv1.AgentStatus, now time.Time) bool {
+	if p.last == nil || !now.Before(p.resend) {
+		return true
+	}
+	switch compareStatus(st, p.last) {
+	case statusSame:
+		p.progress = time.Time{}
+		return false
+	case statusProgress:
+		if p.delay < 0 {
+			return true
+		}
+		if p.progress.IsZero() {
+			p.progress = now.Add(time.Duration(rand.Int64N(int64(p.delay))) + 1)
+		}
+		return !now.Before(p.progress)
+	default:
+		return true
+	}
+}
+
+// queued records that st was queued at now: whatever progress was
+// pending went with it.
+func (p *statusPacer) queued(st *agentv1.AgentStatus, now time.Time) {
+	p.last, p.resend, p.progress = st, now.Add(jitter(p.every)), time.Time{}
 }
 
 // statusChange is how a status differs from the last one queued.

@@ -75,6 +75,9 @@ func TestRunReportsStatusOnChangeAndMetricsPeriodically(t *testing.T) {
 		PollEvery:    5 * time.Millisecond,
 		MetricsEvery: 20 * time.Millisecond,
 		StatusEvery:  time.Hour,
+		// Progress at once: this test is about Run's loop; TestStatusPacer
+		// is about the delay.
+		ProgressDelay: -1,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
