@@ -113,6 +113,9 @@ func TestFleetOnPostgres(t *testing.T) {
 	})
 
 	step("the admin API shows every agent at the head", func(t *testing.T) {
+		// The sync record is at the head once the agents ACK; their status
+		// reports may follow up to --status-progress-delay (10s) later
+		// (docs/agent.md), well within fleetDeadline.
 		pollUntil(t, fleetDeadline, "ListAgents shows every agent's applied revision and reported status at the head", func() (bool, string) {
 			all := cp.listAgents(t)
 			ok := len(all) == 3

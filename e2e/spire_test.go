@@ -181,7 +181,8 @@ func TestSPIREAgent(t *testing.T) {
 	}
 
 	// It syncs its mapped data plane's config, verified under the signing
-	// root it was given, and reports its status.
+	// root it was given, and reports its status (the applied revision in
+	// the status may lag the ACK by up to --status-progress-delay, 10s).
 	deadline = time.Now().Add(60 * time.Second)
 	for {
 		got, err := admin.agents.GetAgent(ctx, connect.NewRequest(&adminv1.GetAgentRequest{Id: agentID}))

@@ -18,6 +18,7 @@ import (
 	"github.com/cairnhq/cairn/agent/internal/daemon"
 	"github.com/cairnhq/cairn/agent/internal/identity"
 	"github.com/cairnhq/cairn/agent/internal/render"
+	"github.com/cairnhq/cairn/agent/internal/report"
 	"github.com/cairnhq/cairn/agent/internal/upgrade"
 	"github.com/cairnhq/cairn/internal/flagenv"
 	"github.com/cairnhq/cairn/internal/logging"
@@ -50,6 +51,7 @@ type flags struct {
 	signingRoot    string
 	queueMax       int
 	statusEvery    time.Duration
+	progressDelay  time.Duration
 	metricsEvery   time.Duration
 	staleAfter     time.Duration
 }
@@ -76,7 +78,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	upgradeHook := fs.String("upgrade-hook", "", `command that upgrades one cluster to the version its cairn.dev/desired-version document names, no shell (words, or a JSON array); it gets CAIRN_CLUSTER_ID, CAIRN_TARGET_VERSION and CAIRN_CURRENT_VERSION and must exit 0 once the cluster runs the target`)
 	fs.DurationVar(&f.upgradeTimeout, "upgrade-timeout", upgrade.DefaultTimeout, "how long one run of the upgrade hook may take before it is killed")
 	fs.IntVar(&f.queueMax, "report-queue-max", 10000, "reports (status and metric batches) kept on disk while the control plane is unreachable; the oldest are dropped, and counted, past it")
-	fs.DurationVar(&f.statusEvery, "status-interval", time.Minute, "how often the status is re-sent when it has not changed (changes are sent at once)")
+	fs.DurationVar(&f.statusEvery, "status-interval", time.Minute, "how often the status is re-sent when it has not changed (changes are sent at once, but see --status-progress-delay)")
+	fs.DurationVar(&f.progressDelay, "status-progress-delay", report.DefaultProgressDelay, "a status that changed only in its applied revision and state hash is sent a random time up to this long later, so a data plane's agents spread their reports of a config change (the config stream's ACK records the applied revision at once); 0 sends it at once")
 	fs.DurationVar(&f.metricsEvery, "metrics-interval", 30*time.Second, "how often the agent's own metrics and those pushed to it are batched for the control plane")
 	fs.DurationVar(&f.staleAfter, "stale-after", configsync.DefaultStaleAfter, "the agent reports itself stale when no fresh signed heartbeat arrived for this long")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -118,12 +121,23 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 		return flags{}, errors.New("--report-queue-max must be at least 10")
 	case f.statusEvery < time.Second:
 		return flags{}, errors.New("--status-interval must be at least 1s")
+	case f.progressDelay < 0:
+		return flags{}, errors.New("--status-progress-delay must not be negative")
 	case f.metricsEvery < 100*time.Millisecond:
 		return flags{}, errors.New("--metrics-interval must be at least 100ms")
 	case f.staleAfter < time.Second:
 		return flags{}, errors.New("--stale-after must be at least 1s")
 	}
 	return f, nil
+}
+
+// progressDelay is --status-progress-delay as a report.Config.ProgressDelay,
+// where at once is negative (0 is the default there).
+func progressDelay(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // Run runs cairn-agent and returns its exit code: 0 after a clean stop, 2
@@ -157,7 +171,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Version: Version, Logger: log,
 		SPIFFESocket: f.spiffeSocket, LocalSocket: f.localSocket, HTTPAddr: f.httpAddr, TrustDomain: spiffeid.RequireTrustDomainFromString(f.trustDomain),
 		Render:      daemon.RenderConfig{Rules: f.render, ReloadCommand: f.reloadCommand, ReloadTimeout: f.reloadTimeout},
-		Report:      daemon.ReportConfig{QueueMax: f.queueMax, StatusEvery: f.statusEvery, MetricsEvery: f.metricsEvery},
+		Report:      daemon.ReportConfig{QueueMax: f.queueMax, StatusEvery: f.statusEvery, ProgressDelay: progressDelay(f.progressDelay), MetricsEvery: f.metricsEvery},
 		StaleAfter:  f.staleAfter,
 		DataPlaneID: f.dataPlaneID, SigningRootFile: f.signingRoot,
 		UpgradeHook: f.upgradeHook, UpgradeTimeout: f.upgradeTimeout,

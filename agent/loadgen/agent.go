@@ -61,6 +61,11 @@ const maxBackoff = 30 * time.Second
 type ReportConfig struct {
 	// StatusEvery re-sends an unchanged status; 0 means one minute.
 	StatusEvery time.Duration `json:"status_every,omitempty"`
+	// ProgressDelay defers a status that changed only in its applied
+	// revision and state hash by a random time up to this; 0 means
+	// cairn-agent's default (report.DefaultProgressDelay), negative sends
+	// it at once.
+	ProgressDelay time.Duration `json:"progress_delay,omitempty"`
 	// MetricsEvery batches the agent's own metrics; 0 means 30 seconds.
 	MetricsEvery time.Duration `json:"metrics_every,omitempty"`
 	// PollEvery is how often the status is checked for a change; 0 means
@@ -168,7 +173,8 @@ func Enroll(ctx context.Context, cfg AgentConfig) (*Agent, error) {
 	}
 	a.reporter, err = report.New(report.Config{
 		Queue: a.queue, Logger: a.log, Status: a.status, Sample: a.sample,
-		StatusEvery: cfg.Report.StatusEvery, MetricsEvery: cfg.Report.MetricsEvery, PollEvery: cfg.Report.PollEvery,
+		StatusEvery: cfg.Report.StatusEvery, ProgressDelay: cfg.Report.ProgressDelay,
+		MetricsEvery: cfg.Report.MetricsEvery, PollEvery: cfg.Report.PollEvery,
 	})
 	if err != nil {
 		a.Close()

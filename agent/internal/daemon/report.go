@@ -25,6 +25,10 @@ type ReportConfig struct {
 	// StatusEvery is how often an unchanged status is re-sent; 0 means one
 	// minute.
 	StatusEvery time.Duration
+	// ProgressDelay is report.Config.ProgressDelay: at most how long a
+	// status that changed only in its applied revision and state hash
+	// waits; 0 means report.DefaultProgressDelay, negative means no wait.
+	ProgressDelay time.Duration
 	// MetricsEvery is how often metrics are batched; 0 means 30 seconds.
 	MetricsEvery time.Duration
 }
@@ -46,7 +50,7 @@ func (d *Daemon) startReports(ctx context.Context, wg *sync.WaitGroup, src *iden
 	}
 	r, err := report.New(report.Config{
 		Queue: q, Logger: d.log,
-		StatusEvery: d.cfg.Report.StatusEvery, MetricsEvery: d.cfg.Report.MetricsEvery,
+		StatusEvery: d.cfg.Report.StatusEvery, ProgressDelay: d.cfg.Report.ProgressDelay, MetricsEvery: d.cfg.Report.MetricsEvery,
 		Status: func() *agentv1.AgentStatus { return d.status(src, syncer) },
 		Sample: func() []*agentv1.MetricPoint { return d.sample(syncer) },
 	})
