@@ -114,6 +114,7 @@ type Server struct {
 	log     *slog.Logger
 	grpc    *grpc.Server
 	streams *streamRegistry
+	regs    *registrations
 	bundle  *bundleWatch
 	admit   *admission
 	metrics *streamMetrics
@@ -176,7 +177,7 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	slots := newStoreSlots(cfg.Store)
-	s := &Server{cfg: cfg, log: log, streams: newStreamRegistry(), bundle: newBundleWatch(cfg.CA.BundleCerts()),
+	s := &Server{cfg: cfg, log: log, streams: newStreamRegistry(), regs: newRegistrations(cfg.Now), bundle: newBundleWatch(cfg.CA.BundleCerts()),
 		admit: newAdmission(cfg.StreamAdmitRate, cfg.StreamAdmitBurst, time.Now), metrics: newStreamMetrics(),
 		positions: newPositions(cfg.Store, log), heads: newHeads(cfg.Store), slots: slots,
 		sends: newSendWatch(cfg.StreamSendTimeout)}
@@ -362,9 +363,19 @@ func (s *Server) closeRevoked(ctx context.Context) {
 	s.closeAgents(ids)
 }
 
-// reconcileRevoked rechecks every agent with an open stream.
+// reconcileRevoked rechecks every agent with an open stream or a remembered
+// registration.
 func (s *Server) reconcileRevoked(ctx context.Context) {
 	open := s.streams.agents()
+	seen := make(map[string]bool, len(open))
+	for _, id := range open {
+		seen[id] = true
+	}
+	for _, id := range s.regs.ids() {
+		if !seen[id] {
+			open = append(open, id)
+		}
+	}
 	if len(open) == 0 {
 		return
 	}
@@ -377,6 +388,7 @@ func (s *Server) reconcileRevoked(ctx context.Context) {
 }
 
 func (s *Server) closeAgents(ids []string) {
+	s.regs.forget(ids)
 	for _, id := range ids {
 		if n := s.streams.closeAgent(id); n > 0 {
 			s.log.Info("closed streams of revoked agent", "agent_id", id, "streams", n)

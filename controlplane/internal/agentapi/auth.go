@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
@@ -20,7 +21,6 @@ import (
 // caller is an authenticated agent.
 type caller struct {
 	certs.AgentIdentity
-	Agent store.Agent
 	// External is true for agents whose SVIDs come from SPIRE; they renew
 	// there, not here.
 	External bool
@@ -70,18 +70,93 @@ func (s *Server) authenticate(ctx context.Context) (caller, error) {
 	if err != nil || ai.TrustDomain != s.cfg.TrustDomain {
 		return caller{}, status.Errorf(codes.PermissionDenied, "%s is not an agent of this control plane", id)
 	}
-	ag, err := slotted(ctx, s.slots, func() (store.Agent, error) { return s.cfg.Store.GetAgent(ctx, "", ai.AgentID) })
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return caller{}, status.Errorf(codes.PermissionDenied, "agent %s is not registered", ai.AgentID)
-	case err != nil:
-		return caller{}, status.Error(codes.Unavailable, "cannot check agent registration")
-	case ag.RevokeTime != nil:
-		return caller{}, status.Errorf(codes.PermissionDenied, "agent %s is revoked", ai.AgentID)
-	case ag.TenantID != ai.TenantID || ag.DataPlaneID != ai.DataPlaneID || ag.SPIFFEID != id.String():
+	reg, ok := s.regs.get(ai.AgentID)
+	if !ok {
+		ag, err := slotted(ctx, s.slots, func() (store.Agent, error) { return s.cfg.Store.GetAgent(ctx, "", ai.AgentID) })
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return caller{}, status.Errorf(codes.PermissionDenied, "agent %s is not registered", ai.AgentID)
+		case err != nil:
+			return caller{}, status.Error(codes.Unavailable, "cannot check agent registration")
+		case ag.RevokeTime != nil:
+			return caller{}, status.Errorf(codes.PermissionDenied, "agent %s is revoked", ai.AgentID)
+		}
+		reg = registration{tenantID: ag.TenantID, dataPlaneID: ag.DataPlaneID, spiffeID: ag.SPIFFEID}
+		s.regs.put(ai.AgentID, reg)
+	}
+	if reg.tenantID != ai.TenantID || reg.dataPlaneID != ai.DataPlaneID || reg.spiffeID != id.String() {
 		return caller{}, status.Errorf(codes.PermissionDenied, "certificate of agent %s does not match its registration", ai.AgentID)
 	}
-	return caller{AgentIdentity: ai, Agent: ag}, nil
+	return caller{AgentIdentity: ai}, nil
+}
+
+// registrationTTL is how long a registration found in the store is
+// trusted without reading it again; revocations end it sooner.
+const registrationTTL = time.Minute
+
+// registration is what authentication checks a certificate against: an
+// agent registered and not revoked when it was read.
+type registration struct {
+	tenantID, dataPlaneID, spiffeID string
+	until                           time.Time
+}
+
+// registrations remembers agents found registered and unrevoked, so that
+// an agent's calls do not each read the store: with 10,000 agents the
+// Report calls' registration checks were 8% of the control plane's CPU.
+// An entry lives for registrationTTL; the revocation poll and the
+// reconcile (Run) drop revoked agents' entries when they close their
+// streams, so a revocation ends an agent's calls as soon as its streams.
+type registrations struct {
+	now func() time.Time
+	mu  sync.Mutex
+	m   map[string]registration
+}
+
+func newRegistrations(now func() time.Time) *registrations {
+	return &registrations{now: now, m: map[string]registration{}}
+}
+
+func (r *registrations) get(agentID string) (registration, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	reg, ok := r.m[agentID]
+	if ok && !r.now().Before(reg.until) {
+		delete(r.m, agentID)
+		return registration{}, false
+	}
+	return reg, ok
+}
+
+func (r *registrations) put(agentID string, reg registration) {
+	reg.until = r.now().Add(registrationTTL)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.m[agentID] = reg
+}
+
+func (r *registrations) forget(agentIDs []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range agentIDs {
+		delete(r.m, id)
+	}
+}
+
+// ids drops expired entries and returns the agents remembered.
+func (r *registrations) ids() []string {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.m))
+	for id, reg := range r.m {
+		if !now.Before(reg.until) {
+			delete(r.m, id)
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
 }
 
 // anonymousOK lists the calls allowed without a client certificate.

@@ -99,3 +99,39 @@ func TestRevocationClosesStreams(t *testing.T) {
 		})
 	}
 }
+
+// TestRevocationEndsRememberedRegistration: an agent's calls do not each
+// read its registration (the server remembers it), yet once the agent is
+// revoked its calls are refused within the revocation poll, even when it
+// never opened a stream.
+func TestRevocationEndsRememberedRegistration(t *testing.T) {
+	e := start(t, options{})
+	a := e.enrollAgent(t, e.DP.ID)
+	client := agentv1.NewReportServiceClient(e.dialMTLS(t, a.Src))
+	report := func(seq int64) error {
+		_, err := client.Report(t.Context(), &agentv1.ReportRequest{QueueId: "q", Reports: []*agentv1.Report{statusItem(seq, 1)}})
+		return err
+	}
+	for seq := int64(1); seq <= 3; seq++ {
+		if err := report(seq); err != nil {
+			t.Fatalf("Report %d: %v", seq, err)
+		}
+	}
+	if _, err := e.Store.RevokeAgent(t.Context(), admin, "", a.Resp.AgentId, "compromised"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitLimit)
+	for seq := int64(4); ; seq++ {
+		err := report(seq)
+		if status.Code(err) == codes.PermissionDenied {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Report after revocation: %v; want PermissionDenied or, briefly, success", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Report still accepted %v after the revocation", waitLimit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

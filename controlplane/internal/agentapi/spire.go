@@ -145,7 +145,6 @@ func (s *Server) authenticateSPIRE(ctx context.Context, id spiffeid.ID) (caller,
 	}
 	return caller{
 		AgentIdentity: certs.AgentIdentity{TrustDomain: id.TrustDomain(), TenantID: ag.TenantID, DataPlaneID: ag.DataPlaneID, AgentID: ag.ID},
-		Agent:         ag,
 		External:      true,
 	}, nil
 }
