@@ -1,9 +1,14 @@
 package agentapi
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
+	"slices"
 	"sync"
 	"testing"
 
@@ -21,6 +26,35 @@ func openStore(t *testing.T, url string) *store.Store {
 	return st
 }
 
+// testDataPlane is the data plane of the positions the tests put.
+const testDataPlane = "00000000-0000-4000-8000-0000000000ff"
+
+func agentIDs(n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("00000000-0000-4000-8000-%012x", i+1)
+	}
+	return ids
+}
+
+// position is agent id's position having been sent revision rev and
+// applied the one before.
+func position(id string, rev int64) store.AgentSync {
+	return store.AgentSync{AgentID: id, DataPlaneID: testDataPlane, Epoch: "e", LastSentRevision: rev, LastAppliedRevision: rev - 1}
+}
+
+// wantPosition fails t unless agent id's stored position is position(id, rev).
+func wantPosition(t *testing.T, st *store.Store, id string, rev int64) {
+	t.Helper()
+	got, err := st.GetAgentSync(context.Background(), id)
+	if err != nil {
+		t.Fatalf("GetAgentSync(%s): %v", id, err)
+	}
+	if got.LastSentRevision != rev || got.LastAppliedRevision != rev-1 {
+		t.Errorf("agent %s: sent %d, applied %d; want %d, %d", id, got.LastSentRevision, got.LastAppliedRevision, rev, rev-1)
+	}
+}
+
 // TestPositionsKeepTheNewest puts many positions of a few agents from
 // many goroutines at once, each agent's in increasing order, and checks
 // that after stop every agent's stored position is its last one: writes
@@ -32,36 +66,204 @@ func TestPositionsKeepTheNewest(t *testing.T) {
 			p := newPositions(st, slog.New(slog.DiscardHandler))
 			p.start()
 			const agents, revisions = 8, 200
-			ids := make([]string, agents)
-			for i := range ids {
-				ids[i] = fmt.Sprintf("00000000-0000-4000-8000-%012x", i+1)
-			}
-			dp := "00000000-0000-4000-8000-0000000000ff"
+			ids := agentIDs(agents)
 			var wg sync.WaitGroup
 			for _, id := range ids {
 				wg.Go(func() {
 					for rev := int64(1); rev <= revisions; rev++ {
-						p.put(store.AgentSync{AgentID: id, DataPlaneID: dp, Epoch: "e", LastSentRevision: rev, LastAppliedRevision: rev - 1})
+						p.put(position(id, rev))
 					}
 				})
 			}
 			wg.Wait()
 			p.stop()
 			for _, id := range ids {
-				got, err := st.GetAgentSync(context.Background(), id)
-				if err != nil {
-					t.Fatalf("GetAgentSync(%s): %v", id, err)
-				}
-				if got.LastSentRevision != revisions || got.LastAppliedRevision != revisions-1 {
-					t.Errorf("agent %s: sent %d, applied %d; want %d, %d", id, got.LastSentRevision, got.LastAppliedRevision, revisions, revisions-1)
-				}
+				wantPosition(t, st, id, revisions)
 			}
 			// Put after stop is dropped, not written and not blocking.
-			p.put(store.AgentSync{AgentID: ids[0], DataPlaneID: dp, LastSentRevision: revisions + 1})
+			p.put(position(ids[0], revisions+1))
 			if got, _ := st.GetAgentSync(context.Background(), ids[0]); got.LastSentRevision != revisions {
 				t.Errorf("after stop: sent %d; want %d (nothing written)", got.LastSentRevision, revisions)
 			}
 		})
+	}
+}
+
+// gatedWrites stands between positions' writers and the store: each
+// write waits at gate until it is closed, then stores its batch, or fails
+// with fail when that is set. It checks what positions promises: no agent
+// twice in a batch or in two writes at once, no agent's sent revision
+// written going backwards (the tests put increasing revisions).
+type gatedWrites struct {
+	t       *testing.T
+	put     func(context.Context, []store.AgentSync) error
+	fail    error
+	gate    chan struct{}
+	entered chan struct{} // receives once a write has reached the gate
+
+	mu       sync.Mutex
+	inFlight map[string]bool
+	sent     map[string]int64 // newest sent revision written, per agent
+	sizes    []int            // each write's batch size
+}
+
+// gateWrites makes p's writes wait at a gate; open it with close(g.gate).
+func gateWrites(t *testing.T, p *positions, fail error) *gatedWrites {
+	g := &gatedWrites{t: t, put: p.putSyncs, fail: fail, gate: make(chan struct{}), entered: make(chan struct{}, 1),
+		inFlight: map[string]bool{}, sent: map[string]int64{}}
+	p.putSyncs = g.write
+	return g
+}
+
+func (g *gatedWrites) write(ctx context.Context, batch []store.AgentSync) error {
+	g.mu.Lock()
+	g.sizes = append(g.sizes, len(batch))
+	for _, rec := range batch {
+		if g.inFlight[rec.AgentID] {
+			g.t.Errorf("agent %s: in two writes at once, or twice in one batch", rec.AgentID)
+		}
+		g.inFlight[rec.AgentID] = true
+		if rec.LastSentRevision <= g.sent[rec.AgentID] {
+			g.t.Errorf("agent %s: sent revision %d written after %d", rec.AgentID, rec.LastSentRevision, g.sent[rec.AgentID])
+		}
+		g.sent[rec.AgentID] = rec.LastSentRevision
+	}
+	g.mu.Unlock()
+	select {
+	case g.entered <- struct{}{}:
+	default: // the tests wait for the first write only
+	}
+	<-g.gate
+	err := g.fail
+	if err == nil {
+		err = g.put(ctx, batch)
+	}
+	g.mu.Lock()
+	for _, rec := range batch {
+		delete(g.inFlight, rec.AgentID)
+	}
+	g.mu.Unlock()
+	return err
+}
+
+// stopGated stops p while its writes wait at g's gate, and opens the gate
+// once stop has begun, so that what stop writes is what was pending when
+// it was called.
+func stopGated(p *positions, g *gatedWrites) {
+	stopped := make(chan struct{})
+	go func() {
+		p.stop()
+		close(stopped)
+	}()
+	for {
+		p.mu.Lock()
+		closed := p.closed
+		p.mu.Unlock()
+		if closed {
+			break
+		}
+		runtime.Gosched()
+	}
+	close(g.gate)
+	<-stopped
+}
+
+// TestPositionsBatches holds the writers at the store while 1,200 agents
+// put three positions each (one writer takes the first agent's position
+// first, and keeps it), which put does without waiting for them; then it
+// stops the writers and lets them go. While the writers were held, every
+// waiting agent waited once, with only its newest position; after stop,
+// every agent's newest position is stored, including the first agent's,
+// put while its first was being written; and the waiting agents went in
+// batches of at most positionBatch, one of them full.
+func TestPositionsBatches(t *testing.T) {
+	for _, b := range storetest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			st := openStore(t, b.URL(t))
+			p := newPositions(st, slog.New(slog.DiscardHandler))
+			g := gateWrites(t, p, nil)
+			p.start()
+			const agents, revisions = 1200, 3
+			ids := agentIDs(agents + 1)
+			first, rest := ids[0], ids[1:]
+			p.put(position(first, 1))
+			<-g.entered // a writer holds the first agent's position at the gate
+			for rev := int64(1); rev <= revisions; rev++ {
+				for _, id := range rest {
+					p.put(position(id, rev))
+				}
+				p.put(position(first, rev+1))
+			}
+
+			p.mu.Lock()
+			if !p.busy[first] || slices.Contains(p.queue, first) {
+				t.Errorf("first agent: busy %v, queued %v while its write is held; want busy and not queued", p.busy[first], slices.Contains(p.queue, first))
+			}
+			seen := map[string]bool{}
+			for _, id := range p.queue {
+				if seen[id] {
+					t.Errorf("agent %s queued twice", id)
+				}
+				seen[id] = true
+				if got := p.pending[id].LastSentRevision; got != revisions {
+					t.Errorf("agent %s waits with sent revision %d; want only the newest, %d", id, got, revisions)
+				}
+			}
+			p.mu.Unlock()
+
+			stopGated(p, g)
+			wantPosition(t, st, first, revisions+1)
+			for _, id := range rest {
+				wantPosition(t, st, id, revisions)
+			}
+			// At most one write per writer took agents before the gate
+			// opened, so at least 700 waited: the next write took a full
+			// batch.
+			if top := slices.Max(g.sizes); top != positionBatch {
+				t.Errorf("largest batch: %d agents; want %d (batch sizes %v)", top, positionBatch, g.sizes)
+			}
+		})
+	}
+}
+
+// TestPositionsLogFailedBatchOnce fails every write of positions and
+// checks that each failed batch is logged once, with its number of
+// agents, not once per agent.
+func TestPositionsLogFailedBatchOnce(t *testing.T) {
+	st := openStore(t, storetest.SQLiteURL(t))
+	var logs bytes.Buffer
+	p := newPositions(st, slog.New(slog.NewJSONHandler(&logs, nil)))
+	p.writers = 2 // as on a server database: two batches fail at once
+	g := gateWrites(t, p, errors.New("database down"))
+	p.start()
+	ids := agentIDs(1201)
+	for _, id := range ids {
+		p.put(position(id, 1))
+	}
+	stopGated(p, g)
+
+	var logged []int
+	for dec := json.NewDecoder(&logs); dec.More(); {
+		var rec struct {
+			Msg    string
+			Agents int
+			Error  string
+		}
+		if err := dec.Decode(&rec); err != nil {
+			t.Fatalf("decode log: %v", err)
+		}
+		if rec.Msg != "record agent syncs" || rec.Error == "" {
+			t.Errorf("log record %+v; want a record agent syncs warning with an error", rec)
+		}
+		logged = append(logged, rec.Agents)
+	}
+	slices.Sort(logged)
+	slices.Sort(g.sizes)
+	if !slices.Equal(logged, g.sizes) {
+		t.Errorf("logged failures of %v agents; want one a batch: %v", logged, g.sizes)
+	}
+	if _, err := st.GetAgentSync(context.Background(), ids[0]); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetAgentSync after failed writes: %v; want ErrNotFound", err)
 	}
 }
 
