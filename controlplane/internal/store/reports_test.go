@@ -213,3 +213,46 @@ func TestClusterReports(t *testing.T) {
 		}
 	})
 }
+
+// TestIngestReportsMany: several batches, of one agent and of several, in
+// one transaction, each stored once; a group with a batch the database
+// refuses stores nothing.
+func TestIngestReportsMany(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f := newEnrollFixture(t, s)
+		a := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "a", time.Hour).ID, "a")))
+		b := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "b", time.Hour).ID, "b")))
+		batch := func(ag store.Agent, items ...store.Report) store.Reports {
+			return store.Reports{AgentID: ag.ID, DataPlaneID: f.dp.ID, QueueID: "q", Items: items}
+		}
+		acked, err := s.IngestReportsMany(ctx, []store.Reports{
+			batch(a, metricsReport(1, "x"), statusReport(2, 5)),
+			batch(b, metricsReport(1, "x")),
+			batch(a, statusReport(2, 5), metricsReport(3, "x")), // seq 2 again: a redelivery in the same group
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(acked) != "[2 1 3]" {
+			t.Fatalf("acked %v; want [2 1 3]", acked)
+		}
+		if na, nb := countPoints(t, s, a.ID, "x"), countPoints(t, s, b.ID, "x"); na != 2 || nb != 1 {
+			t.Fatalf("points: a %d, b %d; want 2 and 1", na, nb)
+		}
+		if acked, err := s.IngestReportsMany(ctx, nil); err != nil || acked != nil {
+			t.Fatalf("empty group: %v, %v; want nil, nil", acked, err)
+		}
+		if s.Backend() != "postgres" {
+			return // SQLite takes any text as an agent id
+		}
+		_, err = s.IngestReportsMany(ctx, []store.Reports{batch(b, metricsReport(2, "x")), {AgentID: "not-a-uuid", QueueID: "q",
+			Items: []store.Report{metricsReport(1, "x")}}})
+		if err == nil {
+			t.Fatal("a group with an agent id PostgreSQL refuses was stored")
+		}
+		if nb := countPoints(t, s, b.ID, "x"); nb != 1 {
+			t.Fatalf("b has %d points after a refused group; want 1 (nothing of the group stored)", nb)
+		}
+	})
+}
