@@ -121,6 +121,7 @@ type Server struct {
 	// positions records config streams' positions off their goroutines;
 	// heads shares their reads of data planes' heads.
 	positions *positions
+	reports   *reportGroups
 	heads     *heads
 	slots     storeSlots
 	// sends ends config streams whose agent stopped reading.
@@ -179,7 +180,7 @@ func New(cfg Config) (*Server, error) {
 	slots := newStoreSlots(cfg.Store)
 	s := &Server{cfg: cfg, log: log, streams: newStreamRegistry(), regs: newRegistrations(cfg.Now), bundle: newBundleWatch(cfg.CA.BundleCerts()),
 		admit: newAdmission(cfg.StreamAdmitRate, cfg.StreamAdmitBurst, time.Now), metrics: newStreamMetrics(),
-		positions: newPositions(cfg.Store, log), heads: newHeads(cfg.Store), slots: slots,
+		positions: newPositions(cfg.Store, log), reports: newReportGroups(cfg.Store, log), heads: newHeads(cfg.Store), slots: slots,
 		sends: newSendWatch(cfg.StreamSendTimeout)}
 	if err := s.renewServing(); err != nil {
 		return nil, err
@@ -289,6 +290,10 @@ func (s *Server) Run(ctx context.Context) error {
 	// ones are flushed.
 	s.positions.start()
 	defer s.positions.stop()
+	// Report calls wait for their group's transaction: the writers run
+	// until the last call has been answered (GracefulStop waits for it).
+	s.reports.start()
+	defer s.reports.stop()
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(s.cfg.Listener) }()
 	s.log.Info("agent API serving", "addr", s.cfg.Listener.Addr().String(), "trust_domain", s.cfg.TrustDomain.String())

@@ -45,8 +45,11 @@ func (rs *reportService) Report(ctx context.Context, req *agentv1.ReportRequest)
 		return nil, err
 	}
 	batch.AgentID, batch.DataPlaneID = c.AgentID, c.DataPlaneID
-	acked, err := slotted(ctx, rs.s.slots, func() (int64, error) { return rs.s.cfg.Store.IngestReports(ctx, batch) })
+	acked, err := rs.s.reports.ingest(ctx, batch)
 	if err != nil {
+		if status.Code(err) == codes.Unavailable || ctx.Err() != nil {
+			return nil, err
+		}
 		rs.s.log.WarnContext(ctx, "store reports", "agent_id", c.AgentID, "error", err)
 		return nil, status.Error(codes.Unavailable, "store unavailable")
 	}
