@@ -301,8 +301,12 @@ func (s *Server) Run(ctx context.Context) error {
 	defer revTick.Stop()
 	reconcileTick := time.NewTicker(reconcileEvery)
 	defer reconcileTick.Stop()
-	sweepTick := time.NewTicker(s.sends.sweepEvery())
-	defer sweepTick.Stop()
+	sweepCtx, stopSweep := context.WithCancel(context.Background())
+	sweepDone := make(chan struct{})
+	go func() { defer close(sweepDone); s.sends.run(sweepCtx, s.log) }()
+	// The sweeper runs until the streams have ended: a stream blocked in
+	// Send during shutdown is ended by it.
+	defer func() { stopSweep(); <-sweepDone }()
 	// CA maintenance waits for the CA directory's lock, which another
 	// replica may hold for a while: it runs on its own goroutine, so that
 	// revocations are still polled and shutdown is not held up.
@@ -343,10 +347,6 @@ func (s *Server) Run(ctx context.Context) error {
 			s.closeRevoked(ctx)
 		case <-reconcileTick.C:
 			s.reconcileRevoked(ctx)
-		case <-sweepTick.C:
-			if n := s.sends.sweep(); n > 0 {
-				s.log.Warn("closed the connections of agents that stopped reading their config stream", "agents", n, "send_timeout", s.cfg.StreamSendTimeout)
-			}
 		}
 	}
 }

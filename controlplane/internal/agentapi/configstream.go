@@ -17,6 +17,7 @@ import (
 
 	"github.com/cairnhq/cairn/controlplane/internal/store"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+	"github.com/cairnhq/cairn/internal/metricpoint"
 )
 
 // DefaultHeartbeatEvery is how often an idle stream gets a signed
@@ -121,11 +122,14 @@ func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService
 		if hello = m.GetHello(); hello == nil {
 			return status.Error(codes.InvalidArgument, "the first message must be a Hello")
 		}
+		if err := checkHello(hello); err != nil {
+			return err
+		}
 	}
 	st := &streamState{c: c, hello: hello, sent: hello.AppliedRevision, applied: hello.AppliedRevision}
 	sub := s.cfg.Hub.Subscribe(c.DataPlaneID)
 	defer sub.Close()
-	ws, unwatch := s.sends.watch(connCloser(ctx), s.metrics.sent)
+	ws, unwatch := s.sends.watch(ctx, connCloser(ctx), s.metrics.sent)
 	defer unwatch()
 	out := func(m *agentv1.StreamResponse) error { return ws.send(stream.Send, m) }
 
@@ -181,6 +185,40 @@ func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService
 			}
 		}
 	}
+}
+
+// Bounds of a Hello's texts: its epoch is stored with the stream's
+// position, and a batch of positions is one transaction.
+const (
+	maxEpoch     = 128
+	maxStateHash = 256
+)
+
+// checkHello refuses a Hello the store could not take (text that is not
+// valid UTF-8 or holds control characters, as PostgreSQL refuses NUL) or
+// that makes no sense, with InvalidArgument and the field.
+func checkHello(h *agentv1.Hello) error {
+	var bad []*errdetails.BadRequest_FieldViolation
+	for _, f := range []struct {
+		name, v string
+		max     int
+	}{{"hello.epoch", h.Epoch, maxEpoch}, {"hello.state_hash", h.StateHash, maxStateHash}} {
+		if len(f.v) > f.max || metricpoint.CheckText(f.v) != nil {
+			bad = append(bad, &errdetails.BadRequest_FieldViolation{Field: f.name,
+				Description: fmt.Sprintf("at most %d bytes of valid UTF-8 without control characters", f.max)})
+		}
+	}
+	if h.AppliedRevision < 0 {
+		bad = append(bad, &errdetails.BadRequest_FieldViolation{Field: "hello.applied_revision", Description: "must not be negative"})
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	st := status.New(codes.InvalidArgument, "invalid Hello: "+bad[0].Field+": "+bad[0].Description)
+	if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: bad}); err == nil {
+		st = d
+	}
+	return st.Err()
 }
 
 // heartbeat sends the data plane's signed heartbeat, after the key set if

@@ -2,10 +2,13 @@ package agentapi_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
 
 	"github.com/cairnhq/cairn/certs/sign"
 	"github.com/cairnhq/cairn/controlplane/internal/fanout"
@@ -209,5 +212,39 @@ func TestIdleStreamRefreshesLastSeenEveryMinute(t *testing.T) {
 			t.Fatalf("last_seen still %v three minutes later on an open stream; want it refreshed once a minute", first)
 		}
 		time.Sleep(time.Second)
+	}
+}
+
+// TestBadHelloRefused: a Hello whose texts the store could not take, or
+// whose revision is negative, ends the stream with InvalidArgument naming
+// the field, and records no position.
+func TestBadHelloRefused(t *testing.T) {
+	e := start(t, options{HeartbeatEvery: time.Hour})
+	for _, tc := range []struct {
+		name  string
+		hello *agentv1.Hello
+		field string
+	}{
+		{"NUL in epoch", &agentv1.Hello{Epoch: "e\x00", StateHash: configstate.EmptyHash}, "hello.epoch"},
+		{"long epoch", &agentv1.Hello{Epoch: strings.Repeat("e", 129), StateHash: configstate.EmptyHash}, "hello.epoch"},
+		{"control character in state hash", &agentv1.Hello{Epoch: "e", StateHash: "h\x01"}, "hello.state_hash"},
+		{"negative revision", &agentv1.Hello{Epoch: "e", StateHash: configstate.EmptyHash, AppliedRevision: -1}, "hello.applied_revision"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := e.enrollAgent(t, e.DP.ID)
+			stream, err := agentv1.NewConfigServiceClient(e.dialMTLS(t, a.Src)).Stream(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = stream.Send(&agentv1.StreamRequest{Msg: &agentv1.StreamRequest_Hello{Hello: tc.hello}})
+			_, err = stream.Recv()
+			wantCode(t, err, codes.InvalidArgument)
+			if !strings.Contains(err.Error(), tc.field) {
+				t.Errorf("refusal %v does not name %s", err, tc.field)
+			}
+			if _, err := e.Store.GetAgentSync(context.Background(), a.Resp.AgentId); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("position after a refused Hello: %v; want ErrNotFound", err)
+			}
+		})
 	}
 }

@@ -126,12 +126,7 @@ func (p *positions) write() {
 		p.queue = p.queue[len(batch):]
 		p.mu.Unlock()
 
-		ctx, cancel := context.WithTimeout(context.Background(), positionWriteTimeout)
-		err := p.putSyncs(ctx, batch)
-		cancel()
-		if err != nil {
-			p.log.Warn("record agent syncs", "agents", len(batch), "error", err)
-		}
+		p.store(batch)
 
 		p.mu.Lock()
 		for _, rec := range batch {
@@ -142,6 +137,33 @@ func (p *positions) write() {
 			}
 		}
 		p.mu.Unlock()
+	}
+}
+
+// store writes a batch in one transaction or, when that fails, each
+// position alone, so that one position the database refuses loses only
+// its own agent's.
+func (p *positions) store(batch []store.AgentSync) {
+	ctx, cancel := context.WithTimeout(context.Background(), positionWriteTimeout)
+	defer cancel()
+	err := p.putSyncs(ctx, batch)
+	if err == nil {
+		return
+	}
+	failed := 1
+	if len(batch) > 1 {
+		// Logged once a batch, not once an agent: a database that is down
+		// fails them all.
+		p.log.Warn("record agent syncs; writing each alone", "agents", len(batch), "error", err)
+		failed = 0
+		for _, rec := range batch {
+			if e := p.putSyncs(ctx, []store.AgentSync{rec}); e != nil {
+				failed, err = failed+1, e
+			}
+		}
+	}
+	if failed > 0 {
+		p.log.Warn("record agent syncs", "agents", failed, "error", err)
 	}
 }
 

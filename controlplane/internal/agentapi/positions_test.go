@@ -226,44 +226,47 @@ func TestPositionsBatches(t *testing.T) {
 	}
 }
 
-// TestPositionsLogFailedBatchOnce fails every write of positions and
-// checks that each failed batch is logged once, with its number of
-// agents, not once per agent.
-func TestPositionsLogFailedBatchOnce(t *testing.T) {
-	st := openStore(t, storetest.SQLiteURL(t))
+// TestPositionsIsolateARefusedPosition: a position the database refuses
+// (PostgreSQL takes no NUL in text) fails its batch's transaction; the
+// others of the batch are then written one by one, and the failure is
+// logged once a batch, not once an agent.
+func TestPositionsIsolateARefusedPosition(t *testing.T) {
+	st := openStore(t, storetest.PostgresURL(t))
 	var logs bytes.Buffer
 	p := newPositions(st, slog.New(slog.NewJSONHandler(&logs, nil)))
-	p.writers = 2 // as on a server database: two batches fail at once
-	g := gateWrites(t, p, errors.New("database down"))
-	p.start()
-	ids := agentIDs(1201)
-	for _, id := range ids {
-		p.put(position(id, 1))
+	// Put before start: the first writer takes all 50 in one batch.
+	ids := agentIDs(50)
+	for i, id := range ids {
+		rec := position(id, 1)
+		if i == 7 {
+			rec.Epoch = "bad\x00epoch"
+		}
+		p.put(rec)
 	}
-	stopGated(p, g)
-
-	var logged []int
+	p.start()
+	p.stop()
+	for i, id := range ids {
+		if i == 7 {
+			if _, err := st.GetAgentSync(context.Background(), id); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("the refused position: %v; want ErrNotFound", err)
+			}
+			continue
+		}
+		wantPosition(t, st, id, 1)
+	}
+	var msgs []string
 	for dec := json.NewDecoder(&logs); dec.More(); {
 		var rec struct {
 			Msg    string
 			Agents int
-			Error  string
 		}
 		if err := dec.Decode(&rec); err != nil {
 			t.Fatalf("decode log: %v", err)
 		}
-		if rec.Msg != "record agent syncs" || rec.Error == "" {
-			t.Errorf("log record %+v; want a record agent syncs warning with an error", rec)
-		}
-		logged = append(logged, rec.Agents)
+		msgs = append(msgs, fmt.Sprintf("%s: %d", rec.Msg, rec.Agents))
 	}
-	slices.Sort(logged)
-	slices.Sort(g.sizes)
-	if !slices.Equal(logged, g.sizes) {
-		t.Errorf("logged failures of %v agents; want one a batch: %v", logged, g.sizes)
-	}
-	if _, err := st.GetAgentSync(context.Background(), ids[0]); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("GetAgentSync after failed writes: %v; want ErrNotFound", err)
+	if want := []string{"record agent syncs; writing each alone: 50", "record agent syncs: 1"}; !slices.Equal(msgs, want) {
+		t.Errorf("logged %q; want %q", msgs, want)
 	}
 }
 

@@ -1,6 +1,8 @@
 package agentapi
 
 import (
+	"context"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -40,7 +42,8 @@ type sendWatch struct {
 
 // watchedSend is one stream's sending side.
 type watchedSend struct {
-	w *sendWatch
+	w   *sendWatch
+	ctx context.Context // the stream's: revocation and shutdown end it
 	// since is when the Send in progress began, in nanoseconds since
 	// w.start plus one; 0 when no Send is in progress.
 	since   atomic.Int64
@@ -53,16 +56,28 @@ func newSendWatch(timeout time.Duration) *sendWatch {
 	return &sendWatch{timeout: timeout, start: time.Now(), sends: map[*watchedSend]struct{}{}}
 }
 
-// sweepEvery is how often Run sweeps: a quarter of the timeout, within
-// [10ms, 1s].
-func (w *sendWatch) sweepEvery() time.Duration {
-	return min(max(w.timeout/4, 10*time.Millisecond), time.Second)
+// run sweeps until ctx ends, every quarter of the timeout within
+// [10ms, 1s], on a goroutine of its own so that nothing else Run waits
+// for (a store that hangs) delays it.
+func (w *sendWatch) run(ctx context.Context, log *slog.Logger) {
+	t := time.NewTicker(min(max(w.timeout/4, 10*time.Millisecond), time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n := w.sweep(); n > 0 {
+				log.Warn("closed the connections of agents whose config stream send stayed blocked", "agents", n, "send_timeout", w.timeout)
+			}
+		}
+	}
 }
 
-// watch registers a stream; abort closes its connection. Call done when the
-// handler returns.
-func (w *sendWatch) watch(abort func() error, onSent func(*agentv1.StreamResponse)) (ws *watchedSend, done func()) {
-	ws = &watchedSend{w: w, abort: abort, onSent: onSent}
+// watch registers a stream whose context is ctx; abort closes its
+// connection. Call done when the handler returns.
+func (w *sendWatch) watch(ctx context.Context, abort func() error, onSent func(*agentv1.StreamResponse)) (ws *watchedSend, done func()) {
+	ws = &watchedSend{w: w, ctx: ctx, abort: abort, onSent: onSent}
 	w.mu.Lock()
 	w.sends[ws] = struct{}{}
 	w.mu.Unlock()
@@ -75,14 +90,26 @@ func (w *sendWatch) watch(abort func() error, onSent func(*agentv1.StreamRespons
 
 func (w *sendWatch) now() int64 { return int64(time.Since(w.start)) + 1 }
 
-// sweep aborts the streams whose Send has been blocked past the timeout
-// and returns how many.
+// cancelledGrace is how long a Send may stay blocked once its stream was
+// ended (the agent revoked, the replica shutting down) before the sweeper
+// closes the connection: the handler cannot see the end while it is in
+// Send.
+const cancelledGrace = time.Second
+
+// sweep aborts the streams whose Send has been blocked past the timeout,
+// or past cancelledGrace after their stream was ended, and returns how
+// many.
 func (w *sendWatch) sweep() int {
 	now := w.now()
+	grace := min(w.timeout, cancelledGrace)
 	var stalled []*watchedSend
 	w.mu.Lock()
 	for ws := range w.sends {
-		if since := ws.since.Load(); since != 0 && time.Duration(now-since) > w.timeout && !ws.stalled.Load() {
+		since := ws.since.Load()
+		if since == 0 || ws.stalled.Load() {
+			continue
+		}
+		if blocked := time.Duration(now - since); blocked > w.timeout || (blocked > grace && ws.ctx.Err() != nil) {
 			ws.stalled.Store(true)
 			stalled = append(stalled, ws)
 		}
