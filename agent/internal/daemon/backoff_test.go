@@ -10,8 +10,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
-
-	"github.com/cairnhq/cairn/agent/internal/identity"
 )
 
 // resourceExhausted is what the control plane answers a stream it does not
@@ -58,20 +56,12 @@ func TestKeepStreamHonoursRetryHint(t *testing.T) {
 	f := startFakeCP(t)
 	cfg, _ := config(t, f, "")
 	cfg.MaxBackoff = 10 * time.Millisecond
-	d, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, _, conns := enrolledParts(t, f, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	src, err := identity.Enroll(ctx, identity.EnrollConfig{Addr: f.addr, Dir: d.identityDir(), JoinToken: f.newToken(),
-		Trust: cfg.Trust, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const hint = 700 * time.Millisecond
 	var ended, began []time.Time
-	err = d.keepStream(ctx, src, "config stream", func(context.Context, *grpc.ClientConn) (bool, error) {
+	err := d.keepStream(ctx, conns, "config stream", func(context.Context, *grpc.ClientConn) (bool, error) {
 		began = append(began, time.Now())
 		defer func() { ended = append(ended, time.Now()) }()
 		if len(began) == 1 {

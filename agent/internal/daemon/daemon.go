@@ -161,6 +161,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("agent identity", "agent_id", info.AgentID, "tenant_id", info.TenantID,
 			"data_plane_id", info.DataPlaneID, "spiffe_id", info.SPIFFEID, "svid_expires", src.SVID().Certificates[0].NotAfter)
 	}
+	// One connection for the config stream, the trust bundle stream and
+	// report delivery; closed once they have stopped (Run waits for them
+	// before it returns).
+	conns := newSharedConn(func() (*grpc.ClientConn, error) { return src.Dial(d.cfg.Addr) })
+	defer conns.close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var renewing sync.WaitGroup
@@ -190,7 +195,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if syncer != nil {
 		// Reports first: the health server and the local API use the
 		// reporter.
-		closeReports, err := d.startReports(ctx, &renewing, src, syncer, cancel)
+		closeReports, err := d.startReports(ctx, &renewing, src, conns, syncer, cancel)
 		if err != nil {
 			cancel(nil)
 			renewing.Wait()
@@ -200,7 +205,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		renewing.Add(2)
 		go func() {
 			defer renewing.Done()
-			if err := d.configLoop(ctx, src, syncer); err != nil {
+			if err := d.configLoop(ctx, conns, syncer); err != nil {
 				cancel(err)
 			}
 		}()
@@ -224,7 +229,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	err = d.bundleLoop(ctx, src)
+	err = d.bundleLoop(ctx, src, conns)
 	// Stop renewing before returning: a renewal in flight writes the
 	// identity directory.
 	cancel(nil)
@@ -270,6 +275,12 @@ func (d *Daemon) identity(ctx context.Context) (*identity.Source, error) {
 // renewal dials afresh: the control plane refuses calls on a connection
 // whose handshake SVID has expired, and long-lived connections outlive
 // the SVID they opened with.
+//
+// A renewal does not replace the shared connection (sharedConn): the
+// streams on it keep working after its handshake SVID expires (the control
+// plane refuses only new calls), and replacing it at each renewal would end
+// them all half an SVID lifetime before anything needs it. It is replaced
+// when a call on it is refused as unauthenticated.
 func (d *Daemon) renewLoop(ctx context.Context, src *identity.Source) error {
 	renew := func() error {
 		conn, err := src.Dial(d.cfg.Addr)
@@ -309,8 +320,8 @@ func (d *Daemon) renewLoop(ctx context.Context, src *identity.Source) error {
 
 // bundleLoop keeps a WatchBundle stream open, installing each bundle it
 // sends.
-func (d *Daemon) bundleLoop(ctx context.Context, src *identity.Source) error {
-	return d.keepStream(ctx, src, "control plane stream", func(ctx context.Context, conn *grpc.ClientConn) (bool, error) {
+func (d *Daemon) bundleLoop(ctx context.Context, src *identity.Source, conns *sharedConn) error {
+	return d.keepStream(ctx, conns, "control plane stream", func(ctx context.Context, conn *grpc.ClientConn) (bool, error) {
 		stream, err := agentv1.NewIdentityServiceClient(conn).WatchBundle(ctx, &agentv1.WatchBundleRequest{})
 		progress := false
 		for err == nil {
@@ -327,25 +338,21 @@ func (d *Daemon) bundleLoop(ctx context.Context, src *identity.Source) error {
 	})
 }
 
-// keepStream runs session on an mTLS connection until ctx ends, reconnecting
-// with backoff (reset once a session made progress; at least the control
-// plane's retry hint when it refused the stream for load) and on a new
-// connection, so with the current SVID, when the old one was refused as
-// unauthenticated. A refusal of the agent itself ends it with ErrRevoked.
-func (d *Daemon) keepStream(ctx context.Context, src *identity.Source, what string,
+// keepStream runs session on the agent's shared mTLS connection (conns)
+// until ctx ends, reconnecting with backoff (reset once a session made
+// progress; at least the control plane's retry hint when it refused the
+// stream for load), and on a new connection, so with the current SVID,
+// when the old one was refused as unauthenticated. A refusal of the agent
+// itself ends it with ErrRevoked.
+func (d *Daemon) keepStream(ctx context.Context, conns *sharedConn, what string,
 	session func(context.Context, *grpc.ClientConn) (progress bool, err error)) error {
-	var conn *grpc.ClientConn
-	defer func() {
-		if conn != nil {
-			conn.Close()
-		}
-	}()
 	for attempt := 0; ; {
-		if conn == nil {
-			var err error
-			if conn, err = src.Dial(d.cfg.Addr); err != nil {
-				return fmt.Errorf("agent: dial %s: %w", d.cfg.Addr, err)
+		conn, err := conns.get()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
 			}
+			return fmt.Errorf("agent: dial %s: %w", d.cfg.Addr, err)
 		}
 		sctx, cancel := context.WithCancel(context.WithValue(ctx, progressKey{}, func() { d.lastErr.Clear(what) }))
 		progress, err := session(sctx, conn)
@@ -364,8 +371,12 @@ func (d *Daemon) keepStream(ctx context.Context, src *identity.Source, what stri
 		case codes.PermissionDenied:
 			return fmt.Errorf("%w: %s", ErrRevoked, status.Convert(err).Message())
 		case codes.Unauthenticated:
-			conn.Close()
-			conn = nil
+			// The connection's handshake SVID has expired. A new
+			// connection presents the current one; closing this one ends
+			// the other loops' streams on it too, and they reconnect,
+			// after their own backoff, on the new one. The next turn's
+			// get returns the new connection (or the dial's error).
+			_, _ = conns.replace(conn)
 		}
 		delay := d.retryDelay(attempt, err)
 		attempt++
@@ -404,8 +415,8 @@ func (d *Daemon) openSync(src *identity.Source) (*configsync.Syncer, func(), err
 }
 
 // configLoop keeps a config stream open for the syncer.
-func (d *Daemon) configLoop(ctx context.Context, src *identity.Source, syncer *configsync.Syncer) error {
-	return d.keepStream(ctx, src, "config stream", func(ctx context.Context, conn *grpc.ClientConn) (bool, error) {
+func (d *Daemon) configLoop(ctx context.Context, conns *sharedConn, syncer *configsync.Syncer) error {
+	return d.keepStream(ctx, conns, "config stream", func(ctx context.Context, conn *grpc.ClientConn) (bool, error) {
 		before := syncer.Stats().Applied
 		stream, err := agentv1.NewConfigServiceClient(conn).Stream(ctx)
 		if err == nil {

@@ -10,11 +10,13 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,6 +146,15 @@ type fakeCP struct {
 	changed chan struct{}
 	// dropStreams ends every open WatchBundle stream with Unavailable.
 	dropStreams chan struct{}
+	// refuseWatches is how many of the next WatchBundle calls are refused
+	// as Unauthenticated, as calls on a connection whose handshake SVID
+	// has expired are.
+	refuseWatches int
+	// openWatches counts open WatchBundle streams by the agent's end of
+	// their connection.
+	openWatches map[string]int
+	// accepted counts connections accepted.
+	accepted atomic.Int64
 }
 
 // startFakeCP serves a new fake control plane on a free port.
@@ -160,6 +171,7 @@ func newFakeCP(tb testing.TB) *fakeCP {
 	f := &fakeCP{
 		ca: newTestCA(tb), svidLife: time.Hour, tokens: map[string]bool{}, agents: map[string]bool{},
 		watches: map[string]int{}, changed: make(chan struct{}), dropStreams: make(chan struct{}),
+		openWatches: map[string]int{},
 	}
 	f.bundle = []*x509.Certificate{f.ca.cert}
 	return f
@@ -196,7 +208,7 @@ func (f *fakeCP) serve(tb testing.TB, addr string) {
 		tb.Fatal(err)
 	}
 	f.addr = lis.Addr().String()
-	go func() { _ = srv.Serve(lis) }()
+	go func() { _ = srv.Serve(countingListener{lis, &f.accepted}) }()
 	tb.Cleanup(srv.Stop)
 }
 
@@ -267,6 +279,36 @@ func (f *fakeCP) counts() counts {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return counts{f.enrolls, f.renewals, len(f.agents)}
+}
+
+// refuseNextWatches makes the next n WatchBundle calls fail as
+// Unauthenticated.
+func (f *fakeCP) refuseNextWatches(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refuseWatches = n
+}
+
+// openWatchesByConn returns how many WatchBundle streams are open on each
+// connection, by the agent's address.
+func (f *fakeCP) openWatchesByConn() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.openWatches)
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 // watchCount is how many WatchBundle streams agentID has opened.
@@ -363,9 +405,26 @@ func (f *fakeCP) WatchBundle(_ *agentv1.WatchBundleRequest, stream agentv1.Ident
 	if err != nil {
 		return err
 	}
+	from := "?"
+	if p, ok := peer.FromContext(ctx); ok {
+		from = p.Addr.String()
+	}
 	f.mu.Lock()
+	if f.refuseWatches > 0 {
+		f.refuseWatches--
+		f.mu.Unlock()
+		return status.Error(codes.Unauthenticated, "client SVID is expired or not yet valid")
+	}
 	f.watches[agent]++
+	f.openWatches[from]++
 	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.openWatches[from]--; f.openWatches[from] == 0 {
+			delete(f.openWatches, from)
+		}
+	}()
 	for {
 		f.mu.Lock()
 		bundle, changed, drop, revoked := f.bundle, f.changed, f.dropStreams, f.agents[agent]

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/cairnhq/cairn/agent/internal/cache"
 	"github.com/cairnhq/cairn/agent/internal/configsync"
 	"github.com/cairnhq/cairn/agent/internal/identity"
@@ -45,8 +47,10 @@ func TestStatusReadsRendererRaceFree(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.cache = c
+	conns := newSharedConn(func() (*grpc.ClientConn, error) { return src.Dial(cfg.Addr) })
+	defer conns.close()
 	var wg sync.WaitGroup
-	closeReports, err := d.startReports(ctx, &wg, src, syncer, func(error) {})
+	closeReports, err := d.startReports(ctx, &wg, src, conns, syncer, func(error) {})
 	if err != nil {
 		t.Fatal(err)
 	}

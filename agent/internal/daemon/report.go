@@ -37,8 +37,8 @@ type ReportConfig struct {
 const reportQueueFile = "reports.db"
 
 // startReports opens the report queue and starts the reporter and its
-// delivery over mTLS, tracked by wg.
-func (d *Daemon) startReports(ctx context.Context, wg *sync.WaitGroup, src *identity.Source, syncer *configsync.Syncer,
+// delivery on the shared mTLS connection, tracked by wg.
+func (d *Daemon) startReports(ctx context.Context, wg *sync.WaitGroup, src *identity.Source, conns *sharedConn, syncer *configsync.Syncer,
 	fail func(error)) (func(), error) {
 	max := d.cfg.Report.QueueMax
 	if max == 0 {
@@ -68,7 +68,7 @@ func (d *Daemon) startReports(ctx context.Context, wg *sync.WaitGroup, src *iden
 	}()
 	go func() {
 		defer wg.Done()
-		err := d.keepStream(ctx, src, "report delivery", func(ctx context.Context, conn *grpc.ClientConn) (bool, error) {
+		err := d.keepStream(ctx, conns, "report delivery", func(ctx context.Context, conn *grpc.ClientConn) (bool, error) {
 			return r.Deliver(ctx, progressReports{agentv1.NewReportServiceClient(conn)})
 		})
 		if err != nil {
