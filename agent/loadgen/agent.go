@@ -9,9 +9,9 @@
 // them. Nothing is skipped or faked on that path.
 //
 // What cairn-agent does and a simulated agent does not: the local API
-// socket, file rendering, SVID renewal (the benchmark issues day-long
-// SVIDs), and the daemon's three connections (config, trust bundle,
-// reports): here one connection carries all three streams. The reconnect
+// socket, file rendering and SVID renewal (the benchmark issues day-long
+// SVIDs). Like cairn-agent, it holds one connection for its config
+// stream, trust bundle stream and reports. The reconnect
 // policy (full-jitter backoff from one second to 30 seconds, at least the
 // control plane's retry hint, trusted up to ten minutes) is the daemon's:
 // both use agent/internal/retry. No upgrade hook runs, so
