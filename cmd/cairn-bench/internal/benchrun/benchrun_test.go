@@ -57,8 +57,8 @@ func TestHarnessSmallFleet(t *testing.T) {
 		t.Fatalf("figure 1: %d changes; want 2", len(res.PerChange))
 	}
 	for k, c := range res.PerChange {
-		if c.Received != n || c.AckedMs < c.MaxMs || c.MaxMs <= 0 {
-			t.Errorf("figure 1 change %d: %+v; want all %d agents, the last ack recorded after the last apply", k, c, n)
+		if c.Received != n || c.AckedMs < c.MaxMs || c.MaxMs <= 0 || c.SentMs <= 0 {
+			t.Errorf("figure 1 change %d: %+v; want all %d agents, the last ack recorded after the last apply, the control plane's sends seen", k, c, n)
 		}
 	}
 	if !(0 < res.FanoutP50Ms && res.FanoutP50Ms <= res.FanoutP99Ms && res.FanoutP99Ms <= res.FanoutMaxMs) {

@@ -746,16 +746,33 @@ func (r *run) fanOut(ctx context.Context) error {
 		if err := r.arm(groupFleet, rev); err != nil {
 			return err
 		}
+		sentBefore, err := r.deltasSent(ctx)
+		if err != nil {
+			return err
+		}
 		t0 := time.Now()
+		sentCtx, stopSent := context.WithCancel(ctx)
+		sentc := make(chan time.Time, 1)
+		go func() { sentc <- r.waitSent(sentCtx, sentBefore+float64(r.cfg.N)) }()
 		if _, err := r.write(ctx, 0); err != nil {
+			stopSent()
 			return err
 		}
 		written := time.Now()
 		times, missing, err := r.wait(groupFleet)
 		if err != nil {
+			stopSent()
 			return err
 		}
 		c := Change{Revision: rev, WriteMs: ms(written.Sub(t0)), Received: len(times) - missing}
+		// Every agent that applied the delta was sent it: the count is
+		// there now or within a scrape.
+		time.AfterFunc(5*time.Second, stopSent)
+		if sent := <-sentc; !sent.IsZero() {
+			c.SentMs = ms(sent.Sub(t0))
+			r.res.FanoutSentMaxMs = max(r.res.FanoutSentMaxMs, c.SentMs)
+		}
+		stopSent()
 		lat := latencies(times, t0)
 		p := summarize(lat)
 		c.P50Ms, c.P99Ms, c.MaxMs = p.p50, p.p99, p.max
@@ -772,11 +789,34 @@ func (r *run) fanOut(ctx context.Context) error {
 		}
 		all = append(all, lat...)
 		r.res.PerChange = append(r.res.PerChange, c)
-		r.log.Info("change", "k", k, "revision", rev, "applied", c.Received, "p50_ms", c.P50Ms, "p99_ms", c.P99Ms, "max_ms", c.MaxMs, "acked_ms", c.AckedMs, "write_ms", c.WriteMs)
+		r.log.Info("change", "k", k, "revision", rev, "applied", c.Received, "sent_ms", c.SentMs, "p50_ms", c.P50Ms, "p99_ms", c.P99Ms, "max_ms", c.MaxMs, "acked_ms", c.AckedMs, "write_ms", c.WriteMs)
 	}
 	p := summarize(all)
 	r.res.FanoutP50Ms, r.res.FanoutP99Ms, r.res.FanoutMaxMs = p.p50, p.p99, p.max
 	return nil
+}
+
+// deltasSent reads the control plane's count of deltas sent on config
+// streams.
+func (r *run) deltasSent(ctx context.Context) (float64, error) {
+	met, err := r.cp.metrics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return met["cairn_agent_stream_deltas_sent_total"], nil
+}
+
+// waitSent reads the count every 25 ms until it reaches want and returns
+// when it did; the zero time when ctx ended first.
+func (r *run) waitSent(ctx context.Context, want float64) time.Time {
+	for {
+		if n, err := r.deltasSent(ctx); err == nil && n >= want {
+			return time.Now()
+		}
+		if wait.Sleep(ctx, 25*time.Millisecond) != nil {
+			return time.Time{}
+		}
+	}
 }
 
 // serverMemory is a reading of the control plane's memory.
