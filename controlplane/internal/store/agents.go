@@ -171,7 +171,9 @@ func (s *Store) EnrollAgent(ctx context.Context, e Enrollment) (Agent, error) {
 // says why; it must hold no secret. Failing to write it is logged, not
 // returned, since the caller is already answering with the refusal.
 func (s *Store) AuditRefusal(ctx context.Context, a Actor, action, resourceType, resourceID, tenantID, detail string) {
-	err := s.inTx(context.WithoutCancel(ctx), func(q querier) error {
+	// The refused caller may be gone already: the event is written anyway.
+	ctx = context.WithoutCancel(ctx)
+	err := s.inTx(ctx, func(q querier) error {
 		return s.auditDetail(ctx, q, a, action, resourceType, resourceID, tenantID, nil, nil, detail)
 	})
 	if err != nil {

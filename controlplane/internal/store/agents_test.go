@@ -281,3 +281,18 @@ func TestListAgentsFleetQuestions(t *testing.T) {
 		}
 	})
 }
+
+// TestAuditRefusalOutlivesTheCaller: a refusal is audited even when the
+// refused caller's context has already ended (it hung up).
+func TestAuditRefusalOutlivesTheCaller(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		id := "00000000-0000-4000-8000-00000000abcd"
+		s.AuditRefusal(ctx, store.Actor{ID: "spiffe://cairn.test/agent"}, "agent.call.refused", "agent", id, "", "gone")
+		evs, _, err := s.ListAuditEvents(context.Background(), store.AuditFilter{ResourceID: id}, store.Page{Size: 10})
+		if err != nil || len(evs) != 1 || evs[0].Action != "agent.call.refused" {
+			t.Fatalf("audit events %+v, %v; want the refusal", evs, err)
+		}
+	})
+}
