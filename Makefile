@@ -40,7 +40,7 @@ fuzz-short:
 # both stores with the agents' data on tmpfs when there is one, then the
 # ratios of figures 1, 3 and 4. JSON and the printed tables go to
 # $(BENCH_OUT)/fleet-n$(N)-*; the load average before and after each half
-# goes into the text. Long: about 30 minutes at N=10000 on 2 cores.
+# goes into the text. Long: about 20-25 minutes at N=10000 on 2 cores.
 N         ?= 10000
 BENCH_OUT ?= bench/results
 bench: postgres
