@@ -214,11 +214,7 @@ func checkHello(h *agentv1.Hello) error {
 	if len(bad) == 0 {
 		return nil
 	}
-	st := status.New(codes.InvalidArgument, "invalid Hello: "+bad[0].Field+": "+bad[0].Description)
-	if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: bad}); err == nil {
-		st = d
-	}
-	return st.Err()
+	return invalidArgument("invalid Hello", bad)
 }
 
 // heartbeat sends the data plane's signed heartbeat, after the key set if

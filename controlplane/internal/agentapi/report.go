@@ -156,13 +156,20 @@ func reportsFromRequest(req *agentv1.ReportRequest) (store.Reports, error) {
 		add("reports", "at most %d metric points per batch", maxPointsPerBatch)
 	}
 	if len(bad) > 0 {
-		st := status.New(codes.InvalidArgument, "invalid report batch: "+bad[0].Field+": "+bad[0].Description)
-		if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: bad}); err == nil {
-			st = d
-		}
-		return store.Reports{}, st.Err()
+		return store.Reports{}, invalidArgument("invalid report batch", bad)
 	}
 	return out, nil
+}
+
+// invalidArgument is the InvalidArgument error for a request with the
+// field violations bad (at least one): the first in the message, all of
+// them as a google.rpc.BadRequest detail.
+func invalidArgument(what string, bad []*errdetails.BadRequest_FieldViolation) error {
+	st := status.New(codes.InvalidArgument, what+": "+bad[0].Field+": "+bad[0].Description)
+	if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: bad}); err == nil {
+		st = d
+	}
+	return st.Err()
 }
 
 func reportTime(r *agentv1.Report) time.Time {
