@@ -3,7 +3,6 @@ package agentapi
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/cairnhq/cairn/controlplane/internal/store"
@@ -42,54 +41,34 @@ const positionBatch = 500
 // move forward within a stream, and a newer stream's position replaces an
 // older stream's). A position is a record of where an agent stands, not a
 // condition of what is sent next, so writing it a little later changes no
-// stream's behaviour; a batch that fails is logged once, not per agent,
-// and not retried: each of its agents' next position replaces it.
+// stream's behaviour. A batch that fails is written again one position at
+// a time, so that one position the database refuses loses only its own
+// agent's; failures are logged once a batch, not per agent, and not
+// retried further: each agent's next position replaces its failed one.
+// stop writes what is pending and stops the writers; positions put after
+// stop are not written.
 type positions struct {
 	// putSyncs stores a batch: the store's PutAgentSyncs; tests wrap it.
 	putSyncs func(context.Context, []store.AgentSync) error
 	log      *slog.Logger
-	writers  int
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	pending map[string]store.AgentSync // newest unwritten position per agent
-	queue   []string                   // agents with a pending position and no write in flight, oldest first
-	busy    map[string]bool            // agents whose position is being written
-	closed  bool
-	done    sync.WaitGroup
-	running bool
+	writerPool                            // its mu guards the fields below
+	pending    map[string]store.AgentSync // newest unwritten position per agent
+	queue      []string                   // agents with a pending position and no write in flight, oldest first
+	busy       map[string]bool            // agents whose position is being written
 }
 
-// newPositions returns a writer with writers goroutines once started: one
-// for SQLite, whose writes serialize anyway; two for server databases, so
-// that one batch is gathered and written while the other's transaction
-// waits on its round trips. As a writer takes every waiting agent up to
-// positionBatch, more writers would mostly split the backlog into smaller
-// transactions and take more of the connection pool the streams' reads
-// share. They are few, so they take no storeSlots and do not queue behind
-// agents' calls.
+// newPositions returns positions with the writer pool's writers once
+// started. As a writer takes every waiting agent up to positionBatch, a
+// few writers are enough (writerPool).
 func newPositions(st *store.Store, log *slog.Logger) *positions {
-	writers := 2
-	if st.Backend() == "sqlite" {
-		writers = 1
-	}
-	p := &positions{putSyncs: st.PutAgentSyncs, log: log, writers: writers, pending: map[string]store.AgentSync{}, busy: map[string]bool{}}
-	p.cond = sync.NewCond(&p.mu)
+	p := &positions{putSyncs: st.PutAgentSyncs, log: log, pending: map[string]store.AgentSync{}, busy: map[string]bool{}}
+	p.init(st)
 	return p
 }
 
 // start starts the writers; stop stops them.
-func (p *positions) start() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.running || p.closed {
-		return
-	}
-	p.running = true
-	for range p.writers {
-		p.done.Go(p.write)
-	}
-}
+func (p *positions) start() { p.run(p.write) }
 
 // put hands over an agent's newest position. It never blocks on the
 // database.
@@ -165,14 +144,4 @@ func (p *positions) store(batch []store.AgentSync) {
 	if failed > 0 {
 		p.log.Warn("record agent syncs", "agents", failed, "error", err)
 	}
-}
-
-// stop writes what is pending and stops the writers. Positions put after
-// stop are not written.
-func (p *positions) stop() {
-	p.mu.Lock()
-	p.closed = true
-	p.cond.Broadcast()
-	p.mu.Unlock()
-	p.done.Wait()
 }

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -39,14 +38,9 @@ const (
 type reportGroups struct {
 	ingestMany func(context.Context, []store.Reports) ([]int64, error)
 	log        *slog.Logger
-	writers    int
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	queue   []*reportCall
-	closed  bool
-	running bool
-	done    sync.WaitGroup
+	writerPool               // its mu guards queue
+	queue      []*reportCall // oldest first
 }
 
 type reportCall struct {
@@ -60,41 +54,17 @@ type reportResult struct {
 	err   error
 }
 
-// newReportGroups returns groups with one writer on SQLite, whose writes
-// serialize anyway, and two on server databases, which share their pool
-// with the streams' reads and the positions writers.
+// newReportGroups returns groups with the writer pool's writers once
+// started.
 func newReportGroups(st *store.Store, log *slog.Logger) *reportGroups {
-	writers := 2
-	if st.Backend() == "sqlite" {
-		writers = 1
-	}
-	g := &reportGroups{ingestMany: st.IngestReportsMany, log: log, writers: writers}
-	g.cond = sync.NewCond(&g.mu)
+	g := &reportGroups{ingestMany: st.IngestReportsMany, log: log}
+	g.init(st)
 	return g
 }
 
-// start starts the writers.
-func (g *reportGroups) start() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.running || g.closed {
-		return
-	}
-	g.running = true
-	for range g.writers {
-		g.done.Go(g.write)
-	}
-}
-
-// stop stores what waits and stops the writers; later calls are refused
-// with Unavailable.
-func (g *reportGroups) stop() {
-	g.mu.Lock()
-	g.closed = true
-	g.cond.Broadcast()
-	g.mu.Unlock()
-	g.done.Wait()
-}
+// start starts the writers. stop (writerPool's) stores what waits and
+// stops them; later calls are refused with Unavailable.
+func (g *reportGroups) start() { g.run(g.write) }
 
 var errReportsStopped = status.Error(codes.Unavailable, "control plane shutting down; reconnect")
 
