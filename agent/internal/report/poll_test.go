@@ -103,7 +103,11 @@ func TestStatusPacer(t *testing.T) {
 				StatusEvery:   every,
 				ProgressDelay: pd,
 			})
-			p := &statusPacer{every: r.cfg.StatusEvery, delay: r.cfg.ProgressDelay}
+			// The latest deadline the draw allows, which the steps'
+			// one-second moves are written for; TestStatusPacerDraw
+			// covers the real draw.
+			p := &statusPacer{every: r.cfg.StatusEvery, delay: r.cfg.ProgressDelay,
+				draw: func(n int64) int64 { return n - 1 }}
 			var deadline time.Time // of the first pending progress seen
 			queued := 0
 			for i, s := range tc.steps {
@@ -121,8 +125,8 @@ func TestStatusPacer(t *testing.T) {
 				}
 				if deadline.IsZero() && !p.progress.IsZero() {
 					deadline = p.progress
-					if pd > 0 && (!deadline.After(now) || deadline.After(now.Add(pd))) {
-						t.Fatalf("step %d: progress seen at %v is due at %v; want within (0, %v] of it", i, now.Sub(start), deadline.Sub(start), pd)
+					if want := now.Add(pd); !deadline.Equal(want) {
+						t.Fatalf("step %d: progress seen at %v is due at %v; want %v", i, now.Sub(start), deadline.Sub(start), want.Sub(start))
 					}
 				}
 				got := queuedStatuses(t, r)
@@ -135,6 +139,32 @@ func TestStatusPacer(t *testing.T) {
 				queued = len(got)
 			}
 		})
+	}
+}
+
+// TestStatusPacerDraw checks the pacer's own random draw: pending
+// progress is due within (0, delay] of when it was first seen, and not
+// always at the same moment (agents that applied a change together must
+// spread their reports).
+func TestStatusPacerDraw(t *testing.T) {
+	const delay = 10 * time.Second
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	last := &agentv1.AgentStatus{AppliedRevision: 1, StateHash: "h1"}
+	next := &agentv1.AgentStatus{AppliedRevision: 2, StateHash: "h2"}
+	seen := map[time.Time]bool{}
+	for range 1000 {
+		p := &statusPacer{every: time.Hour, delay: delay}
+		p.queued(last, now)
+		if p.due(next, now) {
+			t.Fatal("progress due at once")
+		}
+		if !p.progress.After(now) || p.progress.After(now.Add(delay)) {
+			t.Fatalf("progress due %v after it was seen; want within (0, %v]", p.progress.Sub(now), delay)
+		}
+		seen[p.progress] = true
+	}
+	if len(seen) < 2 {
+		t.Fatalf("1,000 draws gave %d deadline(s); want them spread", len(seen))
 	}
 }
 

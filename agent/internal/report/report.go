@@ -258,6 +258,9 @@ func (r *Reporter) pollStatus(p *statusPacer) error {
 type statusPacer struct {
 	every time.Duration // Config.StatusEvery
 	delay time.Duration // Config.ProgressDelay; negative: progress at once
+	// draw returns a uniformly random value in [0, n): when progress is
+	// due within the delay. Nil is math/rand/v2's Int64N; tests pin it.
+	draw func(n int64) int64
 
 	last     *agentv1.AgentStatus // the last status queued; nil before the first
 	resend   time.Time            // when last is queued again, unchanged
@@ -278,7 +281,11 @@ func (p *statusPacer) due(st *agentv1.AgentStatus, now time.Time) bool {
 			return true
 		}
 		if p.progress.IsZero() {
-			p.progress = now.Add(time.Duration(rand.Int64N(int64(p.delay))) + 1)
+			draw := p.draw
+			if draw == nil {
+				draw = rand.Int64N
+			}
+			p.progress = now.Add(time.Duration(draw(int64(p.delay))) + 1)
 		}
 		return !now.Before(p.progress)
 	default:
