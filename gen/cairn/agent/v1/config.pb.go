@@ -139,7 +139,7 @@ func (x Operation_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Operation_Kind.Descriptor instead.
 func (Operation_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{8, 0}
+	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{9, 0}
 }
 
 type StreamRequest struct {
@@ -252,8 +252,13 @@ type Hello struct {
 	Epoch string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// The version of the signing key set the agent holds; 0 for none.
 	KeySetVersion int64 `protobuf:"varint,4,opt,name=key_set_version,json=keySetVersion,proto3" json:"key_set_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Send the trust bundle on this stream: a TrustBundle message before
+	// anything else, and another whenever the bundle changes. A control
+	// plane older than this field ignores it and sends none; an agent that
+	// renews its SVID with RenewSVID also gets the bundle in every answer.
+	WantTrustBundle bool `protobuf:"varint,5,opt,name=want_trust_bundle,json=wantTrustBundle,proto3" json:"want_trust_bundle,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -312,6 +317,13 @@ func (x *Hello) GetKeySetVersion() int64 {
 		return x.KeySetVersion
 	}
 	return 0
+}
+
+func (x *Hello) GetWantTrustBundle() bool {
+	if x != nil {
+		return x.WantTrustBundle
+	}
+	return false
 }
 
 type Ack struct {
@@ -443,6 +455,7 @@ type StreamResponse struct {
 	//	*StreamResponse_KeySet
 	//	*StreamResponse_Update
 	//	*StreamResponse_Heartbeat
+	//	*StreamResponse_TrustBundle
 	Msg           isStreamResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -519,6 +532,15 @@ func (x *StreamResponse) GetHeartbeat() *SignedEnvelope {
 	return nil
 }
 
+func (x *StreamResponse) GetTrustBundle() *TrustBundle {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamResponse_TrustBundle); ok {
+			return x.TrustBundle
+		}
+	}
+	return nil
+}
+
 type isStreamResponse_Msg interface {
 	isStreamResponse_Msg()
 }
@@ -539,11 +561,68 @@ type StreamResponse_Heartbeat struct {
 	Heartbeat *SignedEnvelope `protobuf:"bytes,4,opt,name=heartbeat,proto3,oneof"`
 }
 
+type StreamResponse_TrustBundle struct {
+	// The trust bundle, sent only when Hello.want_trust_bundle is set. It
+	// is not acknowledged (its nonce is empty).
+	TrustBundle *TrustBundle `protobuf:"bytes,5,opt,name=trust_bundle,json=trustBundle,proto3,oneof"`
+}
+
 func (*StreamResponse_KeySet) isStreamResponse_Msg() {}
 
 func (*StreamResponse_Update) isStreamResponse_Msg() {}
 
 func (*StreamResponse_Heartbeat) isStreamResponse_Msg() {}
+
+func (*StreamResponse_TrustBundle) isStreamResponse_Msg() {}
+
+// TrustBundle is the trust domain's X.509 CA certificates (DER), which
+// verify the control plane's SVIDs; the same as
+// IdentityService.WatchBundle sends. It comes over the mTLS connection the
+// agent verified with the bundle it holds; cairn-agent installs it only if
+// it still verifies its own SVID.
+type TrustBundle struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificates  [][]byte               `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustBundle) Reset() {
+	*x = TrustBundle{}
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustBundle) ProtoMessage() {}
+
+func (x *TrustBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustBundle.ProtoReflect.Descriptor instead.
+func (*TrustBundle) Descriptor() ([]byte, []int) {
+	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *TrustBundle) GetCertificates() [][]byte {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
 
 // SignedEnvelope is a DSSE envelope: signatures cover
 // PAE(payload_type, payload), so the exact payload bytes are what is
@@ -560,7 +639,7 @@ type SignedEnvelope struct {
 
 func (x *SignedEnvelope) Reset() {
 	*x = SignedEnvelope{}
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[5]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +651,7 @@ func (x *SignedEnvelope) String() string {
 func (*SignedEnvelope) ProtoMessage() {}
 
 func (x *SignedEnvelope) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[5]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +664,7 @@ func (x *SignedEnvelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedEnvelope.ProtoReflect.Descriptor instead.
 func (*SignedEnvelope) Descriptor() ([]byte, []int) {
-	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SignedEnvelope) GetPayloadType() string {
@@ -619,7 +698,7 @@ type Signature struct {
 
 func (x *Signature) Reset() {
 	*x = Signature{}
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[6]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +710,7 @@ func (x *Signature) String() string {
 func (*Signature) ProtoMessage() {}
 
 func (x *Signature) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[6]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +723,7 @@ func (x *Signature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Signature.ProtoReflect.Descriptor instead.
 func (*Signature) Descriptor() ([]byte, []int) {
-	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Signature) GetKeyId() string {
@@ -681,7 +760,7 @@ type DeltaPayload struct {
 
 func (x *DeltaPayload) Reset() {
 	*x = DeltaPayload{}
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[7]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +772,7 @@ func (x *DeltaPayload) String() string {
 func (*DeltaPayload) ProtoMessage() {}
 
 func (x *DeltaPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[7]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +785,7 @@ func (x *DeltaPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeltaPayload.ProtoReflect.Descriptor instead.
 func (*DeltaPayload) Descriptor() ([]byte, []int) {
-	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeltaPayload) GetDataPlaneId() string {
@@ -775,7 +854,7 @@ type Operation struct {
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[8]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -787,7 +866,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[8]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -800,7 +879,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Operation) GetKind() Operation_Kind {
@@ -839,7 +918,7 @@ type Document struct {
 
 func (x *Document) Reset() {
 	*x = Document{}
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[9]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +930,7 @@ func (x *Document) String() string {
 func (*Document) ProtoMessage() {}
 
 func (x *Document) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[9]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +943,7 @@ func (x *Document) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Document.ProtoReflect.Descriptor instead.
 func (*Document) Descriptor() ([]byte, []int) {
-	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Document) GetId() string {
@@ -953,7 +1032,7 @@ type ResetPayload struct {
 
 func (x *ResetPayload) Reset() {
 	*x = ResetPayload{}
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[10]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1044,7 @@ func (x *ResetPayload) String() string {
 func (*ResetPayload) ProtoMessage() {}
 
 func (x *ResetPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[10]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1057,7 @@ func (x *ResetPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetPayload.ProtoReflect.Descriptor instead.
 func (*ResetPayload) Descriptor() ([]byte, []int) {
-	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResetPayload) GetDataPlaneId() string {
@@ -1029,7 +1108,7 @@ type SnapshotChunkPayload struct {
 
 func (x *SnapshotChunkPayload) Reset() {
 	*x = SnapshotChunkPayload{}
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[11]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1120,7 @@ func (x *SnapshotChunkPayload) String() string {
 func (*SnapshotChunkPayload) ProtoMessage() {}
 
 func (x *SnapshotChunkPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[11]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1133,7 @@ func (x *SnapshotChunkPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunkPayload.ProtoReflect.Descriptor instead.
 func (*SnapshotChunkPayload) Descriptor() ([]byte, []int) {
-	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SnapshotChunkPayload) GetDataPlaneId() string {
@@ -1101,7 +1180,7 @@ type SnapshotEndPayload struct {
 
 func (x *SnapshotEndPayload) Reset() {
 	*x = SnapshotEndPayload{}
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[12]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1192,7 @@ func (x *SnapshotEndPayload) String() string {
 func (*SnapshotEndPayload) ProtoMessage() {}
 
 func (x *SnapshotEndPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[12]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1205,7 @@ func (x *SnapshotEndPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEndPayload.ProtoReflect.Descriptor instead.
 func (*SnapshotEndPayload) Descriptor() ([]byte, []int) {
-	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SnapshotEndPayload) GetDataPlaneId() string {
@@ -1193,7 +1272,7 @@ type HeartbeatPayload struct {
 
 func (x *HeartbeatPayload) Reset() {
 	*x = HeartbeatPayload{}
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[13]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1284,7 @@ func (x *HeartbeatPayload) String() string {
 func (*HeartbeatPayload) ProtoMessage() {}
 
 func (x *HeartbeatPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_cairn_agent_v1_config_proto_msgTypes[13]
+	mi := &file_cairn_agent_v1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1297,7 @@ func (x *HeartbeatPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatPayload.ProtoReflect.Descriptor instead.
 func (*HeartbeatPayload) Descriptor() ([]byte, []int) {
-	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_cairn_agent_v1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HeartbeatPayload) GetDataPlaneId() string {
@@ -1265,13 +1344,14 @@ const file_cairn_agent_v1_config_proto_rawDesc = "" +
 	"\x05hello\x18\x01 \x01(\v2\x15.cairn.agent.v1.HelloH\x00R\x05hello\x12'\n" +
 	"\x03ack\x18\x02 \x01(\v2\x13.cairn.agent.v1.AckH\x00R\x03ack\x12*\n" +
 	"\x04nack\x18\x03 \x01(\v2\x14.cairn.agent.v1.NackH\x00R\x04nackB\x05\n" +
-	"\x03msg\"\x8f\x01\n" +
+	"\x03msg\"\xbb\x01\n" +
 	"\x05Hello\x12)\n" +
 	"\x10applied_revision\x18\x01 \x01(\x03R\x0fappliedRevision\x12\x1d\n" +
 	"\n" +
 	"state_hash\x18\x02 \x01(\tR\tstateHash\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12&\n" +
-	"\x0fkey_set_version\x18\x04 \x01(\x03R\rkeySetVersion\"7\n" +
+	"\x0fkey_set_version\x18\x04 \x01(\x03R\rkeySetVersion\x12*\n" +
+	"\x11want_trust_bundle\x18\x05 \x01(\bR\x0fwantTrustBundle\"7\n" +
 	"\x03Ack\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x14\n" +
 	"\x05nonce\x18\x02 \x01(\tR\x05nonce\"\x84\x01\n" +
@@ -1279,13 +1359,16 @@ const file_cairn_agent_v1_config_proto_rawDesc = "" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x14\n" +
 	"\x05nonce\x18\x02 \x01(\tR\x05nonce\x122\n" +
 	"\x06reason\x18\x03 \x01(\x0e2\x1a.cairn.agent.v1.NackReasonR\x06reason\x12\x16\n" +
-	"\x06detail\x18\x04 \x01(\tR\x06detail\"\xe2\x01\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"\xa4\x02\n" +
 	"\x0eStreamResponse\x12\x14\n" +
 	"\x05nonce\x18\x01 \x01(\tR\x05nonce\x129\n" +
 	"\akey_set\x18\x02 \x01(\v2\x1e.cairn.agent.v1.SignedEnvelopeH\x00R\x06keySet\x128\n" +
 	"\x06update\x18\x03 \x01(\v2\x1e.cairn.agent.v1.SignedEnvelopeH\x00R\x06update\x12>\n" +
-	"\theartbeat\x18\x04 \x01(\v2\x1e.cairn.agent.v1.SignedEnvelopeH\x00R\theartbeatB\x05\n" +
-	"\x03msg\"\x88\x01\n" +
+	"\theartbeat\x18\x04 \x01(\v2\x1e.cairn.agent.v1.SignedEnvelopeH\x00R\theartbeat\x12@\n" +
+	"\ftrust_bundle\x18\x05 \x01(\v2\x1b.cairn.agent.v1.TrustBundleH\x00R\vtrustBundleB\x05\n" +
+	"\x03msg\"1\n" +
+	"\vTrustBundle\x12\"\n" +
+	"\fcertificates\x18\x01 \x03(\fR\fcertificates\"\x88\x01\n" +
 	"\x0eSignedEnvelope\x12!\n" +
 	"\fpayload_type\x18\x01 \x01(\tR\vpayloadType\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x129\n" +
@@ -1400,7 +1483,7 @@ func file_cairn_agent_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_cairn_agent_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_cairn_agent_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_cairn_agent_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_cairn_agent_v1_config_proto_goTypes = []any{
 	(NackReason)(0),               // 0: cairn.agent.v1.NackReason
 	(Operation_Kind)(0),           // 1: cairn.agent.v1.Operation.Kind
@@ -1409,47 +1492,49 @@ var file_cairn_agent_v1_config_proto_goTypes = []any{
 	(*Ack)(nil),                   // 4: cairn.agent.v1.Ack
 	(*Nack)(nil),                  // 5: cairn.agent.v1.Nack
 	(*StreamResponse)(nil),        // 6: cairn.agent.v1.StreamResponse
-	(*SignedEnvelope)(nil),        // 7: cairn.agent.v1.SignedEnvelope
-	(*Signature)(nil),             // 8: cairn.agent.v1.Signature
-	(*DeltaPayload)(nil),          // 9: cairn.agent.v1.DeltaPayload
-	(*Operation)(nil),             // 10: cairn.agent.v1.Operation
-	(*Document)(nil),              // 11: cairn.agent.v1.Document
-	(*ResetPayload)(nil),          // 12: cairn.agent.v1.ResetPayload
-	(*SnapshotChunkPayload)(nil),  // 13: cairn.agent.v1.SnapshotChunkPayload
-	(*SnapshotEndPayload)(nil),    // 14: cairn.agent.v1.SnapshotEndPayload
-	(*HeartbeatPayload)(nil),      // 15: cairn.agent.v1.HeartbeatPayload
-	nil,                           // 16: cairn.agent.v1.Document.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*TrustBundle)(nil),           // 7: cairn.agent.v1.TrustBundle
+	(*SignedEnvelope)(nil),        // 8: cairn.agent.v1.SignedEnvelope
+	(*Signature)(nil),             // 9: cairn.agent.v1.Signature
+	(*DeltaPayload)(nil),          // 10: cairn.agent.v1.DeltaPayload
+	(*Operation)(nil),             // 11: cairn.agent.v1.Operation
+	(*Document)(nil),              // 12: cairn.agent.v1.Document
+	(*ResetPayload)(nil),          // 13: cairn.agent.v1.ResetPayload
+	(*SnapshotChunkPayload)(nil),  // 14: cairn.agent.v1.SnapshotChunkPayload
+	(*SnapshotEndPayload)(nil),    // 15: cairn.agent.v1.SnapshotEndPayload
+	(*HeartbeatPayload)(nil),      // 16: cairn.agent.v1.HeartbeatPayload
+	nil,                           // 17: cairn.agent.v1.Document.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
 }
 var file_cairn_agent_v1_config_proto_depIdxs = []int32{
 	3,  // 0: cairn.agent.v1.StreamRequest.hello:type_name -> cairn.agent.v1.Hello
 	4,  // 1: cairn.agent.v1.StreamRequest.ack:type_name -> cairn.agent.v1.Ack
 	5,  // 2: cairn.agent.v1.StreamRequest.nack:type_name -> cairn.agent.v1.Nack
 	0,  // 3: cairn.agent.v1.Nack.reason:type_name -> cairn.agent.v1.NackReason
-	7,  // 4: cairn.agent.v1.StreamResponse.key_set:type_name -> cairn.agent.v1.SignedEnvelope
-	7,  // 5: cairn.agent.v1.StreamResponse.update:type_name -> cairn.agent.v1.SignedEnvelope
-	7,  // 6: cairn.agent.v1.StreamResponse.heartbeat:type_name -> cairn.agent.v1.SignedEnvelope
-	8,  // 7: cairn.agent.v1.SignedEnvelope.signatures:type_name -> cairn.agent.v1.Signature
-	17, // 8: cairn.agent.v1.DeltaPayload.issue_time:type_name -> google.protobuf.Timestamp
-	17, // 9: cairn.agent.v1.DeltaPayload.expire_time:type_name -> google.protobuf.Timestamp
-	10, // 10: cairn.agent.v1.DeltaPayload.operations:type_name -> cairn.agent.v1.Operation
-	1,  // 11: cairn.agent.v1.Operation.kind:type_name -> cairn.agent.v1.Operation.Kind
-	11, // 12: cairn.agent.v1.Operation.document:type_name -> cairn.agent.v1.Document
-	16, // 13: cairn.agent.v1.Document.labels:type_name -> cairn.agent.v1.Document.LabelsEntry
-	17, // 14: cairn.agent.v1.ResetPayload.issue_time:type_name -> google.protobuf.Timestamp
-	17, // 15: cairn.agent.v1.ResetPayload.expire_time:type_name -> google.protobuf.Timestamp
-	11, // 16: cairn.agent.v1.SnapshotChunkPayload.documents:type_name -> cairn.agent.v1.Document
-	17, // 17: cairn.agent.v1.SnapshotEndPayload.issue_time:type_name -> google.protobuf.Timestamp
-	17, // 18: cairn.agent.v1.SnapshotEndPayload.expire_time:type_name -> google.protobuf.Timestamp
-	17, // 19: cairn.agent.v1.HeartbeatPayload.issue_time:type_name -> google.protobuf.Timestamp
-	17, // 20: cairn.agent.v1.HeartbeatPayload.expire_time:type_name -> google.protobuf.Timestamp
-	2,  // 21: cairn.agent.v1.ConfigService.Stream:input_type -> cairn.agent.v1.StreamRequest
-	6,  // 22: cairn.agent.v1.ConfigService.Stream:output_type -> cairn.agent.v1.StreamResponse
-	22, // [22:23] is the sub-list for method output_type
-	21, // [21:22] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	8,  // 4: cairn.agent.v1.StreamResponse.key_set:type_name -> cairn.agent.v1.SignedEnvelope
+	8,  // 5: cairn.agent.v1.StreamResponse.update:type_name -> cairn.agent.v1.SignedEnvelope
+	8,  // 6: cairn.agent.v1.StreamResponse.heartbeat:type_name -> cairn.agent.v1.SignedEnvelope
+	7,  // 7: cairn.agent.v1.StreamResponse.trust_bundle:type_name -> cairn.agent.v1.TrustBundle
+	9,  // 8: cairn.agent.v1.SignedEnvelope.signatures:type_name -> cairn.agent.v1.Signature
+	18, // 9: cairn.agent.v1.DeltaPayload.issue_time:type_name -> google.protobuf.Timestamp
+	18, // 10: cairn.agent.v1.DeltaPayload.expire_time:type_name -> google.protobuf.Timestamp
+	11, // 11: cairn.agent.v1.DeltaPayload.operations:type_name -> cairn.agent.v1.Operation
+	1,  // 12: cairn.agent.v1.Operation.kind:type_name -> cairn.agent.v1.Operation.Kind
+	12, // 13: cairn.agent.v1.Operation.document:type_name -> cairn.agent.v1.Document
+	17, // 14: cairn.agent.v1.Document.labels:type_name -> cairn.agent.v1.Document.LabelsEntry
+	18, // 15: cairn.agent.v1.ResetPayload.issue_time:type_name -> google.protobuf.Timestamp
+	18, // 16: cairn.agent.v1.ResetPayload.expire_time:type_name -> google.protobuf.Timestamp
+	12, // 17: cairn.agent.v1.SnapshotChunkPayload.documents:type_name -> cairn.agent.v1.Document
+	18, // 18: cairn.agent.v1.SnapshotEndPayload.issue_time:type_name -> google.protobuf.Timestamp
+	18, // 19: cairn.agent.v1.SnapshotEndPayload.expire_time:type_name -> google.protobuf.Timestamp
+	18, // 20: cairn.agent.v1.HeartbeatPayload.issue_time:type_name -> google.protobuf.Timestamp
+	18, // 21: cairn.agent.v1.HeartbeatPayload.expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 22: cairn.agent.v1.ConfigService.Stream:input_type -> cairn.agent.v1.StreamRequest
+	6,  // 23: cairn.agent.v1.ConfigService.Stream:output_type -> cairn.agent.v1.StreamResponse
+	23, // [23:24] is the sub-list for method output_type
+	22, // [22:23] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_cairn_agent_v1_config_proto_init() }
@@ -1466,6 +1551,7 @@ func file_cairn_agent_v1_config_proto_init() {
 		(*StreamResponse_KeySet)(nil),
 		(*StreamResponse_Update)(nil),
 		(*StreamResponse_Heartbeat)(nil),
+		(*StreamResponse_TrustBundle)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1473,7 +1559,7 @@ func file_cairn_agent_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairn_agent_v1_config_proto_rawDesc), len(file_cairn_agent_v1_config_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

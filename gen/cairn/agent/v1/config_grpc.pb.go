@@ -33,7 +33,9 @@ type ConfigServiceClient interface {
 	// Stream: the agent sends Hello first, then an Ack or Nack for every
 	// update; the control plane sends the signing key set, then deltas since
 	// the agent's revision (or a reset and snapshot when its log no longer
-	// reaches back), then live deltas and heartbeats.
+	// reaches back), then live deltas and heartbeats. An agent that sets
+	// Hello.want_trust_bundle also gets the trust bundle, first and whenever
+	// it changes, and needs no IdentityService.WatchBundle stream.
 	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamRequest, StreamResponse], error)
 }
 
@@ -69,7 +71,9 @@ type ConfigServiceServer interface {
 	// Stream: the agent sends Hello first, then an Ack or Nack for every
 	// update; the control plane sends the signing key set, then deltas since
 	// the agent's revision (or a reset and snapshot when its log no longer
-	// reaches back), then live deltas and heartbeats.
+	// reaches back), then live deltas and heartbeats. An agent that sets
+	// Hello.want_trust_bundle also gets the trust bundle, first and whenever
+	// it changes, and needs no IdentityService.WatchBundle stream.
 	Stream(grpc.BidiStreamingServer[StreamRequest, StreamResponse]) error
 	mustEmbedUnimplementedConfigServiceServer()
 }

@@ -42,7 +42,9 @@ type ConfigServiceClient interface {
 	// Stream: the agent sends Hello first, then an Ack or Nack for every
 	// update; the control plane sends the signing key set, then deltas since
 	// the agent's revision (or a reset and snapshot when its log no longer
-	// reaches back), then live deltas and heartbeats.
+	// reaches back), then live deltas and heartbeats. An agent that sets
+	// Hello.want_trust_bundle also gets the trust bundle, first and whenever
+	// it changes, and needs no IdentityService.WatchBundle stream.
 	Stream(context.Context) *connect.BidiStreamForClient[v1.StreamRequest, v1.StreamResponse]
 }
 
@@ -81,7 +83,9 @@ type ConfigServiceHandler interface {
 	// Stream: the agent sends Hello first, then an Ack or Nack for every
 	// update; the control plane sends the signing key set, then deltas since
 	// the agent's revision (or a reset and snapshot when its log no longer
-	// reaches back), then live deltas and heartbeats.
+	// reaches back), then live deltas and heartbeats. An agent that sets
+	// Hello.want_trust_bundle also gets the trust bundle, first and whenever
+	// it changes, and needs no IdentityService.WatchBundle stream.
 	Stream(context.Context, *connect.BidiStream[v1.StreamRequest, v1.StreamResponse]) error
 }
 
