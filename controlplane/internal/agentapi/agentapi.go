@@ -284,7 +284,8 @@ func (s *Server) renewServing() error {
 
 // Run serves until ctx ends. Beside the gRPC server it polls for
 // revocations, renews the serving SVID at half its life, and rotates the
-// CA on schedule, telling WatchBundle streams when the bundle changes.
+// CA on schedule, telling the streams that follow the bundle when it
+// changes.
 func (s *Server) Run(ctx context.Context) error {
 	// Positions are written until the streams have ended, then the last
 	// ones are flushed.
@@ -421,29 +422,45 @@ func (s *Server) maintainCA() {
 	}
 }
 
-// bundleWatch broadcasts the current bundle to WatchBundle streams.
+// bundleWatch holds the current bundle and tells its subscribers
+// (WatchBundle streams, config streams whose agent asked for it with
+// Hello.want_trust_bundle) when it changes.
 type bundleWatch struct {
-	mu      sync.Mutex
-	certs   []*x509.Certificate
-	changed chan struct{}
+	mu    sync.Mutex
+	certs []*x509.Certificate
+	subs  map[*func()]struct{}
 }
 
 func newBundleWatch(c []*x509.Certificate) *bundleWatch {
-	return &bundleWatch{certs: c, changed: make(chan struct{})}
+	return &bundleWatch{certs: c, subs: map[*func()]struct{}{}}
 }
 
-func (b *bundleWatch) get() ([]*x509.Certificate, <-chan struct{}) {
+// subscribe calls fn, with the watch's lock held, whenever the bundle
+// changes, until the returned function is called.
+func (b *bundleWatch) subscribe(fn func()) (cancel func()) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.certs, b.changed
+	b.subs[&fn] = struct{}{}
+	return func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		delete(b.subs, &fn)
+	}
+}
+
+func (b *bundleWatch) get() []*x509.Certificate {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.certs
 }
 
 func (b *bundleWatch) set(c []*x509.Certificate) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.certs = c
-	close(b.changed)
-	b.changed = make(chan struct{})
+	for fn := range b.subs {
+		(*fn)()
+	}
 }
 
 func derList(cs []*x509.Certificate) [][]byte {

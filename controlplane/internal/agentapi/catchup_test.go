@@ -2,6 +2,8 @@ package agentapi_test
 
 import (
 	"context"
+	"database/sql"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/cairnhq/cairn/controlplane/internal/fanout"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
 	"github.com/cairnhq/cairn/internal/configstate"
+	"github.com/cairnhq/cairn/internal/storetest"
 )
 
 // An agent whose claimed state is not the control plane's gets a snapshot
@@ -83,4 +86,55 @@ func openStreamWithin(t *testing.T, limit time.Duration, e *env, a *testAgent, h
 		t.Fatal(err)
 	}
 	return &streamClient{t: t, stream: stream, ver: ver}
+}
+
+// TestCatchUpRetriesStoreErrors: a catch-up that cannot read the store
+// (here a table is gone for a moment) is tried again on the same stream,
+// which stays open; ending it, as the stream once did, sends every agent of
+// a replica through reconnection and admission at once when the store
+// blips. A retried catch-up still knows what it had found: an agent whose
+// state is not the log's gets its snapshot once the store is back. SQLite
+// only: renaming a table under PostgreSQL does not break the statements
+// the pool has prepared.
+func TestCatchUpRetriesStoreErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, table string
+		hello       *agentv1.Hello
+		want, nonce string
+	}{
+		{"head unreadable, agent behind", "data_plane_heads",
+			&agentv1.Hello{StateHash: configstate.EmptyHash, Epoch: "e"}, fanout.DeltaType, "1"},
+		// At the head's revision with another state: a snapshot, whose
+		// documents cannot be read at first.
+		{"documents unreadable, agent diverged", "config_documents",
+			&agentv1.Hello{AppliedRevision: 1, StateHash: configstate.EmptyHash, Epoch: "e"}, fanout.ResetType, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := storetest.SQLiteURL(t)
+			e := start(t, options{StoreURL: url, HeartbeatEvery: time.Hour})
+			a := e.enrollAgent(t, e.DP.ID)
+			putDoc(t, e, "a")
+			db, err := sql.Open("sqlite", strings.TrimPrefix(url, "sqlite:"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			exec := func(q string) {
+				t.Helper()
+				if _, err := db.Exec(q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			exec(`ALTER TABLE ` + tc.table + ` RENAME TO away`)
+			c := openStreamWithin(t, 4*waitLimit, e, a, tc.hello, sign.NewVerifier(e.Signer.RootPublicKey()))
+			if _, typ := c.next(); typ != sign.KeySetPayloadType {
+				t.Fatalf("first message %s; want the key set", typ)
+			}
+			waitFor(t, "a catch-up retried", func() bool { return metrics(t, e.Server)["cairn_agent_stream_catchup_retries_total"] >= 1 })
+			exec(`ALTER TABLE away RENAME TO ` + tc.table)
+			if m, typ := c.nextUpdate(); typ != tc.want || m.Nonce != tc.nonce {
+				t.Fatalf("after the store came back got %s nonce %q; want %s nonce %q on the same stream", typ, m.Nonce, tc.want, tc.nonce)
+			}
+		})
+	}
 }

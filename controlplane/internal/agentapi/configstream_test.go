@@ -46,6 +46,10 @@ func toEnvelope(e *agentv1.SignedEnvelope) sign.Envelope {
 	return out
 }
 
+// trustBundleType is what next returns for a TrustBundle message, which
+// is not an envelope.
+const trustBundleType = "trust bundle"
+
 // next receives one message, verifying key sets against the root and
 // updates and heartbeats against the key set.
 func (c *streamClient) next() (*agentv1.StreamResponse, string) {
@@ -70,6 +74,8 @@ func (c *streamClient) next() (*agentv1.StreamResponse, string) {
 			c.t.Fatalf("heartbeat does not verify: %v", err)
 		}
 		return m, fanout.HeartbeatType
+	case *agentv1.StreamResponse_TrustBundle:
+		return m, trustBundleType
 	}
 	c.t.Fatalf("unexpected message %v", m)
 	return nil, ""
@@ -205,4 +211,75 @@ func TestConfigStreamNeedsHello(t *testing.T) {
 	}
 	_, err = stream.Recv()
 	wantCode(t, err, codes.InvalidArgument)
+}
+
+// TestIdleConfigStreamIsOneGoroutine: at rest a config stream is its
+// handler's goroutine only (waiting for the agent's answers); a change
+// starts a sender per stream, which exits once it has sent it.
+func TestIdleConfigStreamIsOneGoroutine(t *testing.T) {
+	e := start(t, options{HeartbeatEvery: time.Hour})
+	const n = 3
+	var streams []*streamClient
+	for range n {
+		c := openStreamWithin(t, 4*waitLimit, e, e.enrollAgent(t, e.DP.ID), &agentv1.Hello{StateHash: configstate.EmptyHash, Epoch: "e"},
+			sign.NewVerifier(e.Signer.RootPublicKey()))
+		if _, typ := c.next(); typ != sign.KeySetPayloadType {
+			t.Fatalf("first message %s; want the key set", typ)
+		}
+		streams = append(streams, c)
+	}
+	atRest := func() bool {
+		return goroutinesIn("agentapi.(*configService).serve") == n && goroutinesIn("agentapi.(*configStream).run") == 0
+	}
+	waitFor(t, "one goroutine per idle stream", atRest)
+	putDoc(t, e, "a")
+	for _, c := range streams {
+		if m, typ := c.nextUpdate(); typ != fanout.DeltaType || m.Nonce != "1" {
+			t.Fatalf("got %s nonce %q; want delta 1", typ, m.Nonce)
+		}
+	}
+	waitFor(t, "the senders to exit after the change", atRest)
+}
+
+// TestFirstMessagesInOrder: the key set comes before any update, also when
+// a change is notified while the stream subscribes (a stream once started
+// its sender on the notification alone and sent the delta first, which a
+// new agent, with no key set yet, refused).
+func TestFirstMessagesInOrder(t *testing.T) {
+	e := start(t, options{HeartbeatEvery: time.Hour})
+	a := e.enrollAgent(t, e.DP.ID)
+	putDoc(t, e, "a")
+	conn := e.dialMTLS(t, a.Src)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				e.Hub.Notify(e.DP.ID)
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for i := range 90 { // within the admission burst (100)
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		stream, err := agentv1.NewConfigServiceClient(conn).Stream(ctx)
+		if err == nil {
+			err = stream.Send(&agentv1.StreamRequest{Msg: &agentv1.StreamRequest_Hello{Hello: &agentv1.Hello{StateHash: configstate.EmptyHash, Epoch: "e"}}})
+		}
+		var m *agentv1.StreamResponse
+		if err == nil {
+			m, err = stream.Recv()
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		if m.GetKeySet() == nil {
+			t.Fatalf("stream %d: first message %v; want the key set", i, m)
+		}
+	}
 }

@@ -102,6 +102,7 @@ type env struct {
 	CA     *ca.Authority
 	Signer *signer.Signer
 	Server *agentapi.Server
+	Hub    *fanout.Hub
 	Addr   string
 	Tenant store.Tenant
 	DP     store.DataPlane
@@ -195,7 +196,7 @@ func start(tb testing.TB, o options) *env {
 	}
 	tb.Cleanup(func() { stop() })
 
-	e := &env{Store: st, CA: authority, Signer: keys, Server: srv, Addr: lis.Addr().String(), Stop: stop}
+	e := &env{Store: st, CA: authority, Signer: keys, Server: srv, Hub: hub, Addr: lis.Addr().String(), Stop: stop}
 	e.Tenant, err = st.CreateTenant(ctx, admin, store.Tenant{Name: "acme"})
 	if err != nil {
 		tb.Fatalf("CreateTenant: %v", err)

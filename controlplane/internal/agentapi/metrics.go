@@ -15,6 +15,7 @@ type streamMetrics struct {
 	deltas            prometheus.Counter
 	snapshotEnvelopes prometheus.Counter
 	snapshotBytes     prometheus.Counter
+	retries           prometheus.Counter
 	open              prometheus.Gauge
 }
 
@@ -31,6 +32,8 @@ func newStreamMetrics() *streamMetrics {
 			"Snapshot envelopes (reset, chunks, end) sent on config streams."),
 		snapshotBytes: counter("cairn_agent_stream_snapshot_bytes_total",
 			"Payload bytes of the snapshot envelopes (reset, chunks, end) sent on config streams."),
+		retries: counter("cairn_agent_stream_catchup_retries_total",
+			"Catch-ups of config streams that failed (the store could not be read, an envelope not made) and are tried again later; the stream stays open."),
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Name: "cairn_agent_streams_open", Help: "Config streams open now."}),
 	}
 }
@@ -52,8 +55,9 @@ func (m *streamMetrics) sent(msg *agentv1.StreamResponse) {
 
 // Metrics returns the agent API's metrics, to be served beside the admin
 // API's on its /metrics: config streams admitted, refused, dropped and
-// open, and the deltas and snapshot envelopes and bytes they sent.
+// open, the deltas and snapshot envelopes and bytes they sent, and their
+// catch-ups retried after store errors.
 func (s *Server) Metrics() []prometheus.Collector {
 	m := s.metrics
-	return []prometheus.Collector{m.admitted, m.refused, m.dropped, m.deltas, m.snapshotEnvelopes, m.snapshotBytes, m.open}
+	return []prometheus.Collector{m.admitted, m.refused, m.dropped, m.deltas, m.snapshotEnvelopes, m.snapshotBytes, m.retries, m.open}
 }

@@ -14,31 +14,38 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/cairnhq/cairn/certs/ca"
+	"github.com/cairnhq/cairn/certs/sign"
 	"github.com/cairnhq/cairn/controlplane/internal/agentapi"
 	"github.com/cairnhq/cairn/controlplane/internal/store"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+	"github.com/cairnhq/cairn/internal/configstate"
 	"github.com/cairnhq/cairn/internal/storetest"
 )
 
-// Shutting down must not wait for WatchBundle streams, which only end
-// when the agent goes away: with any agent connected, GracefulStop never
-// finishes and Run sits out its 10 s fallback, polling no revocations
-// meanwhile.
+// Shutting down must not wait for WatchBundle or config streams, which
+// only end when the agent goes away: with any agent connected,
+// GracefulStop never finishes and Run sits out its 10 s fallback, polling
+// no revocations meanwhile.
 func TestShutdownEndsStreams(t *testing.T) {
-	e := start(t, options{})
+	e := start(t, options{HeartbeatEvery: time.Hour})
 	a := e.enrollAgent(t, e.DP.ID)
 	stream, _, err := watchFirst(t.Context(), agentv1.NewIdentityServiceClient(e.dialMTLS(t, a.Src)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	b := e.enrollAgent(t, e.DP.ID)
+	c := openStreamWithin(t, waitLimit, e, b, &agentv1.Hello{StateHash: configstate.EmptyHash, Epoch: "e"}, sign.NewVerifier(e.Signer.RootPublicKey()))
+	c.next() // the key set
 	took := e.Stop()
 	_, err = stream.Recv()
-	t.Logf("Run returned after %v; the stream ended with %v", took, err)
+	_, cerr := c.stream.Recv()
+	t.Logf("Run returned after %v; the streams ended with %v and %v", took, err, cerr)
 	// Generous: an idle server stops in milliseconds; the bug makes it 10 s.
 	if took > 5*time.Second {
-		t.Errorf("Run took %v to return with one WatchBundle stream open; want it to end the stream and return promptly", took)
+		t.Errorf("Run took %v to return with a WatchBundle and a config stream open; want it to end the streams and return promptly", took)
 	}
 	wantCode(t, err, codes.Unavailable)
+	wantCode(t, cerr, codes.Unavailable)
 }
 
 // A replica must close a revoked agent's streams even if its clock is

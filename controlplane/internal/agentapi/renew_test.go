@@ -9,7 +9,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/cairnhq/cairn/certs/sign"
+	"github.com/cairnhq/cairn/controlplane/internal/fanout"
 	agentv1 "github.com/cairnhq/cairn/gen/cairn/agent/v1"
+	"github.com/cairnhq/cairn/internal/configstate"
 )
 
 // TestRenewalKeepsConnections renews an agent's SVID while it has a
@@ -65,14 +68,8 @@ func TestRenewalKeepsConnections(t *testing.T) {
 		t.Errorf("server tracks %d streams; want 3", n)
 	}
 
-	// Rotate: at half the CA's life MaybeRotate prepares the next CA,
-	// which every open stream must receive.
-	caClock.Advance(caTTL/2 + time.Minute)
-	e.Server.MaintainCA()
-	want := derList(e.CA.BundleCerts())
-	if len(want) != 2 {
-		t.Fatalf("CA bundle has %d CAs after MaintainCA; want 2 (active and prepared)", len(want))
-	}
+	// Every open stream must receive the next CA.
+	want := prepareNextCA(t, e, caClock, caTTL)
 	for name, s := range map[string]grpc.ServerStreamingClient[agentv1.WatchBundleResponse]{
 		"stream opened before renewal":                streamA,
 		"stream opened after renewal, old connection": streamB,
@@ -122,4 +119,66 @@ func TestRenewSVIDRefusesBadCSR(t *testing.T) {
 	if !after.SVIDExpireTime.Equal(before.SVIDExpireTime) {
 		t.Errorf("refused renewals moved the registered SVID expiry from %v to %v", before.SVIDExpireTime, after.SVIDExpireTime)
 	}
+}
+
+// TestConfigStreamTrustBundle: an agent that asks for the trust bundle in
+// its Hello gets it on the config stream before anything else and again
+// when the CA rotates, so it needs no WatchBundle stream; an agent that
+// does not ask (one older than the field) never gets one, which it could
+// not parse.
+func TestConfigStreamTrustBundle(t *testing.T) {
+	const caTTL = 6 * 24 * time.Hour
+	caClock := &clock{}
+	e := start(t, options{CAClock: caClock, CATTL: caTTL, HeartbeatEvery: time.Hour})
+	a := e.enrollAgent(t, e.DP.ID)
+	ver := sign.NewVerifier(e.Signer.RootPublicKey())
+	asks := openStreamWithin(t, 4*waitLimit, e, a, &agentv1.Hello{StateHash: configstate.EmptyHash, Epoch: "e1", WantTrustBundle: true}, ver)
+	m, typ := asks.next()
+	if typ != trustBundleType {
+		t.Fatalf("first message %s; want the trust bundle", typ)
+	}
+	if diff := cmp.Diff(derList(e.CA.BundleCerts()), m.GetTrustBundle().GetCertificates()); diff != "" {
+		t.Errorf("trust bundle (-want +got):\n%s", diff)
+	}
+	if m.Nonce != "" {
+		t.Errorf("trust bundle nonce %q; want none (it is not acknowledged)", m.Nonce)
+	}
+	if _, typ := asks.next(); typ != sign.KeySetPayloadType {
+		t.Fatalf("second message %s; want the key set", typ)
+	}
+	other := openStreamWithin(t, 4*waitLimit, e, e.enrollAgent(t, e.DP.ID), &agentv1.Hello{StateHash: configstate.EmptyHash, Epoch: "e2"}, sign.NewVerifier(e.Signer.RootPublicKey()))
+	if _, typ := other.next(); typ != sign.KeySetPayloadType {
+		t.Fatalf("an agent that did not ask: first message %s; want the key set", typ)
+	}
+
+	want := prepareNextCA(t, e, caClock, caTTL)
+	m, typ = asks.next()
+	if typ != trustBundleType {
+		t.Fatalf("after the rotation got %s; want the new trust bundle", typ)
+	}
+	if diff := cmp.Diff(want, m.GetTrustBundle().GetCertificates()); diff != "" {
+		t.Errorf("trust bundle after rotation (-want +got):\n%s", diff)
+	}
+	// The other agent's next message is the next delta, not a bundle.
+	putDoc(t, e, "a")
+	if m, typ := other.nextUpdate(); typ != fanout.DeltaType || m.Nonce != "1" {
+		t.Fatalf("an agent that did not ask got %s nonce %q after the rotation; want delta 1", typ, m.Nonce)
+	}
+	if m, typ := asks.nextUpdate(); typ != fanout.DeltaType || m.Nonce != "1" {
+		t.Fatalf("the agent that asked got %s nonce %q; want delta 1", typ, m.Nonce)
+	}
+}
+
+// prepareNextCA moves the CA's clock to half its life, where MaybeRotate
+// prepares the next CA and publishes it in the bundle, and returns the
+// bundle (DER).
+func prepareNextCA(tb testing.TB, e *env, caClock *clock, caTTL time.Duration) [][]byte {
+	tb.Helper()
+	caClock.Advance(caTTL/2 + time.Minute)
+	e.Server.MaintainCA()
+	want := derList(e.CA.BundleCerts())
+	if len(want) != 2 {
+		tb.Fatalf("CA bundle has %d CAs after MaintainCA; want 2 (active and prepared)", len(want))
+	}
+	return want
 }

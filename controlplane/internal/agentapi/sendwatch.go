@@ -21,17 +21,13 @@ var errFellBehind = status.Error(codes.Unavailable, "config stream fell behind; 
 
 // sendWatch ends config streams whose agent stopped reading.
 //
-// A stream's handler sends on its own goroutine. gRPC's Send blocks under
-// flow control while the agent does not read, a handler blocked in Send
-// cannot return, and gRPC ends a stream only when its handler returns. A
-// goroutine per stream that did nothing but send (so that the handler
-// could give up on it) cost about 14 KB of control-plane memory per
-// agent (its stack, and the collector's headroom over it; BENCHMARKS.md).
-// Instead one sweeper looks at every stream's Send in progress and, when
-// one has been blocked longer than the timeout, closes the agent's
-// connection: the Send fails, the handler returns errFellBehind, and the
-// agent reconnects and resumes from the revision it applied. Nothing is
-// done per Send but two atomic stores.
+// gRPC's Send blocks under flow control while the agent does not read,
+// and a stream's sender blocked in Send would hold its goroutine and the
+// messages it queued forever. One sweeper looks at every stream's Send in
+// progress and, when one has been blocked longer than the timeout, closes
+// the agent's connection: the Send fails, the handler's Recv fails, the
+// handler returns errFellBehind, and the agent reconnects and resumes from
+// the revision it applied. Nothing is done per Send but two atomic stores.
 type sendWatch struct {
 	timeout time.Duration
 	start   time.Time // sends' clocks are time since start (monotonic)
@@ -42,8 +38,7 @@ type sendWatch struct {
 
 // watchedSend is one stream's sending side.
 type watchedSend struct {
-	w   *sendWatch
-	ctx context.Context // the stream's: revocation and shutdown end it
+	w *sendWatch
 	// since is when the Send in progress began, in nanoseconds since
 	// w.start plus one; 0 when no Send is in progress.
 	since   atomic.Int64
@@ -74,10 +69,10 @@ func (w *sendWatch) run(ctx context.Context, log *slog.Logger) {
 	}
 }
 
-// watch registers a stream whose context is ctx; abort closes its
-// connection. Call done when the handler returns.
-func (w *sendWatch) watch(ctx context.Context, abort func() error, onSent func(*agentv1.StreamResponse)) (ws *watchedSend, done func()) {
-	ws = &watchedSend{w: w, ctx: ctx, abort: abort, onSent: onSent}
+// watch registers a stream; abort closes its connection. Call done when
+// the stream's sending has stopped.
+func (w *sendWatch) watch(abort func() error, onSent func(*agentv1.StreamResponse)) (ws *watchedSend, done func()) {
+	ws = &watchedSend{w: w, abort: abort, onSent: onSent}
 	w.mu.Lock()
 	w.sends[ws] = struct{}{}
 	w.mu.Unlock()
@@ -90,18 +85,10 @@ func (w *sendWatch) watch(ctx context.Context, abort func() error, onSent func(*
 
 func (w *sendWatch) now() int64 { return int64(time.Since(w.start)) + 1 }
 
-// cancelledGrace is how long a Send may stay blocked once its stream was
-// ended (the agent revoked, the replica shutting down) before the sweeper
-// closes the connection: the handler cannot see the end while it is in
-// Send.
-const cancelledGrace = time.Second
-
-// sweep aborts the streams whose Send has been blocked past the timeout,
-// or past cancelledGrace after their stream was ended, and returns how
-// many.
+// sweep aborts the streams whose Send has been blocked past the timeout
+// and returns how many.
 func (w *sendWatch) sweep() int {
 	now := w.now()
-	grace := min(w.timeout, cancelledGrace)
 	var stalled []*watchedSend
 	w.mu.Lock()
 	for ws := range w.sends {
@@ -109,7 +96,7 @@ func (w *sendWatch) sweep() int {
 		if since == 0 || ws.stalled.Load() {
 			continue
 		}
-		if blocked := time.Duration(now - since); blocked > w.timeout || (blocked > grace && ws.ctx.Err() != nil) {
+		if time.Duration(now-since) > w.timeout {
 			ws.stalled.Store(true)
 			stalled = append(stalled, ws)
 		}

@@ -1,7 +1,6 @@
 package agentapi
 
 import (
-	"context"
 	"errors"
 	"sync/atomic"
 	"testing"
@@ -20,7 +19,7 @@ func TestSendWatch(t *testing.T) {
 
 	// A stream whose Sends finish: never aborted.
 	var quickAborts atomic.Int64
-	quick, unwatchQuick := w.watch(context.Background(), func() error { quickAborts.Add(1); return nil }, onSent)
+	quick, unwatchQuick := w.watch(func() error { quickAborts.Add(1); return nil }, onSent)
 	defer unwatchQuick()
 	for range 3 {
 		if err := quick.send(func(*agentv1.StreamResponse) error { return nil }, &agentv1.StreamResponse{}); err != nil {
@@ -31,7 +30,7 @@ func TestSendWatch(t *testing.T) {
 	// A stream whose Send blocks until its connection is closed, as gRPC's
 	// does under flow control.
 	closed := make(chan struct{})
-	slow, unwatchSlow := w.watch(context.Background(), func() error { close(closed); return nil }, onSent)
+	slow, unwatchSlow := w.watch(func() error { close(closed); return nil }, onSent)
 	defer unwatchSlow()
 	res := make(chan error, 1)
 	go func() {
@@ -39,7 +38,7 @@ func TestSendWatch(t *testing.T) {
 	}()
 
 	// A stream that stopped being watched while blocked: not aborted.
-	gone, unwatchGone := w.watch(context.Background(), func() error { t.Error("aborted a stream no longer watched"); return nil }, onSent)
+	gone, unwatchGone := w.watch(func() error { t.Error("aborted a stream no longer watched"); return nil }, onSent)
 	gone.since.Store(w.now())
 	unwatchGone()
 
@@ -61,37 +60,5 @@ func TestSendWatch(t *testing.T) {
 	}
 	if quickAborts.Load() != 0 || sent.Load() != 3 {
 		t.Fatalf("quick stream: %d aborts, %d sent; want 0 and 3", quickAborts.Load(), sent.Load())
-	}
-}
-
-// TestSendWatchEndedStream: a stream ended (its agent revoked, the replica
-// shutting down) while its handler is blocked in Send has its connection
-// closed after cancelledGrace, long before the send timeout.
-func TestSendWatchEndedStream(t *testing.T) {
-	w := newSendWatch(time.Hour)
-	ctx, cancel := context.WithCancel(context.Background())
-	closed := make(chan struct{})
-	ws, unwatch := w.watch(ctx, func() error { close(closed); return nil }, func(*agentv1.StreamResponse) {})
-	defer unwatch()
-	res := make(chan error, 1)
-	go func() {
-		res <- ws.send(func(*agentv1.StreamResponse) error { <-closed; return errors.New("connection closed") }, &agentv1.StreamResponse{})
-	}()
-	for ws.since.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	if n := w.sweep(); n != 0 {
-		t.Fatalf("swept %d streams whose context is live and whose Send is young; want 0", n)
-	}
-	cancel()
-	deadline := time.Now().Add(10 * time.Second)
-	for w.sweep() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the ended stream's blocked Send was never aborted")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err := <-res; !errors.Is(err, errFellBehind) {
-		t.Fatalf("blocked Send returned %v; want errFellBehind", err)
 	}
 }

@@ -148,9 +148,17 @@ func (i *identity) RenewSVID(ctx context.Context, req *agentv1.RenewSVIDRequest)
 
 func (i *identity) WatchBundle(_ *agentv1.WatchBundleRequest, stream agentv1.IdentityService_WatchBundleServer) error {
 	ctx := stream.Context()
+	// Subscribed before the first read, so no change is missed (one made
+	// in between sends the bundle once more).
+	changed := make(chan struct{}, 1)
+	defer i.s.bundle.subscribe(func() {
+		select {
+		case changed <- struct{}{}:
+		default: // one pending change is enough
+		}
+	})()
 	for {
-		cs, changed := i.s.bundle.get()
-		if err := stream.Send(&agentv1.WatchBundleResponse{Bundle: derList(cs), Time: timestamppb.New(i.s.cfg.Now())}); err != nil {
+		if err := stream.Send(&agentv1.WatchBundleResponse{Bundle: derList(i.s.bundle.get()), Time: timestamppb.New(i.s.cfg.Now())}); err != nil {
 			return err
 		}
 		select {

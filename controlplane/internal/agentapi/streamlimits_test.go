@@ -257,7 +257,9 @@ func TestConfigStreamDropsSlowAgent(t *testing.T) {
 	waitMetric(t, r.Server, "cairn_agent_streams_open", 1)
 	waitFor(t, "the stream's handler to return", func() bool { return r.Server.OpenStreams() == 1 })
 	waitFor(t, "the stream's goroutines to exit", func() bool {
-		return goroutinesIn("agentapi.(*configService).serve") == 2 // the other agent's handler and receiver
+		// The other agent's handler is left; its sender exits once it
+		// has sent the six updates.
+		return goroutinesIn("agentapi.(*configService).serve") == 1 && goroutinesIn("agentapi.(*configStream).run") == 0
 	})
 
 	// The agent's connection was closed: reading again, it gets what had

@@ -34,10 +34,9 @@ type Hub struct {
 	heads map[string]int64
 }
 
-// Subscription receives a token on C whenever its data plane's head has
-// moved since the last receive (C has room for one: changes coalesce).
+// Subscription is one subscriber's interest in a data plane's head.
 type Subscription struct {
-	C    chan struct{}
+	fn   func()
 	dp   string
 	hub  *Hub
 	once sync.Once
@@ -61,10 +60,13 @@ func NewHub(st *store.Store, poll time.Duration, log *slog.Logger, now func() ti
 		subs: map[string]map[*Subscription]struct{}{}, heads: map[string]int64{}}, nil
 }
 
-// Subscribe starts notifications for a data plane. Close the subscription
-// when done.
-func (h *Hub) Subscribe(dataPlaneID string) *Subscription {
-	s := &Subscription{C: make(chan struct{}, 1), dp: dataPlaneID, hub: h}
+// Subscribe calls fn whenever the data plane's head may have moved, so a
+// subscriber keeps no goroutine waiting (a change may be told more than
+// once: by the committing replica's Notify and by the poll). fn is called
+// with the hub's lock held: it must return at once and not call the hub.
+// It is not called once Close has returned.
+func (h *Hub) Subscribe(dataPlaneID string, fn func()) *Subscription {
+	s := &Subscription{fn: fn, dp: dataPlaneID, hub: h}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.subs[dataPlaneID] == nil {
@@ -93,10 +95,7 @@ func (h *Hub) Notify(dataPlaneID string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs[dataPlaneID] {
-		select {
-		case s.C <- struct{}{}:
-		default: // one pending token is enough
-		}
+		s.fn()
 	}
 }
 

@@ -30,18 +30,27 @@ func TestHubAcrossReplicas(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() { done <- hub.Run(ctx) }()
-			sub := hub.Subscribe(f.dp.ID)
+			woken, quietWoken := make(chan struct{}, 1), make(chan struct{}, 1)
+			wake := func(c chan struct{}) func() {
+				return func() {
+					select {
+					case c <- struct{}{}:
+					default:
+					}
+				}
+			}
+			sub := hub.Subscribe(f.dp.ID, wake(woken))
 			defer sub.Close()
-			quiet := hub.Subscribe("00000000-0000-0000-0000-000000000000")
+			quiet := hub.Subscribe("00000000-0000-0000-0000-000000000000", wake(quietWoken))
 			defer quiet.Close()
 			f.put(t, "a", "1")
 			select {
-			case <-sub.C:
+			case <-woken:
 			case <-time.After(30 * time.Second):
 				t.Fatal("no notification 30s after a commit on another replica")
 			}
 			select {
-			case <-quiet.C:
+			case <-quietWoken:
 				t.Fatal("a subscriber of another data plane was woken")
 			default:
 			}
