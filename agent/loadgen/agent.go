@@ -11,7 +11,7 @@
 // What cairn-agent does and a simulated agent does not: the local API
 // socket, file rendering and SVID renewal (the benchmark issues day-long
 // SVIDs). Like cairn-agent, it holds one connection for its config
-// stream, trust bundle stream and reports. The reconnect
+// stream (which also carries the trust bundle) and reports. The reconnect
 // policy (full-jitter backoff from one second to 30 seconds, at least the
 // control plane's retry hint, trusted up to ten minutes) is the daemon's:
 // both use agent/internal/retry. No upgrade hook runs, so
@@ -73,6 +73,18 @@ type ReportConfig struct {
 	PollEvery time.Duration `json:"poll_every,omitempty"`
 	// QueueMax bounds the on-disk queue; 0 means 10,000 reports.
 	QueueMax int `json:"queue_max,omitempty"`
+}
+
+// ProgressDelayOrDefault is the progress delay the agents use: the
+// longest a status report that only moves the applied revision waits.
+func (c ReportConfig) ProgressDelayOrDefault() time.Duration {
+	switch {
+	case c.ProgressDelay == 0:
+		return report.DefaultProgressDelay
+	case c.ProgressDelay < 0:
+		return 0
+	}
+	return c.ProgressDelay
 }
 
 // AgentConfig configures one simulated agent.
@@ -157,7 +169,8 @@ func Enroll(ctx context.Context, cfg AgentConfig) (*Agent, error) {
 		return nil, fmt.Errorf("loadgen: %w", err)
 	}
 	a.cache = c
-	a.syncer, err = configsync.New(configsync.Config{DataPlaneID: info.DataPlaneID, Root: src.SigningRoot(), Cache: c, Logger: a.log})
+	a.syncer, err = configsync.New(configsync.Config{DataPlaneID: info.DataPlaneID, Root: src.SigningRoot(), Cache: c, Logger: a.log,
+		TrustBundle: src.UpdateBundle})
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("loadgen: %w", err)
@@ -198,7 +211,7 @@ func (a *Agent) Close() error {
 }
 
 // Run connects the agent over one mTLS connection and keeps its config
-// stream, trust bundle stream and report delivery going, each reconnecting
+// stream (with the trust bundle) and report delivery going, each reconnecting
 // with cairn-agent's backoff, until ctx ends. It returns early only when
 // the connection cannot be made at all or the agent is revoked.
 func (a *Agent) Run(ctx context.Context) error {
@@ -224,9 +237,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.keep(ctx, cancel, whatConfig, func(ctx context.Context) (bool, error) { return a.configSession(ctx, conn) })
 	})
 	wg.Go(func() {
-		a.keep(ctx, cancel, whatBundle, func(ctx context.Context) (bool, error) { return a.bundleSession(ctx, conn) })
-	})
-	wg.Go(func() {
 		a.keep(ctx, cancel, whatReports, func(ctx context.Context) (bool, error) {
 			return a.reporter.Deliver(ctx, progressReports{agentv1.NewReportServiceClient(conn), a})
 		})
@@ -248,7 +258,6 @@ func (a *Agent) Run(ctx context.Context) error {
 // The loops' names, in status errors as the daemon names them.
 const (
 	whatConfig  = "config stream"
-	whatBundle  = "control plane stream"
 	whatReports = "report delivery"
 )
 
@@ -296,22 +305,6 @@ func (a *Agent) configSession(ctx context.Context, conn *grpc.ClientConn) (bool,
 		err = a.syncer.Session(ctx, progressStream{stream, a})
 	}
 	return a.syncer.Stats().Applied > before, err
-}
-
-func (a *Agent) bundleSession(ctx context.Context, conn *grpc.ClientConn) (bool, error) {
-	stream, err := agentv1.NewIdentityServiceClient(conn).WatchBundle(ctx, &agentv1.WatchBundleRequest{})
-	progress := false
-	for err == nil {
-		var msg *agentv1.WatchBundleResponse
-		if msg, err = stream.Recv(); err == nil {
-			progress = true
-			a.lastErr.Clear(whatBundle)
-			if uerr := a.src.UpdateBundle(msg.Bundle); uerr != nil {
-				a.log.Warn("ignoring trust bundle", "error", uerr)
-			}
-		}
-	}
-	return progress, err
 }
 
 // progressStream is a config stream whose every received message counts

@@ -78,6 +78,12 @@ type Config struct {
 	// MaxSnapshotBytes bounds the document bytes (protobuf size) of a
 	// snapshot staged in memory; 0 means DefaultMaxSnapshotBytes.
 	MaxSnapshotBytes int
+	// TrustBundle, when set, asks the control plane for the trust bundle
+	// on the config stream (Hello.want_trust_bundle) and installs each one
+	// it sends (the CA certificates, DER); an error is logged and the
+	// bundle ignored. Nil asks for none: the agent follows the bundle some
+	// other way (IdentityService.WatchBundle).
+	TrustBundle func(certificates [][]byte) error
 }
 
 // Syncer verifies and applies what the control plane streams. Stale,
@@ -105,6 +111,9 @@ type Stats struct {
 	// KeySets counts key sets accepted (not counting the one restored
 	// from the cache).
 	KeySets int64
+	// TrustBundles counts trust bundles received on the stream and
+	// installed.
+	TrustBundles int64
 	// LastFresh is when the agent last knew its config current: a verified
 	// heartbeat for its revision, an applied update, or New.
 	LastFresh time.Time
@@ -254,6 +263,7 @@ func (s *Syncer) Session(ctx context.Context, stream agentv1.ConfigService_Strea
 		StateHash:       st.StateHash,
 		Epoch:           st.Epoch,
 		KeySetVersion:   s.verifier.KeySet().Version,
+		WantTrustBundle: s.cfg.TrustBundle != nil,
 	}
 	s.log.Debug("config stream hello", "revision", hello.AppliedRevision, "key_set_version", hello.KeySetVersion)
 	if err := s.send(ctx, stream, &agentv1.StreamRequest{Msg: &agentv1.StreamRequest_Hello{Hello: hello}}); err != nil {
@@ -276,8 +286,10 @@ func (s *Syncer) Session(ctx context.Context, stream agentv1.ConfigService_Strea
 			reply = s.handleUpdate(resp.GetNonce(), m.Update, &snap)
 		case *agentv1.StreamResponse_Heartbeat:
 			s.handleHeartbeat(m.Heartbeat)
+		case *agentv1.StreamResponse_TrustBundle:
+			s.handleTrustBundle(m.TrustBundle)
 		default:
-			reply = s.refuse(resp.GetNonce(), 0, agentv1.NackReason_NACK_REASON_MALFORMED, "stream message without key set, update or heartbeat")
+			reply = s.refuse(resp.GetNonce(), 0, agentv1.NackReason_NACK_REASON_MALFORMED, "stream message without key set, update, heartbeat or trust bundle")
 		}
 		if reply == nil {
 			continue
@@ -651,6 +663,24 @@ func (s *Syncer) handleEnd(nonce string, pb *agentv1.SignedEnvelope, snap **stag
 	s.sawHead(rev)
 	s.log.Info("config replaced with snapshot", "revision", rev, "documents", len(cur.docs))
 	return ack(nonce, rev)
+}
+
+// handleTrustBundle installs a trust bundle. It is never answered: it is
+// not a signed update, and the connection it came on was verified with the
+// bundle the agent held (cairn-agent's installer also refuses a bundle
+// that does not verify the agent's own SVID).
+func (s *Syncer) handleTrustBundle(b *agentv1.TrustBundle) {
+	if s.cfg.TrustBundle == nil {
+		s.log.Warn("ignoring a trust bundle the agent did not ask for")
+		return
+	}
+	if err := s.cfg.TrustBundle(b.GetCertificates()); err != nil {
+		s.log.Warn("ignoring trust bundle", "error", err)
+		return
+	}
+	s.mu.Lock()
+	s.stats.TrustBundles++
+	s.mu.Unlock()
 }
 
 // handleHeartbeat refreshes freshness if the heartbeat verifies, is for

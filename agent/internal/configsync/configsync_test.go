@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -669,4 +670,63 @@ func TestNew(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTrustBundle: a Syncer given TrustBundle asks for the bundle in its
+// Hello and hands each one to it, unanswered; a bundle the installer
+// refuses is logged and the stream goes on. A Syncer without TrustBundle
+// does not ask, and ignores a bundle sent anyway rather than refusing it.
+func TestTrustBundle(t *testing.T) {
+	t.Run("asked for", func(t *testing.T) {
+		var mu sync.Mutex
+		var got []string
+		h := newHarness(t, func(c *configsync.Config) {
+			c.TrustBundle = func(certs [][]byte) error {
+				mu.Lock()
+				defer mu.Unlock()
+				got = append(got, string(bytes.Join(certs, []byte(","))))
+				if string(certs[0]) == "bad" {
+					return errors.New("does not verify the agent's SVID")
+				}
+				return nil
+			}
+		})
+		s := h.start()
+		if !s.hello.WantTrustBundle {
+			t.Fatalf("Hello %v does not ask for the trust bundle", s.hello)
+		}
+		for _, b := range [][][]byte{{[]byte("ca-1")}, {[]byte("bad")}, {[]byte("ca-1"), []byte("ca-2")}} {
+			s.send(&agentv1.StreamResponse{Msg: &agentv1.StreamResponse_TrustBundle{TrustBundle: &agentv1.TrustBundle{Certificates: b}}})
+		}
+		// The key set's ack is the agent's first answer: the bundles were
+		// not answered, and the refused one did not end the session.
+		s.giveKeySet()
+		s.apply(doc("a", 1, `{"a":1}`))
+		mu.Lock()
+		if diff := cmp.Diff([]string{"ca-1", "bad", "ca-1,ca-2"}, got); diff != "" {
+			t.Errorf("bundles installed (-want +got):\n%s", diff)
+		}
+		mu.Unlock()
+		if n := h.syncer.Stats().TrustBundles; n != 2 {
+			t.Errorf("Stats.TrustBundles %d; want 2 (the refused one not counted)", n)
+		}
+		if err := s.finish(nil); err != nil {
+			t.Fatalf("Session: %v", err)
+		}
+	})
+	t.Run("not asked for", func(t *testing.T) {
+		h := newHarness(t, nil)
+		s := h.start()
+		if s.hello.WantTrustBundle {
+			t.Fatalf("Hello %v asks for the trust bundle without an installer", s.hello)
+		}
+		s.send(&agentv1.StreamResponse{Msg: &agentv1.StreamResponse_TrustBundle{TrustBundle: &agentv1.TrustBundle{Certificates: [][]byte{[]byte("ca-1")}}}})
+		s.giveKeySet()
+		if n := h.syncer.Stats().Nacks; n != 0 {
+			t.Errorf("%d nacks; want none", n)
+		}
+		if err := s.finish(nil); err != nil {
+			t.Fatalf("Session: %v", err)
+		}
+	})
 }

@@ -184,8 +184,9 @@ func TestLoopsShareOneConnection(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	before := f.accepted.Load()
 
-	// Three loops, as Run has (config stream, bundle stream, report
-	// delivery); the fake serves only WatchBundle, so all three watch.
+	// Three loops, as Run has for a SPIRE agent (config stream, bundle
+	// stream, report delivery); the fake serves only WatchBundle, so all
+	// three watch.
 	const loops = 3
 	var wg sync.WaitGroup
 	for range loops {

@@ -161,9 +161,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("agent identity", "agent_id", info.AgentID, "tenant_id", info.TenantID,
 			"data_plane_id", info.DataPlaneID, "spiffe_id", info.SPIFFEID, "svid_expires", src.SVID().Certificates[0].NotAfter)
 	}
-	// One connection for the config stream, the trust bundle stream and
-	// report delivery; closed once they have stopped (Run waits for them
-	// before it returns).
+	// One connection for the config stream (which carries the trust
+	// bundle too) and report delivery; closed once they have stopped (Run
+	// waits for them before it returns).
 	conns := newSharedConn(func() (*grpc.ClientConn, error) { return src.Dial(d.cfg.Addr) })
 	defer conns.close()
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -185,6 +185,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer closeCache()
+	// The config stream carries the trust bundle, except for an agent that
+	// syncs no config and one whose SVID comes from SPIRE: it never calls
+	// RenewSVID, whose answers would bring the bundle from a control plane
+	// too old to send it on the stream, so it keeps a WatchBundle stream.
+	followBundle := syncer == nil || src.External()
 	// Rendering and upgrades first, so the first status report shows them.
 	if err := d.startRender(ctx, &renewing); err != nil {
 		cancel(err)
@@ -202,13 +207,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 		defer closeReports()
-		renewing.Add(2)
-		go func() {
-			defer renewing.Done()
-			if err := d.configLoop(ctx, conns, syncer); err != nil {
-				cancel(err)
-			}
-		}()
+		renewing.Add(1)
+		if followBundle {
+			renewing.Add(1)
+			go func() {
+				defer renewing.Done()
+				if err := d.configLoop(ctx, conns, syncer); err != nil {
+					cancel(err)
+				}
+			}()
+		}
 		if d.cfg.HTTPAddr != "" {
 			if err := d.serveHealth(ctx, &renewing, src, syncer); err != nil {
 				cancel(err)
@@ -229,7 +237,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	err = d.bundleLoop(ctx, src, conns)
+	if followBundle {
+		err = d.bundleLoop(ctx, src, conns)
+	} else {
+		err = d.configLoop(ctx, conns, syncer)
+	}
 	// Stop renewing before returning: a renewal in flight writes the
 	// identity directory.
 	cancel(nil)
@@ -319,7 +331,8 @@ func (d *Daemon) renewLoop(ctx context.Context, src *identity.Source) error {
 }
 
 // bundleLoop keeps a WatchBundle stream open, installing each bundle it
-// sends.
+// sends: for an agent that syncs no config or whose SVID comes from SPIRE
+// (the config stream carries the bundle otherwise).
 func (d *Daemon) bundleLoop(ctx context.Context, src *identity.Source, conns *sharedConn) error {
 	return d.keepStream(ctx, conns, "control plane stream", func(ctx context.Context, conn *grpc.ClientConn) (bool, error) {
 		stream, err := agentv1.NewIdentityServiceClient(conn).WatchBundle(ctx, &agentv1.WatchBundleRequest{})
@@ -404,8 +417,12 @@ func (d *Daemon) openSync(src *identity.Source) (*configsync.Syncer, func(), err
 	}
 	st := c.State()
 	d.log.Info("config cache", "revision", st.Revision, "state_hash", st.StateHash, "documents", len(c.List("")))
-	s, err := configsync.New(configsync.Config{DataPlaneID: info.DataPlaneID, Root: src.SigningRoot(), Cache: c,
-		StaleAfter: d.cfg.StaleAfter, Logger: d.log})
+	cfg := configsync.Config{DataPlaneID: info.DataPlaneID, Root: src.SigningRoot(), Cache: c,
+		StaleAfter: d.cfg.StaleAfter, Logger: d.log}
+	if !src.External() { // see Run: a SPIRE agent follows the bundle with WatchBundle
+		cfg.TrustBundle = src.UpdateBundle
+	}
+	s, err := configsync.New(cfg)
 	if err != nil {
 		c.Close()
 		return nil, nil, fmt.Errorf("agent: %w", err)

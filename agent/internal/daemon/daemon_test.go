@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -437,6 +439,43 @@ func TestBundleUpdates(t *testing.T) {
 	waitFor(t, 10*time.Second, "the bad bundle to be ignored", func() bool { return log.count("ignoring trust bundle") >= 1 })
 	if got := readBundle(); len(got) != 2 {
 		t.Fatalf("bundle.pem has %d certificates after a bad bundle; want the 2 of the good one", len(got))
+	}
+	r.mustBeRunning(t)
+}
+
+// TestConfigStreamCarriesTrustBundle: an agent that syncs config asks
+// for the trust bundle in its config stream's Hello and installs each one
+// it gets there, and opens no WatchBundle stream.
+func TestConfigStreamCarriesTrustBundle(t *testing.T) {
+	f := startFakeCP(t)
+	root, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.signingRoot = root
+	cfg, _ := config(t, f, f.newToken())
+	r := start(t, cfg)
+	select {
+	case h := <-f.hellos:
+		if !h.WantTrustBundle {
+			t.Fatalf("Hello %v does not ask for the trust bundle", h)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no config stream")
+	}
+	next := newTestCA(t)
+	f.setBundle(next.cert, f.ca.cert)
+	bundlePath := filepath.Join(cfg.Dir, "identity", "bundle.pem")
+	waitFor(t, 10*time.Second, "the new bundle on disk", func() bool {
+		b, err := os.ReadFile(bundlePath)
+		if err != nil {
+			return false
+		}
+		cs, err := certs.ParseCertsPEM(b)
+		return err == nil && len(cs) == 2
+	})
+	if n := f.watchCount(agentIDIn(t, cfg.Dir)); n != 0 {
+		t.Errorf("the agent opened %d WatchBundle streams; want none", n)
 	}
 	r.mustBeRunning(t)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -126,6 +127,13 @@ func (c *testCA) signCSR(csrDER []byte, id spiffeid.ID, life time.Duration) (*x5
 type fakeCP struct {
 	agentv1.UnimplementedEnrollmentServiceServer
 	agentv1.UnimplementedIdentityServiceServer
+	agentv1.UnimplementedConfigServiceServer
+
+	// signingRoot, when set, is given at enrollment, so that the daemon
+	// syncs config; the fake's config stream sends only trust bundles.
+	signingRoot ed25519.PublicKey
+	// hellos are the config streams' Hellos.
+	hellos chan *agentv1.Hello
 
 	ca   *testCA
 	addr string
@@ -171,7 +179,7 @@ func newFakeCP(tb testing.TB) *fakeCP {
 	f := &fakeCP{
 		ca: newTestCA(tb), svidLife: time.Hour, tokens: map[string]bool{}, agents: map[string]bool{},
 		watches: map[string]int{}, changed: make(chan struct{}), dropStreams: make(chan struct{}),
-		openWatches: map[string]int{},
+		openWatches: map[string]int{}, hellos: make(chan *agentv1.Hello, 16),
 	}
 	f.bundle = []*x509.Certificate{f.ca.cert}
 	return f
@@ -203,6 +211,7 @@ func (f *fakeCP) serve(tb testing.TB, addr string) {
 	})))
 	agentv1.RegisterEnrollmentServiceServer(srv, f)
 	agentv1.RegisterIdentityServiceServer(srv, f)
+	agentv1.RegisterConfigServiceServer(srv, f)
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
@@ -343,7 +352,7 @@ func (f *fakeCP) Enroll(_ context.Context, req *agentv1.EnrollRequest) (*agentv1
 	}
 	return &agentv1.EnrollResponse{
 		AgentId: agent, TenantId: "tenant-1", DataPlaneId: "dp-1", SpiffeId: id.String(),
-		SvidChain: [][]byte{leaf.Raw}, Bundle: ders(bundle),
+		SvidChain: [][]byte{leaf.Raw}, Bundle: ders(bundle), SigningRootKey: f.signingRoot,
 	}, nil
 }
 
@@ -435,12 +444,53 @@ func (f *fakeCP) WatchBundle(_ *agentv1.WatchBundleRequest, stream agentv1.Ident
 		if err := stream.Send(&agentv1.WatchBundleResponse{Bundle: ders(bundle), Time: timestamppb.Now()}); err != nil {
 			return err
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-drop:
-			return status.Error(codes.Unavailable, "going away")
-		case <-changed:
+		if err := awaitChange(ctx, changed, drop); err != nil {
+			return err
+		}
+	}
+}
+
+// awaitChange waits for the bundle to change (nil), the fake to drop its
+// streams (Unavailable) or the stream to end.
+func awaitChange(ctx context.Context, changed, drop <-chan struct{}) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-drop:
+		return status.Error(codes.Unavailable, "going away")
+	case <-changed:
+		return nil
+	}
+}
+
+// Stream is a config stream that sends nothing but the trust bundle,
+// when the Hello asks for it, at once and on every change.
+func (f *fakeCP) Stream(stream agentv1.ConfigService_StreamServer) error {
+	ctx := stream.Context()
+	if _, _, err := f.authenticate(ctx); err != nil {
+		return err
+	}
+	m, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hello := m.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "the first message must be a Hello")
+	}
+	f.hellos <- hello
+	for {
+		f.mu.Lock()
+		bundle, changed, drop := f.bundle, f.changed, f.dropStreams
+		f.mu.Unlock()
+		if hello.WantTrustBundle {
+			if err := stream.Send(&agentv1.StreamResponse{Msg: &agentv1.StreamResponse_TrustBundle{
+				TrustBundle: &agentv1.TrustBundle{Certificates: ders(bundle)}}}); err != nil {
+				return err
+			}
+		}
+		if err := awaitChange(ctx, changed, drop); err != nil {
+			return err
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -144,11 +145,20 @@ func (s *Source) Renew(ctx context.Context, client agentv1.IdentityServiceClient
 	return nil
 }
 
-// UpdateBundle installs a trust bundle received from WatchBundle.
+// UpdateBundle installs a trust bundle received on the config stream or
+// from WatchBundle. The control plane sends the bundle at every stream's
+// start: one this Source has already written to disk is not written
+// again (one whose write failed is, when it comes again).
 func (s *Source) UpdateBundle(ders [][]byte) error {
 	cas, err := parseDERs(ders)
 	if err != nil || len(cas) == 0 {
 		return fmt.Errorf("update bundle: bad bundle: %v", err)
+	}
+	s.mu.RLock()
+	same := s.saved != nil && s.saved.Equal(x509bundle.FromX509Authorities(s.td, cas))
+	s.mu.RUnlock()
+	if same {
+		return nil
 	}
 	return s.setBundle(cas)
 }

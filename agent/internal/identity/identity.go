@@ -60,6 +60,9 @@ type Source struct {
 	mu     sync.RWMutex
 	svid   *x509svid.SVID
 	bundle *x509bundle.Bundle
+	// saved is the bundle this Source last wrote to disk; nil until it
+	// has written one.
+	saved *x509bundle.Bundle
 }
 
 // SigningRoot is the public key that signs config-signing key sets, as
@@ -260,9 +263,15 @@ func (s *Source) save() error {
 }
 
 func (s *Source) saveBundle() error {
-	if err := certs.WriteFileAtomic(filepath.Join(s.dir, bundleFile), certs.EncodeCertsPEM(s.BundleCerts()), 0o644); err != nil {
+	s.mu.RLock()
+	b := s.bundle
+	s.mu.RUnlock()
+	if err := certs.WriteFileAtomic(filepath.Join(s.dir, bundleFile), certs.EncodeCertsPEM(b.X509Authorities()), 0o644); err != nil {
 		return fmt.Errorf("save bundle: %w", err)
 	}
+	s.mu.Lock()
+	s.saved = b
+	s.mu.Unlock()
 	return nil
 }
 

@@ -319,6 +319,21 @@ func TestUpdateBundle(t *testing.T) {
 			t.Fatal("Load did not read the updated bundle")
 		}
 	})
+
+	// Every config stream starts with the bundle: the one held is not
+	// written again.
+	t.Run("writes nothing for the bundle it holds", func(t *testing.T) {
+		p := filepath.Join(dir, bundleFile)
+		if err := os.WriteFile(p, []byte("sentinel"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := src.UpdateBundle([][]byte{other.Active().Raw, cp.Active().Raw}); err != nil {
+			t.Fatalf("UpdateBundle: %v", err)
+		}
+		if b, err := os.ReadFile(p); err != nil || string(b) != "sentinel" {
+			t.Fatalf("bundle.pem written again for the bundle held (%v)", err)
+		}
+	})
 }
 
 func TestNewSourceRefuses(t *testing.T) {
