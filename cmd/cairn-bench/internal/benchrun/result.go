@@ -67,6 +67,10 @@ type Result struct {
 	// (go_memstats_stack_inuse_bytes): part of the RSS, not of the heap.
 	ServerStackBytes   int64   `json:"server_stack_bytes,omitempty"`
 	StackBytesPerAgent float64 `json:"stack_bytes_per_agent,omitempty"`
+	// MemoryRestMs is how long after the last change of figure 1 figure
+	// 3 was read: the agents' progress delay (their status reports of the
+	// change sent) plus the settle.
+	MemoryRestMs float64 `json:"memory_rest_ms,omitempty"`
 
 	// Figure 4: the first storm's figures (see Storms for each), times
 	// from the kill of the control plane.
@@ -263,10 +267,11 @@ func (r *Result) WriteText(w io.Writer) error {
 			r.SingleChanges, r.SingleP50Ms, r.SingleP99Ms, r.SingleMaxMs)
 	}
 	if r.ServerRSSBytes != 0 {
-		fmt.Fprintf(&b, "figure 3: control plane RSS %s idle, %s with %d agents: %.0f bytes/agent; Go heap %s -> %s: %.0f bytes/agent (live after GC, estimated: %s, %.0f bytes/agent); goroutine stacks %s: %.0f bytes/agent; %d goroutines\n",
+		fmt.Fprintf(&b, "figure 3: control plane RSS %s idle, %s with %d agents: %.0f bytes/agent; Go heap %s -> %s: %.0f bytes/agent (live after GC, estimated: %s, %.0f bytes/agent); goroutine stacks %s: %.0f bytes/agent; %d goroutines; read %.1f s after the last change\n",
 			mib(r.ServerRSSIdleBytes), mib(r.ServerRSSBytes), r.N, r.BytesPerWatcher,
 			mib(r.ServerHeapIdleBytes), mib(r.ServerHeapBytes), r.HeapBytesPerWatcher,
-			mib(r.ServerHeapLiveBytes), r.HeapLiveBytesPerAgent, mib(r.ServerStackBytes), r.StackBytesPerAgent, r.ServerGoroutines)
+			mib(r.ServerHeapLiveBytes), r.HeapLiveBytesPerAgent, mib(r.ServerStackBytes), r.StackBytesPerAgent, r.ServerGoroutines,
+			r.MemoryRestMs/1000)
 	}
 	for _, s := range r.Storms {
 		all := "not all"

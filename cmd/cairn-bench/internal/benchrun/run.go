@@ -863,11 +863,17 @@ func (r *run) serverMemory(ctx context.Context) (serverMemory, error) {
 	return m, err
 }
 
-// memory is figure 3.
+// memory is figure 3, read with the fleet at rest: it waits out the
+// agents' progress delay after the last change, so that the status reports
+// applying it caused (each agent's deferred by a random delay up to it)
+// have been sent, and what is read is connected agents rather than Report
+// calls in flight.
 func (r *run) memory(ctx context.Context) error {
-	if err := wait.Sleep(ctx, r.cfg.Settle); err != nil {
+	rest := r.cfg.Report.ProgressDelayOrDefault() + r.cfg.Settle
+	if err := wait.Sleep(ctx, rest); err != nil {
 		return err
 	}
+	r.res.MemoryRestMs = ms(rest)
 	m, err := r.serverMemory(ctx)
 	if err != nil {
 		return err
