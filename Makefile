@@ -55,7 +55,7 @@ bench: postgres
 	set -eo pipefail; out=$(BENCH_OUT)/fleet-n$(N); \
 	  { echo "make bench N=$(N), $$(date -u +%FT%TZ), $$(nproc) CPUs, kernel $$(uname -r), $$($(GO) env GOVERSION)"; \
 	    echo "load before peers: $$(uptime)"; } | tee $$out.txt; \
-	  ./$(BIN)/peerbench -system all -n $(N) -json $$out-peers.json | tee -a $$out.txt; \
+	  ./$(BIN)/peerbench -system all -n $(N) $(if $(wildcard /dev/shm),-watchers-dir /dev/shm) -json $$out-peers.json | tee -a $$out.txt; \
 	  echo "load after peers, before Cairn: $$(uptime)" | tee -a $$out.txt; \
 	  ./$(BIN)/cairn-bench -store sqlite,postgres -n $(N) $(if $(wildcard /dev/shm),-agents-dir /dev/shm) \
 	    -json $$out-cairn.json | tee -a $$out.txt; \

@@ -46,6 +46,7 @@ type flags struct {
 	settle     time.Duration
 	skipRecon  bool
 	workDir    string
+	watchers   string
 	cpuProfile string
 	serverProf string
 	quiet      bool
@@ -67,6 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.DurationVar(&f.settle, "settle", time.Second, "pause before memory readings and between changes")
 	fs.BoolVar(&f.skipRecon, "skip-reconnect", false, "skip figure 4 (the reconnect storm)")
 	fs.StringVar(&f.workDir, "work-dir", "", "directory for server data, TLS files and server logs (default: a temporary directory, removed)")
+	fs.StringVar(&f.watchers, "watchers-dir", "", "for the +work systems, where the watchers' files go (default: the work directory); make bench uses /dev/shm, as for Cairn's agents")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the watchers) here")
 	fs.StringVar(&f.serverProf, "server-cpuprofile", "", "write a CPU profile of the server child here (setup, figures 1 and 3); with several systems, the system name is appended")
 	fs.BoolVar(&f.quiet, "q", false, "no progress log on stderr")
@@ -104,6 +106,7 @@ func (f *flags) config(system string, log *slog.Logger) scenario.Config {
 		NATSURL:          f.natsURL,
 		ServerPID:        f.serverPID,
 		WorkDir:          f.workDir,
+		WatchersDir:      f.watchers,
 		ServerCPUProfile: prof,
 		Log:              log,
 	}

@@ -113,8 +113,24 @@ func checkResult(t *testing.T, r scenario.Result, system string, embedded bool) 
 	if !(r.FanoutP50Ms > 0 && r.FanoutP50Ms <= r.FanoutP99Ms && r.FanoutP99Ms <= r.FanoutMaxMs) {
 		t.Errorf("fanout p50 %v, p99 %v, max %v; want 0 < p50 ≤ p99 ≤ max", r.FanoutP50Ms, r.FanoutP99Ms, r.FanoutMaxMs)
 	}
-	if !hasNote(r.Notes, "neither sign nor persist acks") {
-		t.Errorf("notes %q; want the fairness note", r.Notes)
+	work := strings.HasSuffix(system, "+work")
+	if fairness := map[bool]string{false: "neither sign nor persist acks", true: "with an agent's work"}[work]; !hasNote(r.Notes, fairness) {
+		t.Errorf("notes %q; want the fairness note %q", r.Notes, fairness)
+	}
+	if work {
+		if !r.Work || r.WorkApplied < testN*testChanges || r.WorkFailures != 0 {
+			t.Errorf("work %v, applied %d, failures %d; want true, ≥ %d, 0", r.Work, r.WorkApplied, r.WorkFailures, testN*testChanges)
+		}
+		if r.ReconnectAllMs != 0 || r.ReconnectReceived != 0 {
+			t.Errorf("reconnect all %v ms, received %d with an agent's work; want no storm", r.ReconnectAllMs, r.ReconnectReceived)
+		}
+		if r.ServerRSSBytes <= 0 {
+			t.Errorf("server rss %d; want > 0", r.ServerRSSBytes)
+		}
+		return
+	}
+	if r.Work || r.WorkApplied != 0 {
+		t.Errorf("work %v, applied %d without an agent's work; want false, 0", r.Work, r.WorkApplied)
 	}
 	if !embedded {
 		if r.ReconnectAllMs != 0 {

@@ -23,10 +23,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cairnhq/cairn/bench/internal/agentwork"
 	"github.com/cairnhq/cairn/bench/internal/etcdpeer"
 	"github.com/cairnhq/cairn/bench/internal/natspeer"
 	"github.com/cairnhq/cairn/bench/internal/pki"
@@ -39,10 +41,17 @@ const (
 	EtcdTLS = "etcd-tls"
 	NATS    = "nats"
 	NATSTLS = "nats-tls"
+	// The mutual-TLS systems with an agent's work in each watcher (see
+	// agentwork): figure 1 compares delivery doing the same work at the
+	// edge as Cairn's agents.
+	EtcdTLSWork = EtcdTLS + workSuffix
+	NATSTLSWork = NATSTLS + workSuffix
+
+	workSuffix = "+work"
 )
 
 // Systems lists the systems in the order a full run measures them.
-var Systems = []string{Etcd, EtcdTLS, NATS, NATSTLS}
+var Systems = []string{Etcd, EtcdTLS, NATS, NATSTLS, EtcdTLSWork, NATSTLSWork}
 
 const (
 	// fdMargin is the open files beyond one per watcher that either process
@@ -105,6 +114,11 @@ type Config struct {
 	// WorkDir holds the server's data, TLS files and log; empty means a
 	// temporary directory removed at the end.
 	WorkDir string
+	// WatchersDir, for the +work systems, holds the watchers' files
+	// (one subdirectory per run, removed at the end); empty means the work
+	// directory. Cairn's benchmark keeps its agents' files on /dev/shm;
+	// the same place keeps the comparison fair.
+	WatchersDir string
 	// ServerCPUProfile, when set, is where the server child writes a CPU
 	// profile covering setup and figures 1 and 3.
 	ServerCPUProfile string
@@ -125,6 +139,7 @@ type peer interface {
 type system struct {
 	server  string // serverproc start name
 	tls     bool
+	work    bool // watchers verify and commit each value (agentwork)
 	version string
 	dial    func(ctx context.Context, addr string, ca *pki.CA) (peer, error)
 }
@@ -142,13 +157,17 @@ func lookup(cfg Config) (system, error) {
 	etcdDial := func(ctx context.Context, addr string, ca *pki.CA) (peer, error) {
 		return etcdpeer.Dial(ctx, etcdpeer.ClientConfig{Endpoint: addr, CA: ca})
 	}
+	var sys system
 	switch cfg.System {
-	case Etcd, EtcdTLS:
-		return system{server: "etcd", tls: cfg.System == EtcdTLS, version: "etcd " + etcdpeer.Version(), dial: etcdDial}, nil
-	case NATS, NATSTLS:
-		return system{server: "nats", tls: cfg.System == NATSTLS, version: "nats-server " + natspeer.Version, dial: natsDial}, nil
+	case Etcd, EtcdTLS, EtcdTLSWork:
+		sys = system{server: "etcd", tls: cfg.System != Etcd, version: "etcd " + etcdpeer.Version(), dial: etcdDial}
+	case NATS, NATSTLS, NATSTLSWork:
+		sys = system{server: "nats", tls: cfg.System != NATS, version: "nats-server " + natspeer.Version, dial: natsDial}
+	default:
+		return system{}, fmt.Errorf("unknown system %q; want one of %v", cfg.System, Systems)
 	}
-	return system{}, fmt.Errorf("unknown system %q; want one of %v", cfg.System, Systems)
+	sys.work = strings.HasSuffix(cfg.System, workSuffix)
+	return sys, nil
 }
 
 // Run runs the benchmark and returns its figures. An error means the run
@@ -178,6 +197,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	external := cfg.NATSURL != "" && sys.server == "nats"
+	if external && sys.work {
+		return nil, fmt.Errorf("%s needs the embedded server: an external server does not trust this run's CA", cfg.System)
+	}
 
 	soft, _, err := serverproc.RaiseNoFile(uint64(cfg.N) + fdMargin)
 	if err != nil {
@@ -191,6 +213,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Changes:    cfg.Changes,
 		Peer:       sys.version,
 		TLS:        sys.tls,
+		Work:       sys.work,
 		ValueBytes: cfg.ValueBytes,
 		Machine:    machine(soft),
 	}
@@ -208,9 +231,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := r.memory(ctx); err != nil {
 		return nil, err
 	}
-	if !cfg.SkipReconnect && !external {
+	if !cfg.SkipReconnect && !external && !sys.work {
 		if err := r.reconnectStorm(ctx); err != nil {
 			return nil, err
+		}
+	}
+	if r.agents != nil {
+		r.res.WorkApplied = r.agents.Applied()
+		if n, first := r.agents.Failures(); n > 0 {
+			r.res.WorkFailures = n
+			r.res.Notes = append(r.res.Notes, fmt.Sprintf("%d values failed the watchers' verification or commit and were not counted as received (first: %s)", n, first))
 		}
 	}
 	if ae, ok := r.factory.(interface{ AsyncErrors() (int64, string) }); ok {
@@ -239,6 +269,7 @@ type run struct {
 	factory  peer // the first writer, which made the watchers
 	watchers []io.Closer
 	idle     serverproc.Stats
+	agents   *agentwork.Fleet // the +work systems' signing key and watchers' files; nil otherwise
 }
 
 // prepare makes the work directory and TLS material, starts the server,
@@ -277,6 +308,19 @@ func (r *run) prepare(ctx context.Context, external bool) error {
 			return err
 		}
 		r.ca = ca
+	}
+	if r.sys.work {
+		dir := r.cfg.WatchersDir
+		if dir == "" {
+			dir = r.work
+		}
+		dir, err := os.MkdirTemp(dir, "peerbench-watchers-")
+		if err != nil {
+			return err
+		}
+		if r.agents, err = agentwork.New(dir); err != nil {
+			return err
+		}
 	}
 
 	if external {
@@ -359,13 +403,17 @@ func (r *run) connectWatchers(ctx context.Context) error {
 		retryErr atomic.Value
 	)
 	start := time.Now()
+	deliver := r.rec.deliver
+	if r.agents != nil {
+		deliver = r.agents.Wrap(deliver)
+	}
 	for range min(r.cfg.DialConcurrency, r.cfg.N) {
 		wg.Go(func() {
 			for id := range ids {
 				var w io.Closer
 				var err error
 				for attempt := 1; ; attempt++ {
-					if w, err = r.factory.Watch(ctx, id, r.rec.deliver); err == nil || attempt == setupAttempts || ctx.Err() != nil {
+					if w, err = r.factory.Watch(ctx, id, deliver); err == nil || attempt == setupAttempts || ctx.Err() != nil {
 						break
 					}
 					retries.Add(1)
@@ -443,6 +491,11 @@ func (r *run) fanOut(ctx context.Context) error {
 func (r *run) change(ctx context.Context, k int) (Change, []time.Duration, error) {
 	value := changeValue(k, r.cfg.ValueBytes)
 	t0 := r.rec.now()
+	if r.agents != nil {
+		// Signed for each change, inside the timing, as Cairn's control
+		// plane signs each delta before it is sent.
+		value = r.agents.Sign(value)
+	}
 	if err := r.writer.Put(ctx, value); err != nil {
 		return Change{}, nil, fmt.Errorf("put change %d: %w", k, err)
 	}
@@ -609,6 +662,11 @@ func (r *run) cleanup() {
 	if r.proc != nil {
 		if err := r.proc.Close(childGrace); err != nil {
 			r.log.Warn("stop server", "err", err)
+		}
+	}
+	if r.agents != nil {
+		if err := r.agents.Close(); err != nil {
+			r.log.Warn("close watcher files", "err", err)
 		}
 	}
 	if r.tmpWork {

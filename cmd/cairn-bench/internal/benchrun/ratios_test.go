@@ -18,6 +18,7 @@ func TestRatios(t *testing.T) {
 	// The peer benchmark's JSON, as bench/internal/scenario.Result writes
 	// it; the peer at another N is left out.
 	peers := `[{"system":"etcd","n":100,"fanout_p99_ms":100,"bytes_per_watcher":60000,"heap_bytes_per_watcher":80000,"reconnect_all_ms":1500,"reconnect_peak_rss_bytes":33554432},
+	{"system":"etcd-tls+work","work":true,"n":100,"fanout_p99_ms":40,"bytes_per_watcher":20000},
 	{"system":"nats","n":1000,"fanout_p99_ms":1}]`
 	cairnPath, peersPath := filepath.Join(dir, "cairn.json"), filepath.Join(dir, "peers.json")
 	b, err := json.Marshal(cairn)
@@ -43,6 +44,10 @@ func TestRatios(t *testing.T) {
 		"2.00 (1500 ms)", // reconnect
 		"2.00 (32 MiB)",  // peak RSS
 		"fan-out p99 ratio ≤ 1.0 against every peer: met (highest 0.50, against etcd)",
+		"fan-out p99 ratio ≤ 1.0 against every peer doing an agent's work: MISSED (highest 1.25, against etcd-tls+work)",
+		"memory (RSS) per client ratio ≤ 1.0 against every peer: met (highest 0.50, against etcd)", // not the +work peer's 1.50
+		"1.25 (40 ms)", // figure 1 against the +work peer
+		"the +work peers' watchers do the two costliest steps",
 		"RSS 30000 B met",
 		"0 snapshot bytes to agents already current on reconnect: 0 over 1 storm(s), met",
 		"neither sign nor persist acks",

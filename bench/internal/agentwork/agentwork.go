@@ -1,0 +1,147 @@
+// Package agentwork gives the peers' watchers the two costliest steps of
+// a Cairn agent's apply, so that figure 1 can also compare delivery
+// systems doing the same work at the edge: the writer signs every value
+// with Ed25519, and each watcher verifies the signature and commits the
+// value durably to its own file (written to a temporary file, fsynced and
+// renamed into place) before it counts as received.
+//
+// It is a lower bound of the agent's work, not a copy of it: a Cairn
+// agent also checks the delta's chain and state hash, commits the
+// envelope and documents in a bbolt transaction (two fsynced writes, and
+// the B+tree's pages), and acknowledges on its stream; these watchers do
+// not. A file rather than a bbolt database per watcher because bbolt holds
+// its file open: N connections and N databases do not fit in the 20,000
+// descriptors a process may have here, and opening a database per value
+// would add work the agent does not do.
+package agentwork
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+)
+
+// sigSep separates a signed value's payload from its signature.
+const sigSep = "|sig="
+
+// Fleet is the signing key and the watchers' files of one run.
+type Fleet struct {
+	dir  string
+	pub  ed25519.PublicKey
+	priv ed25519.PrivateKey
+
+	applied  atomic.Int64
+	failed   atomic.Int64
+	firstErr atomic.Value // string
+}
+
+// New makes a signing key and dir, which holds one file per watcher; dir
+// must not exist or be empty, and Close removes it.
+func New(dir string) (*Fleet, error) {
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return nil, fmt.Errorf("agentwork: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("agentwork: %w", err)
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) > 0 {
+		return nil, fmt.Errorf("agentwork: %s must be an empty directory (%v)", dir, err)
+	}
+	return &Fleet{dir: dir, pub: pub, priv: priv}, nil
+}
+
+// Sign returns value followed by its signature, as the writer puts it.
+func (f *Fleet) Sign(value string) string {
+	sig := ed25519.Sign(f.priv, []byte(value))
+	return value + sigSep + base64.RawStdEncoding.EncodeToString(sig)
+}
+
+// path is watcher id's file.
+func (f *Fleet) path(id int) string {
+	return filepath.Join(f.dir, "watcher-"+strconv.Itoa(id))
+}
+
+// Wrap returns a deliver function that verifies a signed value and
+// commits it to the watcher's own file before passing it on, unsigned, to
+// next. A value that fails either step is counted (Failures) and not
+// passed on, so the run reports that watcher as never having received it.
+// Unsigned values (the writer's seed) are passed on as they are.
+func (f *Fleet) Wrap(next func(id int, value []byte)) func(id int, value []byte) {
+	return func(id int, value []byte) {
+		i := bytes.LastIndex(value, []byte(sigSep))
+		if i < 0 {
+			next(id, value)
+			return
+		}
+		payload := value[:i]
+		if err := f.apply(id, payload, value[i+len(sigSep):]); err != nil {
+			f.fail(err)
+			return
+		}
+		f.applied.Add(1)
+		next(id, payload)
+	}
+}
+
+func (f *Fleet) apply(id int, payload, sig64 []byte) error {
+	sig := make([]byte, ed25519.SignatureSize)
+	if n, err := base64.RawStdEncoding.Decode(sig, sig64); err != nil || n != len(sig) {
+		return fmt.Errorf("watcher %d: bad signature encoding", id)
+	}
+	if !ed25519.Verify(f.pub, payload, sig) {
+		return fmt.Errorf("watcher %d: signature does not verify", id)
+	}
+	if err := commit(f.path(id), payload); err != nil {
+		return fmt.Errorf("watcher %d: commit: %w", id, err)
+	}
+	return nil
+}
+
+// commit replaces the file at path with data so that a crash leaves the
+// old or the new contents: a temporary file, written and fsynced, renamed
+// over it.
+func commit(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	err = errors.Join(err, tmp.Close())
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
+	return err
+}
+
+func (f *Fleet) fail(err error) {
+	f.failed.Add(1)
+	f.firstErr.CompareAndSwap(nil, err.Error())
+}
+
+// Applied is how many values the watchers verified and committed.
+func (f *Fleet) Applied() int64 { return f.applied.Load() }
+
+// Failures is how many values failed verification or their commit, and
+// the first such error.
+func (f *Fleet) Failures() (int64, string) {
+	s, _ := f.firstErr.Load().(string)
+	return f.failed.Load(), s
+}
+
+// Close removes the watchers' files.
+func (f *Fleet) Close() error {
+	return os.RemoveAll(f.dir)
+}

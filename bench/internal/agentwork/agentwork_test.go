@@ -1,0 +1,77 @@
+package agentwork
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestWrap(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "watchers")
+	f, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type got struct {
+		id    int
+		value string
+	}
+	var passed []got
+	deliver := f.Wrap(func(id int, value []byte) { passed = append(passed, got{id, string(value)}) })
+
+	signed := f.Sign("chg-1|xxxx")
+	deliver(7, []byte(signed))
+	if len(passed) != 1 || passed[0] != (got{7, "chg-1|xxxx"}) {
+		t.Fatalf("passed on %v; want the payload for watcher 7", passed)
+	}
+	if b, err := os.ReadFile(f.path(7)); err != nil || string(b) != "chg-1|xxxx" {
+		t.Fatalf("watcher 7's file: %q, %v; want the payload", b, err)
+	}
+
+	tampered := []byte(signed)
+	tampered[4] = '2' // "chg-2|…" under change 1's signature
+	for _, bad := range []struct {
+		id    int
+		value []byte
+	}{
+		{7, tampered},
+		{7, []byte("chg-3|xxxx" + sigSep + "not base64!")},
+		{8, []byte(f.Sign("chg-4|xxxx")[1:])}, // a byte short
+	} {
+		deliver(bad.id, bad.value)
+	}
+	if n, first := f.Failures(); n != 3 || first == "" {
+		t.Errorf("failures %d (%q); want 3 with the first error", n, first)
+	}
+	if len(passed) != 1 || f.Applied() != 1 {
+		t.Errorf("passed on %d, applied %d after failures; want 1, 1", len(passed), f.Applied())
+	}
+	if b, _ := os.ReadFile(f.path(7)); string(b) != "chg-1|xxxx" {
+		t.Errorf("watcher 7's file after refused values: %q; want the last good payload", b)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("%d files in the directory; want watcher 7's alone (no temporary files left)", len(ents))
+	}
+
+	deliver(7, []byte("seed"))
+	if len(passed) != 2 || passed[1] != (got{7, "seed"}) {
+		t.Errorf("unsigned value passed on as %v; want it as it is", passed[1:])
+	}
+
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("directory after Close: %v; want it removed", err)
+	}
+}
+
+func TestNewRefusesAFullDirectory(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "keep"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(dir); err == nil {
+		t.Fatal("New on a directory with a file in it: nil error; want one (Close would remove the file)")
+	}
+}
