@@ -41,7 +41,7 @@ fuzz-short:
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=300000x ./controlplane/internal/inventory
 
 ## bench: the fleet benchmark (BENCHMARKS.md): etcd, NATS and Cairn on SQLite and PostgreSQL at N agents (default 10000), with Cairn/peer ratios
-# The peers run first (bench/'s peerbench, all four), then cairn-bench on
+# The peers run first (bench/'s peerbench, all six systems), then cairn-bench on
 # both stores with the agents' data on tmpfs when there is one, then the
 # ratios of figures 1, 3 and 4. JSON and the printed tables go to
 # $(BENCH_OUT)/fleet-n$(N)-*; the load average before and after each half

@@ -38,8 +38,22 @@ func TestPeerbench(t *testing.T) {
 	}
 	for _, system := range scenario.Systems {
 		t.Run(system, func(t *testing.T) {
-			res := runPeerbench(t, "-system", system)
+			args := []string{"-system", system}
+			watchers := ""
+			if strings.HasSuffix(system, "+work") {
+				watchers = t.TempDir()
+				args = append(args, "-watchers-dir", watchers)
+			}
+			res := runPeerbench(t, args...)
 			checkResult(t, res, system, true)
+			if watchers != "" {
+				if !hasNote(res.Notes, "the watchers' files were in "+watchers) {
+					t.Errorf("notes %q; want where the watchers' files were", res.Notes)
+				}
+				if ents, err := os.ReadDir(watchers); err != nil || len(ents) != 0 {
+					t.Errorf("-watchers-dir after the run holds %d entries (%v); want the run's files removed", len(ents), err)
+				}
+			}
 		})
 	}
 }

@@ -1,18 +1,23 @@
-// Package agentwork gives the peers' watchers the two costliest steps of
-// a Cairn agent's apply, so that figure 1 can also compare delivery
-// systems doing the same work at the edge: the writer signs every value
-// with Ed25519, and each watcher verifies the signature and commits the
-// value durably to its own file (written to a temporary file, fsynced and
-// renamed into place) before it counts as received.
+// Package agentwork gives the peers' watchers the two steps of a Cairn
+// agent's apply that cost it the most per delta besides its connection's
+// I/O (in the agents' CPU profile, BENCHMARKS.md): verifying the delta's
+// Ed25519 signature and writing it durably to the agent's own storage.
+// The writer signs every value, and each watcher verifies the signature
+// and writes the value to a temporary file in its own directory, fsyncs
+// it and renames it over its file before the value counts as received.
+// So figure 1 can also compare delivery with comparable work at the edge.
 //
-// It is a lower bound of the agent's work, not a copy of it: a Cairn
-// agent also checks the delta's chain and state hash, commits the
-// envelope and documents in a bbolt transaction (two fsynced writes, and
-// the B+tree's pages), and acknowledges on its stream; these watchers do
-// not. A file rather than a bbolt database per watcher because bbolt holds
-// its file open: N connections and N databases do not fit in the 20,000
+// It is meant to be no more work than the agent's apply, not a copy of
+// it: a Cairn agent also checks the delta's chain and state hash, commits
+// the envelope and documents in a bbolt transaction, and acknowledges on
+// its stream; these watchers do not. The directory is not fsynced after
+// the rename (bbolt does not fsync its directory per commit either). A
+// file rather than a bbolt database per watcher because bbolt holds its
+// file open: N connections and N databases do not fit in the 20,000
 // descriptors a process may have here, and opening a database per value
-// would add work the agent does not do.
+// would add work the agent does not do. On tmpfs (/dev/shm, where make
+// bench puts both the agents' and these files) fsync reaches no disk, for
+// either side.
 package agentwork
 
 import (
@@ -25,24 +30,34 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 )
+
+// maxOpen bounds the temporary files open at once, so that the watchers'
+// process stays within its descriptors (one connection per watcher, plus
+// a margin): commits beyond it wait, which on two cores is never for long.
+const maxOpen = 256
 
 // sigSep separates a signed value's payload from its signature.
 const sigSep = "|sig="
+
+// Overhead is how many bytes Sign adds to a value.
+var Overhead = len(sigSep) + base64.RawStdEncoding.EncodedLen(ed25519.SignatureSize)
 
 // Fleet is the signing key and the watchers' files of one run.
 type Fleet struct {
 	dir  string
 	pub  ed25519.PublicKey
 	priv ed25519.PrivateKey
+	open chan struct{} // maxOpen slots
 
 	applied  atomic.Int64
 	failed   atomic.Int64
 	firstErr atomic.Value // string
 }
 
-// New makes a signing key and dir, which holds one file per watcher; dir
-// must not exist or be empty, and Close removes it.
+// New makes a signing key and dir, which holds a directory per watcher;
+// dir must not exist or be empty, and Close removes it.
 func New(dir string) (*Fleet, error) {
 	pub, priv, err := ed25519.GenerateKey(nil)
 	if err != nil {
@@ -54,7 +69,7 @@ func New(dir string) (*Fleet, error) {
 	if ents, err := os.ReadDir(dir); err != nil || len(ents) > 0 {
 		return nil, fmt.Errorf("agentwork: %s must be an empty directory (%v)", dir, err)
 	}
-	return &Fleet{dir: dir, pub: pub, priv: priv}, nil
+	return &Fleet{dir: dir, pub: pub, priv: priv, open: make(chan struct{}, maxOpen)}, nil
 }
 
 // Sign returns value followed by its signature, as the writer puts it.
@@ -63,20 +78,52 @@ func (f *Fleet) Sign(value string) string {
 	return value + sigSep + base64.RawStdEncoding.EncodeToString(sig)
 }
 
+// Dir is where the watchers' directories are.
+func (f *Fleet) Dir() string { return f.dir }
+
+// OnTmpfs reports whether the watchers' files are on tmpfs, where fsync
+// reaches no disk.
+func (f *Fleet) OnTmpfs() bool {
+	var st syscall.Statfs_t
+	return syscall.Statfs(f.dir, &st) == nil && st.Type == tmpfsMagic
+}
+
+// tmpfsMagic is TMPFS_MAGIC, tmpfs's statfs f_type on Linux.
+const tmpfsMagic = 0x01021994
+
+// Prepare makes watcher id's directory, before the clock starts: an agent
+// has its data directory before any delta arrives.
+func (f *Fleet) Prepare(id int) error {
+	if err := os.Mkdir(f.watcherDir(id), 0o700); err != nil {
+		return fmt.Errorf("agentwork: %w", err)
+	}
+	return nil
+}
+
+func (f *Fleet) watcherDir(id int) string {
+	return filepath.Join(f.dir, "w"+strconv.Itoa(id))
+}
+
 // path is watcher id's file.
 func (f *Fleet) path(id int) string {
-	return filepath.Join(f.dir, "watcher-"+strconv.Itoa(id))
+	return filepath.Join(f.watcherDir(id), "value")
 }
 
 // Wrap returns a deliver function that verifies a signed value and
 // commits it to the watcher's own file before passing it on, unsigned, to
 // next. A value that fails either step is counted (Failures) and not
 // passed on, so the run reports that watcher as never having received it.
-// Unsigned values (the writer's seed) are passed on as they are.
-func (f *Fleet) Wrap(next func(id int, value []byte)) func(id int, value []byte) {
+// Unsigned values are passed on as they are when isChange says they are
+// not one of the run's changes (the writer's seed), and refused when it
+// says they are.
+func (f *Fleet) Wrap(isChange func([]byte) bool, next func(id int, value []byte)) func(id int, value []byte) {
 	return func(id int, value []byte) {
 		i := bytes.LastIndex(value, []byte(sigSep))
 		if i < 0 {
+			if isChange(value) {
+				f.fail(fmt.Errorf("watcher %d: an unsigned change", id))
+				return
+			}
 			next(id, value)
 			return
 		}
@@ -98,7 +145,7 @@ func (f *Fleet) apply(id int, payload, sig64 []byte) error {
 	if !ed25519.Verify(f.pub, payload, sig) {
 		return fmt.Errorf("watcher %d: signature does not verify", id)
 	}
-	if err := commit(f.path(id), payload); err != nil {
+	if err := f.commit(f.path(id), payload); err != nil {
 		return fmt.Errorf("watcher %d: commit: %w", id, err)
 	}
 	return nil
@@ -107,7 +154,9 @@ func (f *Fleet) apply(id int, payload, sig64 []byte) error {
 // commit replaces the file at path with data so that a crash leaves the
 // old or the new contents: a temporary file, written and fsynced, renamed
 // over it.
-func commit(path string, data []byte) error {
+func (f *Fleet) commit(path string, data []byte) error {
+	f.open <- struct{}{}
+	defer func() { <-f.open }()
 	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-")
 	if err != nil {
 		return err

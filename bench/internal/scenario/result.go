@@ -135,7 +135,7 @@ func procField(path, name string) string {
 func (r *Result) addStandardNotes(sys system, external bool, cfg Config) {
 	signing := "peers neither sign nor persist acks: values reach watchers unsigned and no per-watcher acknowledgement is stored, where Cairn signs every delta and persists every agent's ack"
 	if sys.work {
-		signing = "with an agent's work: the writer signs each value (Ed25519) and each watcher verifies it and commits it to its own file (written, fsynced, renamed into place) before it counts as received, as a Cairn agent verifies a delta and commits it to its cache (a bbolt transaction, more work than one file write); no watcher checks a chain or state hash or acknowledges to the server, and the server stores no per-watcher acknowledgement, where Cairn's agents ack and the control plane persists every ack; no reconnect storm (its figure is the plain system's)"
+		signing = "with an agent's work: the writer signs each value (Ed25519, inside the timing) and each watcher verifies it and writes it to its own file (a temporary file in its own directory, fsynced, renamed over the file) before it counts as received, as a Cairn agent verifies a delta and commits it to its bbolt cache; no watcher checks a chain or state hash or acknowledges to the server, and the server stores no per-watcher acknowledgement, where Cairn's agents ack and the control plane persists every ack; no reconnect storm (its figure is the plain system's)"
 	}
 	notes := []string{
 		signing,

@@ -237,6 +237,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 	if r.agents != nil {
+		fs := "not tmpfs: each fsync reaches the disk"
+		if r.agents.OnTmpfs() {
+			fs = "tmpfs: fsync reaches no disk, as for Cairn's agents on /dev/shm"
+		}
+		r.res.Notes = append(r.res.Notes, fmt.Sprintf("the watchers' files were in %s (%s); each value carried a %d-byte signature suffix beyond its %d bytes", r.agents.Dir(), fs, agentwork.Overhead, cfg.ValueBytes))
 		r.res.WorkApplied = r.agents.Applied()
 		if n, first := r.agents.Failures(); n > 0 {
 			r.res.WorkFailures = n
@@ -405,13 +410,19 @@ func (r *run) connectWatchers(ctx context.Context) error {
 	start := time.Now()
 	deliver := r.rec.deliver
 	if r.agents != nil {
-		deliver = r.agents.Wrap(deliver)
+		deliver = r.agents.Wrap(func(v []byte) bool { _, ok := parseChange(v); return ok }, deliver)
 	}
 	for range min(r.cfg.DialConcurrency, r.cfg.N) {
 		wg.Go(func() {
 			for id := range ids {
 				var w io.Closer
 				var err error
+				if r.agents != nil {
+					if err = r.agents.Prepare(id); err != nil {
+						once.Do(func() { firstErr = err; cancel() })
+						continue
+					}
+				}
 				for attempt := 1; ; attempt++ {
 					if w, err = r.factory.Watch(ctx, id, deliver); err == nil || attempt == setupAttempts || ctx.Err() != nil {
 						break
