@@ -75,16 +75,24 @@ type ReportConfig struct {
 	QueueMax int `json:"queue_max,omitempty"`
 }
 
-// ProgressDelayOrDefault is the progress delay the agents use: the
-// longest a status report that only moves the applied revision waits.
-func (c ReportConfig) ProgressDelayOrDefault() time.Duration {
+// LongestProgressWait is the longest a status report that only moves the
+// applied revision waits with these settings: the progress delay
+// (cairn-agent's default when 0), or the status re-send (StatusEvery,
+// jittered up to +20%), which carries pending progress, when that comes
+// first.
+func (c ReportConfig) LongestProgressWait() time.Duration {
+	d := c.ProgressDelay
 	switch {
-	case c.ProgressDelay == 0:
-		return report.DefaultProgressDelay
-	case c.ProgressDelay < 0:
+	case d == 0:
+		d = report.DefaultProgressDelay
+	case d < 0:
 		return 0
 	}
-	return c.ProgressDelay
+	every := c.StatusEvery
+	if every <= 0 {
+		every = time.Minute
+	}
+	return min(d, every*6/5)
 }
 
 // AgentConfig configures one simulated agent.

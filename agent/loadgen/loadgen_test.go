@@ -34,3 +34,22 @@ func TestWorkerRefusesCallsWithoutAFleet(t *testing.T) {
 		t.Errorf("Close: %v", err)
 	}
 }
+
+func TestLongestProgressWait(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  ReportConfig
+		want time.Duration
+	}{
+		{"defaults: the agent's progress delay", ReportConfig{}, 10 * time.Second},
+		{"a shorter delay", ReportConfig{ProgressDelay: 3 * time.Second}, 3 * time.Second},
+		{"negative: at once", ReportConfig{ProgressDelay: -1}, 0},
+		{"a delay past the default re-send: the re-send", ReportConfig{ProgressDelay: time.Hour}, 72 * time.Second},
+		{"a delay past a set re-send: the re-send", ReportConfig{ProgressDelay: time.Hour, StatusEvery: 10 * time.Second}, 12 * time.Second},
+		{"a re-send later than the delay: the delay", ReportConfig{ProgressDelay: 5 * time.Second, StatusEvery: time.Hour}, 5 * time.Second},
+	} {
+		if got := tc.cfg.LongestProgressWait(); got != tc.want {
+			t.Errorf("%s: %v; want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -117,6 +117,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (cf
 	fs.Int64Var(&c.History, "history-revisions", 0, "control plane --history-revisions (0: its default)")
 	extra := fs.String("controlplane-args", "", "more control-plane flags, space-separated")
 	fs.DurationVar(&c.Report.StatusEvery, "status-every", 0, "agents' --status-interval (0: cairn-agent's default, 1m)")
+	fs.DurationVar(&c.Report.ProgressDelay, "progress-delay", 0, "agents' --status-progress-delay (0: cairn-agent's default, 10s; negative: progress reported at once)")
 	fs.DurationVar(&c.Report.MetricsEvery, "metrics-every", 0, "agents' --metrics-interval (0: cairn-agent's default, 30s)")
 	fs.DurationVar(&c.Report.PollEvery, "poll-every", time.Second, "how often agents check their status for a change; figure 5 makes a change every check")
 	fs.IntVar(&c.ValueBytes, "value-bytes", 256, "size of each written config value")

@@ -869,7 +869,7 @@ func (r *run) serverMemory(ctx context.Context) (serverMemory, error) {
 // have been sent, and what is read is connected agents rather than Report
 // calls in flight.
 func (r *run) memory(ctx context.Context) error {
-	rest := r.cfg.Report.ProgressDelayOrDefault() + r.cfg.Settle
+	rest := r.cfg.Report.LongestProgressWait() + r.cfg.Settle
 	if err := wait.Sleep(ctx, rest); err != nil {
 		return err
 	}
