@@ -266,35 +266,50 @@ func machineBusy() time.Duration {
 }
 
 // logTally counts the control plane's warnings and errors by message, for
-// the notes: a figure means little if the control plane was failing.
+// the notes: a figure means little if the control plane was failing. Each
+// entry names the first line's error, so a note says what failed.
 func logTally(path string) []string {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
-	counts := map[string]int{}
+	type tally struct {
+		key   string
+		n     int
+		first string
+	}
+	var tallies []*tally
+	byKey := map[string]*tally{}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var line struct {
 			Level string `json:"level"`
 			Msg   string `json:"msg"`
+			Error string `json:"error"`
 		}
 		if json.Unmarshal(sc.Bytes(), &line) != nil || (line.Level != "WARN" && line.Level != "ERROR") ||
 			strings.Contains(line.Msg, "plaintext (--insecure)") {
 			continue
 		}
-		counts[line.Level+" "+line.Msg]++
+		key := line.Level + " " + line.Msg
+		t := byKey[key]
+		if t == nil {
+			t = &tally{key: key, first: line.Error}
+			byKey[key] = t
+			tallies = append(tallies, t)
+		}
+		t.n++
 	}
+	sort.SliceStable(tallies, func(i, j int) bool { return tallies[i].n > tallies[j].n })
 	var out []string
-	for k, n := range counts {
-		out = append(out, fmt.Sprintf("%dx %s", n, k))
+	for _, t := range tallies {
+		s := fmt.Sprintf("%dx %s", t.n, t.key)
+		if t.first != "" {
+			s += " (first: " + t.first + ")"
+		}
+		out = append(out, s)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		ni, _ := strconv.Atoi(strings.SplitN(out[i], "x", 2)[0])
-		nj, _ := strconv.Atoi(strings.SplitN(out[j], "x", 2)[0])
-		return ni > nj
-	})
 	return out
 }
