@@ -56,18 +56,16 @@ type Fleet struct {
 	firstErr atomic.Value // string
 }
 
-// New makes a signing key and dir, which holds a directory per watcher;
-// dir must not exist or be empty, and Close removes it.
-func New(dir string) (*Fleet, error) {
+// New makes a signing key and a new directory in parent, which holds a
+// directory per watcher; Close removes it, and only it.
+func New(parent string) (*Fleet, error) {
 	pub, priv, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		return nil, fmt.Errorf("agentwork: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	dir, err := os.MkdirTemp(parent, "peerbench-watchers-")
+	if err != nil {
 		return nil, fmt.Errorf("agentwork: %w", err)
-	}
-	if ents, err := os.ReadDir(dir); err != nil || len(ents) > 0 {
-		return nil, fmt.Errorf("agentwork: %s must be an empty directory (%v)", dir, err)
 	}
 	return &Fleet{dir: dir, pub: pub, priv: priv, open: make(chan struct{}, maxOpen)}, nil
 }

@@ -8,11 +8,11 @@ import (
 )
 
 func TestWrap(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "watchers")
-	f, err := New(dir)
+	f, err := New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	dir := f.Dir()
 	for _, id := range []int{7, 8} {
 		if err := f.Prepare(id); err != nil {
 			t.Fatal(err)
@@ -81,12 +81,28 @@ func TestWrap(t *testing.T) {
 	}
 }
 
-func TestNewRefusesAFullDirectory(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "keep"), nil, 0o600); err != nil {
+// TestCloseRemovesOnlyItsOwn: New makes its own directory in the parent,
+// so Close cannot remove anything it did not make.
+func TestCloseRemovesOnlyItsOwn(t *testing.T) {
+	parent := t.TempDir()
+	keep := filepath.Join(parent, "keep")
+	if err := os.WriteFile(keep, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(dir); err == nil {
-		t.Fatal("New on a directory with a file in it: nil error; want one (Close would remove the file)")
+	f, err := New(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Dir(f.Dir()) != parent {
+		t.Errorf("New(%s) made %s; want a directory in the parent", parent, f.Dir())
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Errorf("the parent's other file after Close: %v; want it kept", err)
+	}
+	if _, err := os.Stat(f.Dir()); !os.IsNotExist(err) {
+		t.Errorf("the fleet's directory after Close: %v; want it removed", err)
 	}
 }

@@ -315,17 +315,15 @@ func (r *run) prepare(ctx context.Context, external bool) error {
 		r.ca = ca
 	}
 	if r.sys.work {
-		dir := r.cfg.WatchersDir
-		if dir == "" {
-			dir = r.work
+		parent := r.cfg.WatchersDir
+		if parent == "" {
+			parent = r.work
 		}
-		dir, err := os.MkdirTemp(dir, "peerbench-watchers-")
+		agents, err := agentwork.New(parent)
 		if err != nil {
 			return err
 		}
-		if r.agents, err = agentwork.New(dir); err != nil {
-			return err
-		}
+		r.agents = agents
 	}
 
 	if external {
