@@ -50,6 +50,11 @@ const (
 	// revoked agent's streams even when clocks disagree by more than the
 	// lookback.
 	reconcileEvery = 2 * time.Second
+	// serverStreamWindow and serverConnWindow are the agent API's static
+	// HTTP/2 receive windows: a 1 MiB report batch crosses in four round
+	// trips, and a connection can hold no more unread than this.
+	serverStreamWindow = 256 << 10
+	serverConnWindow   = 512 << 10
 )
 
 // Config configures the agent API server.
@@ -212,6 +217,14 @@ func New(cfg Config) (*Server, error) {
 		// pooled 8 KiB buffers.
 		grpc.ReadBufferSize(0),
 		grpc.WriteBufferSize(8<<10),
+		// Static flow-control windows: grpc-go's bandwidth-delay
+		// estimation answers the first data frame after each of its
+		// measurements with a window update and a PING, which the agent
+		// answers — for an ACK or a report, two more writes and reads on
+		// each side, at every agent, for windows that small messages never
+		// fill. What agents send is at most a 1 MiB report batch.
+		grpc.StaticStreamWindowSize(serverStreamWindow),
+		grpc.StaticConnWindowSize(serverConnWindow),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.ChainUnaryInterceptor(s.unaryAuth),
