@@ -84,6 +84,13 @@ type Config struct {
 	// bundle ignored. Nil asks for none: the agent follows the bundle some
 	// other way (IdentityService.WatchBundle).
 	TrustBundle func(certificates [][]byte) error
+	// OnChange, when set, is called whenever what the agent's status
+	// shows from the Syncer may have changed: an update applied (the
+	// cache's state), a refusal sent (LastNack), the stream connected or
+	// gone (Stats.Connected), staleness begun or ended (Stale). Staleness
+	// begins with time alone: a timer calls OnChange then. It is called on
+	// the Syncer's goroutines without its locks and must not block.
+	OnChange func()
 }
 
 // Syncer verifies and applies what the control plane streams. Stale,
@@ -100,6 +107,11 @@ type Syncer struct {
 	lastFresh time.Time
 	lastNack  nack
 	stats     Stats
+	// staleTimer calls OnChange when the agent turns stale; it is armed
+	// (staleArmed) from each freshness until staleness, and re-arms
+	// itself while freshness keeps moving. Nil without OnChange.
+	staleTimer *time.Timer
+	staleArmed bool
 }
 
 // Stats counts what a Syncer did since New.
@@ -163,6 +175,9 @@ func New(cfg Config) (*Syncer, error) {
 	s := &Syncer{cfg: cfg, log: log, verifier: sign.NewVerifier(cfg.Root)}
 	s.lastFresh = cfg.Now()
 	s.stats.LastFresh = s.lastFresh
+	if cfg.OnChange != nil {
+		s.staleTimer, s.staleArmed = time.AfterFunc(cfg.StaleAfter, s.checkStale), true
+	}
 	if err := s.restoreKeySet(); err != nil {
 		log.Warn("saved signing key set not restored; waiting for the control plane's", "err", err)
 	}
@@ -229,9 +244,40 @@ func (s *Syncer) KeySetVersion() int64 {
 
 func (s *Syncer) fresh() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lastFresh = s.cfg.Now()
-	s.stats.LastFresh = s.lastFresh
+	now := s.cfg.Now()
+	wasStale := now.Sub(s.lastFresh) > s.cfg.StaleAfter
+	s.lastFresh = now
+	s.stats.LastFresh = now
+	if s.staleTimer != nil && !s.staleArmed {
+		s.staleTimer.Reset(s.cfg.StaleAfter)
+		s.staleArmed = true
+	}
+	s.mu.Unlock()
+	if wasStale {
+		s.changed()
+	}
+}
+
+// checkStale is staleTimer's: when the agent has turned stale it calls
+// OnChange, otherwise it waits for the newest freshness to run out.
+func (s *Syncer) checkStale() {
+	s.mu.Lock()
+	left := s.lastFresh.Add(s.cfg.StaleAfter).Sub(s.cfg.Now())
+	if left >= 0 { // Stale needs more than StaleAfter
+		s.staleTimer.Reset(left + time.Millisecond)
+		s.mu.Unlock()
+		return
+	}
+	s.staleArmed = false
+	s.mu.Unlock()
+	s.changed()
+}
+
+// changed calls Config.OnChange.
+func (s *Syncer) changed() {
+	if s.cfg.OnChange != nil {
+		s.cfg.OnChange()
+	}
 }
 
 // Session runs one stream: it sends Hello with the cache's revision, state
@@ -344,6 +390,7 @@ func (s *Syncer) refuse(nonce string, revision int64, reason agentv1.NackReason,
 	s.lastNack = nack{revision: revision, reason: reason, detail: detail}
 	s.stats.Nacks++
 	s.mu.Unlock()
+	s.changed()
 	s.log.Warn("config update refused", "reason", reason.String(), "revision", revision, "nonce", nonce, "detail", detail)
 	return &agentv1.StreamRequest{Msg: &agentv1.StreamRequest_Nack{Nack: &agentv1.Nack{
 		Revision: revision, Nonce: nonce, Reason: reason, Detail: detail,
@@ -498,8 +545,12 @@ func (s *Syncer) handleUpdate(nonce string, pb *agentv1.SignedEnvelope, snap **s
 
 func (s *Syncer) setConnected(c bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	was := s.stats.Connected
 	s.stats.Connected = c
+	s.mu.Unlock()
+	if was != c {
+		s.changed()
+	}
 }
 
 // sawHead notes a revision named by a verified message.
@@ -547,6 +598,7 @@ func (s *Syncer) applied() {
 	s.stats.Applied++
 	s.mu.Unlock()
 	s.fresh()
+	s.changed()
 }
 
 // staging is a snapshot being received: what its reset said and the

@@ -108,6 +108,9 @@ type Daemon struct {
 	// syncer.
 	reporter *report.Reporter
 	lastErr  report.LastError
+	// changed wakes the reporter when the status may have changed: the
+	// syncer, renderer, upgrader, last error and SVID renewals notify it.
+	changed report.Signal
 }
 
 // New checks cfg.
@@ -125,7 +128,9 @@ func New(cfg Config) (*Daemon, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Daemon{cfg: cfg, log: log}, nil
+	d := &Daemon{cfg: cfg, log: log, changed: report.NewSignal()}
+	d.lastErr.Changed = d.changed
+	return d, nil
 }
 
 func (d *Daemon) identityDir() string { return d.cfg.Dir + "/identity" }
@@ -311,6 +316,7 @@ func (d *Daemon) renewLoop(ctx context.Context, src *identity.Source) error {
 			err := renew()
 			if err == nil {
 				d.log.Info("SVID renewed", "expires", src.SVID().Certificates[0].NotAfter)
+				d.changed.Notify() // the status's svid check
 				break
 			}
 			if status.Code(err) == codes.PermissionDenied {
@@ -418,7 +424,7 @@ func (d *Daemon) openSync(src *identity.Source) (*configsync.Syncer, func(), err
 	st := c.State()
 	d.log.Info("config cache", "revision", st.Revision, "state_hash", st.StateHash, "documents", len(c.List("")))
 	cfg := configsync.Config{DataPlaneID: info.DataPlaneID, Root: src.SigningRoot(), Cache: c,
-		StaleAfter: d.cfg.StaleAfter, Logger: d.log}
+		StaleAfter: d.cfg.StaleAfter, Logger: d.log, OnChange: d.changed.Notify}
 	if !src.External() { // see Run: a SPIRE agent follows the bundle with WatchBundle
 		cfg.TrustBundle = src.UpdateBundle
 	}

@@ -100,7 +100,7 @@ func (d *Daemon) startRender(ctx context.Context, wg *sync.WaitGroup) error {
 	if err != nil {
 		return err
 	}
-	cfg.Cache, cfg.Logger = d.cache, d.log
+	cfg.Cache, cfg.Logger, cfg.OnPass = d.cache, d.log, d.changed.Notify
 	r, err := render.New(cfg)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)

@@ -49,7 +49,7 @@ func (d *Daemon) startReports(ctx context.Context, wg *sync.WaitGroup, src *iden
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	r, err := report.New(report.Config{
-		Queue: q, Logger: d.log,
+		Queue: q, Logger: d.log, Changed: d.changed,
 		StatusEvery: d.cfg.Report.StatusEvery, ProgressDelay: d.cfg.Report.ProgressDelay, MetricsEvery: d.cfg.Report.MetricsEvery,
 		Status: func() *agentv1.AgentStatus { return d.status(src, syncer) },
 		Sample: func() []*agentv1.MetricPoint { return d.sample(syncer) },

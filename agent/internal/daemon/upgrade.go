@@ -24,7 +24,7 @@ func (d *Daemon) startUpgrades(ctx context.Context, wg *sync.WaitGroup) error {
 		return nil
 	}
 	u, err := upgrade.New(upgrade.Config{Cache: d.cache, Hook: d.cfg.UpgradeHook, Timeout: d.cfg.UpgradeTimeout,
-		StateFile: filepath.Join(d.cfg.Dir, upgradeStateFile), Logger: d.log})
+		StateFile: filepath.Join(d.cfg.Dir, upgradeStateFile), Logger: d.log, OnChange: d.changed.Notify})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}

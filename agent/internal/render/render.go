@@ -103,6 +103,9 @@ type Config struct {
 	// MaxRetryDelay caps the backoff between retries of a failed write or
 	// reload (starting at one second); 0 means DefaultMaxRetryDelay.
 	MaxRetryDelay time.Duration
+	// OnPass, when set, is called after each pass, when Status may have
+	// changed; it must not block.
+	OnPass func()
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -362,6 +365,9 @@ func (r *Renderer) pass(ctx context.Context) error {
 // finish records a pass in the status and returns its errors, joined.
 func (r *Renderer) finish(st cache.State, missing []string, errs []error) error {
 	err := errors.Join(errs...)
+	if r.cfg.OnPass != nil {
+		defer r.cfg.OnPass() // after the lock below is released
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.status.Revision = st.Revision

@@ -467,3 +467,26 @@ func TestRunEndsWhenCacheCloses(t *testing.T) {
 		t.Fatalf("Run returned %v; want an error saying the cache closed", err)
 	}
 }
+
+// TestOnPass: the agent's status reports the renderer's Status, and
+// OnPass tells it when that may have changed: after each pass, with the
+// pass already in Status (were it called before, the last call would find
+// Status a pass behind, and nothing would call again).
+func TestOnPass(t *testing.T) {
+	f := newFeed(t)
+	rev := f.put(dpDoc("cairn.dev/ingress", "main", `{"port":443}`))
+	passes := make(chan struct{}, 100)
+	r := start(t, f, Config{Rules: []Rule{{Kind: "cairn.dev/ingress", Name: "main", Path: filepath.Join(t.TempDir(), "ingress.json")}},
+		OnPass: func() { passes <- struct{}{} }})
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case <-passes:
+			if r.Status().Revision == rev {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no OnPass with revision %d in Status (it has %d)", rev, r.Status().Revision)
+		}
+	}
+}

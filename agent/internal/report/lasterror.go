@@ -12,6 +12,10 @@ import (
 // newer error alone. The zero value is ready; it is safe for concurrent
 // use.
 type LastError struct {
+	// Changed, when set (before first use), is notified whenever the
+	// error changes: it is the status's Config.Changed.
+	Changed Signal
+
 	mu  sync.Mutex
 	by  string
 	msg string
@@ -20,18 +24,24 @@ type LastError struct {
 
 // Set records err as the newest error, from loop by.
 func (l *LastError) Set(by string, err error) {
+	msg := fmt.Sprintf("%s at %s: %v", by, time.Now().UTC().Format(time.RFC3339), err)
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.by, l.msg = by, fmt.Sprintf("%s at %s: %v", by, time.Now().UTC().Format(time.RFC3339), err)
+	l.by, l.msg = by, msg
 	l.n++
+	l.mu.Unlock()
+	l.Changed.Notify()
 }
 
 // Clear forgets the newest error if loop by recorded it.
 func (l *LastError) Clear(by string) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.by == by {
+	cleared := l.by == by && l.msg != ""
+	if cleared {
 		l.by, l.msg = "", ""
+	}
+	l.mu.Unlock()
+	if cleared {
+		l.Changed.Notify()
 	}
 }
 

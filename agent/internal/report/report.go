@@ -48,9 +48,15 @@ type Config struct {
 	Queue *Queue
 	// Status returns the agent's current status, a new message on every
 	// call: the Reporter keeps it, fills in DroppedReports and makes its
-	// texts fit to send in place. Called about every PollEvery, so it must
-	// be cheap. Required.
+	// texts fit to send in place. Called when Changed signals, when a
+	// report is due and every PollEvery. Required.
 	Status func() *agentv1.AgentStatus
+	// Changed, when not nil, wakes Run to check the status at once: the
+	// agent's status sources notify it when what they report changes, so
+	// a change is reported without polling for it, and PollEvery is only
+	// the safety net for what no source signals. Nil: Run polls every
+	// PollEvery.
+	Changed Signal
 	// Sample returns the agent's own metrics; nil means none.
 	Sample func() []*agentv1.MetricPoint
 	// StatusEvery is how often the status is sent when it does not change,
@@ -59,8 +65,9 @@ type Config struct {
 	// MetricsEvery is how often metrics are batched into a report; 0
 	// means 30 seconds.
 	MetricsEvery time.Duration
-	// PollEvery is how often Status is checked for a change; 0 means one
-	// second.
+	// PollEvery is how often Status is checked for a change that nothing
+	// signalled; 0 means DefaultSignalledPoll with Changed set, one second
+	// without.
 	PollEvery time.Duration
 	// ProgressDelay defers "progress": a status that differs from the
 	// last one queued only in its applied revision and state hash. It is
@@ -84,6 +91,26 @@ type Config struct {
 
 // DefaultProgressDelay is the default Config.ProgressDelay.
 const DefaultProgressDelay = 10 * time.Second
+
+// DefaultSignalledPoll is Config.PollEvery's default when Config.Changed
+// is set: a safety net for a status source that does not signal.
+const DefaultSignalledPoll = 30 * time.Second
+
+// Signal wakes a Reporter whose status may have changed (Config.Changed).
+// Notify never blocks, and notifications the Reporter has not taken yet
+// count as one.
+type Signal chan struct{}
+
+// NewSignal returns a Signal for Config.Changed.
+func NewSignal() Signal { return make(Signal, 1) }
+
+// Notify wakes the Reporter; on a nil Signal it does nothing.
+func (s Signal) Notify() {
+	select {
+	case s <- struct{}{}:
+	default:
+	}
+}
 
 // ErrBufferFull is returned by Push when the pushed-points buffer is full.
 var ErrBufferFull = errors.New("metrics buffer full")
@@ -127,6 +154,9 @@ func New(cfg Config) (*Reporter, error) {
 	}
 	if cfg.PollEvery <= 0 {
 		cfg.PollEvery = time.Second
+		if cfg.Changed != nil {
+			cfg.PollEvery = DefaultSignalledPoll
+		}
 	}
 	if cfg.ProgressDelay == 0 {
 		cfg.ProgressDelay = DefaultProgressDelay
@@ -203,13 +233,14 @@ var ErrInvalid = errors.New("invalid metric points")
 // Run makes reports until ctx ends: the status when it changes (the
 // count of dropped reports alone is no change: with a full queue it moves
 // on every append; progress alone waits for Config.ProgressDelay) and at
-// least every StatusEvery, and a metrics report every MetricsEvery. A
-// queue that cannot be written (a full disk) is logged, at most once a
-// minute, and tried again: reporting never stops the agent from serving
-// its config.
+// least every StatusEvery, and a metrics report every MetricsEvery. It
+// checks the status when Config.Changed signals, when a report of it is
+// due, and at least every PollEvery. A queue that cannot be written (a
+// full disk) is logged, at most once a minute, and tried again within a
+// second: reporting never stops the agent from serving its config.
 func (r *Reporter) Run(ctx context.Context) error {
-	poll := time.NewTicker(r.cfg.PollEvery)
-	defer poll.Stop()
+	check := time.NewTimer(r.cfg.PollEvery)
+	defer check.Stop()
 	metrics := time.NewTicker(r.cfg.MetricsEvery)
 	defer metrics.Stop()
 	p := &statusPacer{every: r.cfg.StatusEvery, delay: r.cfg.ProgressDelay}
@@ -221,15 +252,22 @@ func (r *Reporter) Run(ctx context.Context) error {
 		}
 	}
 	for {
+		wait := r.cfg.PollEvery
 		if err := r.pollStatus(p); err != nil {
 			failed(err)
+			wait = min(wait, time.Second)
 		}
+		if next := p.next(); !next.IsZero() {
+			wait = min(wait, max(next.Sub(r.cfg.Now()), 0))
+		}
+		check.Reset(wait)
 		select {
 		case <-ctx.Done():
 			// Points already accepted from services go to disk, so a
 			// clean stop loses nothing it said it took.
 			return r.flushPushed()
-		case <-poll.C:
+		case <-check.C:
+		case <-r.cfg.Changed:
 		case <-metrics.C:
 			if err := r.flushMetrics(); err != nil {
 				failed(err)
@@ -291,6 +329,19 @@ func (p *statusPacer) due(st *agentv1.AgentStatus, now time.Time) bool {
 	default:
 		return true
 	}
+}
+
+// next is when the status must be looked at again for a report to go
+// in time without a change: the pending progress's deadline or the
+// re-send, whichever comes first; zero before the first status.
+func (p *statusPacer) next() time.Time {
+	if p.last == nil {
+		return time.Time{}
+	}
+	if !p.progress.IsZero() && p.progress.Before(p.resend) {
+		return p.progress
+	}
+	return p.resend
 }
 
 // queued records that st was queued at now: whatever progress was

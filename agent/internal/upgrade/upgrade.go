@@ -57,6 +57,9 @@ type Config struct {
 	Retry time.Duration
 	// StateFile keeps what each cluster runs across restarts. Required.
 	StateFile string
+	// OnChange, when set, is called after a run of the hook changed what
+	// Clusters returns; it must not block.
+	OnChange func()
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -235,6 +238,9 @@ func (u *Upgrader) upgrade(ctx context.Context, id string, st clusterState, targ
 	u.states[id] = st
 	b, _ := json.MarshalIndent(u.states, "", "  ")
 	u.mu.Unlock()
+	if u.cfg.OnChange != nil {
+		u.cfg.OnChange()
+	}
 	if err := certs.WriteFileAtomic(u.cfg.StateFile, append(b, '\n'), 0o600); err != nil {
 		u.log.Error("cannot save upgrade state", "file", u.cfg.StateFile, "error", err)
 	}

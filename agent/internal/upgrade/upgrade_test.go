@@ -155,3 +155,26 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
+
+// TestOnChange: the agent's status reports Clusters, and OnChange tells
+// it when they changed: after each run of the hook, with the outcome
+// already in Clusters.
+func TestOnChange(t *testing.T) {
+	f := cachetest.New(t)
+	argv, _, _ := hookScript(t)
+	f.Put(desired("c1", "1.0.0"))
+	changed := make(chan struct{}, 10)
+	u, stop := run(t, Config{Cache: f.Cache, Hook: argv, StateFile: filepath.Join(t.TempDir(), "upgrade.json"),
+		OnChange: func() { changed <- struct{}{} }})
+	defer stop()
+	select {
+	case <-changed:
+		// The only run: were OnChange called before its outcome was in
+		// Clusters, this could see no version.
+		if v := state(u, "c1").GetVersion(); v != "1.0.0" {
+			t.Fatalf("after OnChange c1 reports version %q; want 1.0.0 (the run's outcome)", v)
+		}
+	case <-time.After(patience):
+		t.Fatal("OnChange not called after the hook ran")
+	}
+}
