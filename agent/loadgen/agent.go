@@ -68,9 +68,14 @@ type ReportConfig struct {
 	ProgressDelay time.Duration `json:"progress_delay,omitempty"`
 	// MetricsEvery batches the agent's own metrics; 0 means 30 seconds.
 	MetricsEvery time.Duration `json:"metrics_every,omitempty"`
-	// PollEvery is how often the status is checked for a change; 0 means
-	// one second.
+	// PollEvery is how often the status is checked for a change nothing
+	// signalled (report.Config.PollEvery); 0 means cairn-agent's
+	// default, report.DefaultSignalledPoll. As in cairn-agent, the
+	// config stream and the last error signal their changes.
 	PollEvery time.Duration `json:"poll_every,omitempty"`
+	// ChurnEvery is how often each agent's status changes while the fleet
+	// churns (Fleet.SetChurn): the status-ingest load; 0 means one second.
+	ChurnEvery time.Duration `json:"churn_every,omitempty"`
 	// QueueMax bounds the on-disk queue; 0 means 10,000 reports.
 	QueueMax int `json:"queue_max,omitempty"`
 }
@@ -109,10 +114,9 @@ type AgentConfig struct {
 	Pin string
 	// Report configures reporting.
 	Report ReportConfig
-	// Churn, when set and true, makes every status check report a new
-	// status (a changing "loadgen" check), so that each agent sends one
-	// status report per Report.PollEvery: the status-ingest load. Nil
-	// means never.
+	// Churn, when set and true, gives the status a "loadgen" check that
+	// changes at every Agent.churnTick, so that each agent sends one
+	// status report per tick: the status-ingest load. Nil means never.
 	Churn *atomic.Bool
 	// OnApplied is called, on the agent's own goroutine, with the cache's
 	// state after each update the agent verified and applied; nil means
@@ -133,9 +137,10 @@ type Agent struct {
 	queue    *report.Queue
 	reporter *report.Reporter
 
-	tick        atomic.Int64 // churn counter
-	reportCalls atomic.Int64 // Report RPCs answered
-	streamEnds  atomic.Int64 // config stream sessions that ended while running
+	changed     report.Signal // wakes the reporter: the status may have changed
+	tick        atomic.Int64  // churn counter
+	reportCalls atomic.Int64  // Report RPCs answered
+	streamEnds  atomic.Int64  // config stream sessions that ended while running
 	lastErr     report.LastError
 }
 
@@ -171,14 +176,15 @@ func Enroll(ctx context.Context, cfg AgentConfig) (*Agent, error) {
 	if src.SigningRoot() == nil || info.DataPlaneID == "" {
 		return nil, errors.New("loadgen: enrolled without a signing root or data plane; the agent cannot sync config")
 	}
-	a := &Agent{cfg: cfg, log: log.With("agent_id", info.AgentID), src: src}
+	a := &Agent{cfg: cfg, log: log.With("agent_id", info.AgentID), src: src, changed: report.NewSignal()}
+	a.lastErr.Changed = a.changed
 	c, err := cache.Open(filepath.Join(cfg.Dir, "cache.db"))
 	if err != nil {
 		return nil, fmt.Errorf("loadgen: %w", err)
 	}
 	a.cache = c
 	a.syncer, err = configsync.New(configsync.Config{DataPlaneID: info.DataPlaneID, Root: src.SigningRoot(), Cache: c, Logger: a.log,
-		TrustBundle: src.UpdateBundle})
+		TrustBundle: src.UpdateBundle, OnChange: a.changed.Notify})
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("loadgen: %w", err)
@@ -193,7 +199,7 @@ func Enroll(ctx context.Context, cfg AgentConfig) (*Agent, error) {
 		return nil, fmt.Errorf("loadgen: %w", err)
 	}
 	a.reporter, err = report.New(report.Config{
-		Queue: a.queue, Logger: a.log, Status: a.status, Sample: a.sample,
+		Queue: a.queue, Logger: a.log, Status: a.status, Sample: a.sample, Changed: a.changed,
 		StatusEvery: cfg.Report.StatusEvery, ProgressDelay: cfg.Report.ProgressDelay,
 		MetricsEvery: cfg.Report.MetricsEvery, PollEvery: cfg.Report.PollEvery,
 	})
@@ -366,7 +372,7 @@ func (a *Agent) status() *agentv1.AgentStatus {
 			Detail: "expires " + svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339)})
 	}
 	if a.cfg.Churn != nil && a.cfg.Churn.Load() {
-		checks = append(checks, &agentv1.Check{Name: "loadgen", Healthy: true, Detail: strconv.FormatInt(a.tick.Add(1), 10)})
+		checks = append(checks, &agentv1.Check{Name: "loadgen", Healthy: true, Detail: strconv.FormatInt(a.tick.Load(), 10)})
 	}
 	lastErr := a.lastErr.Get()
 	if rev, reason, detail := a.syncer.LastNack(); rev > st.Revision && lastErr == "" {
@@ -376,6 +382,13 @@ func (a *Agent) status() *agentv1.AgentStatus {
 		AppliedRevision: st.Revision, StateHash: st.StateHash, AgentVersion: Version,
 		HostVersion: hostVersion, Checks: checks, LastError: lastErr, Stale: stale,
 	}
+}
+
+// churnTick changes the status's "loadgen" check while churning and wakes
+// the reporter to send it.
+func (a *Agent) churnTick() {
+	a.tick.Add(1)
+	a.changed.Notify()
 }
 
 // sample is the agent's own metrics, the set cairn-agent reports.

@@ -48,11 +48,14 @@ type Fleet struct {
 	groups map[string][]int
 	churn  atomic.Bool
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	runCtx     context.Context // the agents' Run; ended by Close
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	churnEvery time.Duration
 
-	mu    sync.Mutex
-	armed map[string]*armed
+	mu        sync.Mutex
+	armed     map[string]*armed
+	stopChurn context.CancelFunc // ends the churn ticker; nil while not churning
 }
 
 // armed is one group's wait for a revision: when each agent reached it.
@@ -88,7 +91,11 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 		f.groups[m.Group] = append(f.groups[m.Group], i)
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	f.cancel = cancel
+	f.runCtx, f.cancel = runCtx, cancel
+	f.churnEvery = cfg.Report.ChurnEvery
+	if f.churnEvery <= 0 {
+		f.churnEvery = time.Second
+	}
 
 	idx := make(chan int)
 	var (
@@ -205,8 +212,42 @@ func (f *Fleet) Wait(ctx context.Context, group string, timeout time.Duration) (
 	return append([]int64(nil), a.times...), a.left, err
 }
 
-// SetChurn turns the status-ingest load on or off (AgentConfig.Churn).
-func (f *Fleet) SetChurn(on bool) { f.churn.Store(on) }
+// SetChurn turns the status-ingest load on or off: while it is on, every
+// agent's status changes at once and then every Report.ChurnEvery
+// (AgentConfig.Churn), and each change wakes the agent's reporter as a
+// real change of status would.
+func (f *Fleet) SetChurn(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if on == (f.stopChurn != nil) {
+		return
+	}
+	f.churn.Store(on)
+	if !on {
+		f.stopChurn()
+		f.stopChurn = nil
+		for _, a := range f.agents {
+			a.changed.Notify() // the "loadgen" check is gone
+		}
+		return
+	}
+	ctx, stop := context.WithCancel(f.runCtx)
+	f.stopChurn = stop
+	f.wg.Go(func() {
+		t := time.NewTicker(f.churnEvery)
+		defer t.Stop()
+		for {
+			for _, a := range f.agents {
+				a.churnTick()
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	})
+}
 
 // Stats sums what a fleet's agents did. Revisions are of the group asked
 // for ("" for all agents).

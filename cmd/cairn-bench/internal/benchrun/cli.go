@@ -119,7 +119,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (cf
 	fs.DurationVar(&c.Report.StatusEvery, "status-every", 0, "agents' --status-interval (0: cairn-agent's default, 1m)")
 	fs.DurationVar(&c.Report.ProgressDelay, "progress-delay", 0, "agents' --status-progress-delay (0: cairn-agent's default, 10s; negative: progress reported at once)")
 	fs.DurationVar(&c.Report.MetricsEvery, "metrics-every", 0, "agents' --metrics-interval (0: cairn-agent's default, 30s)")
-	fs.DurationVar(&c.Report.PollEvery, "poll-every", time.Second, "how often agents check their status for a change; figure 5 makes a change every check")
+	fs.DurationVar(&c.Report.PollEvery, "poll-every", 0, "how often agents check their status for a change nothing signalled (0: cairn-agent's default, 30s)")
+	fs.DurationVar(&c.Report.ChurnEvery, "churn-every", time.Second, "figure 5: how often each agent's status changes")
 	fs.IntVar(&c.ValueBytes, "value-bytes", 256, "size of each written config value")
 	fs.IntVar(&c.AgentsPerProcess, "agents-per-process", 0, "agents per process (0: as many as the open-file limit allows, 3 files per agent)")
 	fs.IntVar(&c.EnrollConcurrency, "enroll-concurrency", 32, "enrollments at once per agents process")
@@ -138,8 +139,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (cf
 	if fs.NArg() > 0 {
 		return nil, "", false, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	if c.N < 1 || c.Changes < 0 || c.Single < 0 || c.ValueBytes < 16 || c.Report.PollEvery <= 0 {
-		return nil, "", false, errors.New("-n must be at least 1, -value-bytes at least 16, -poll-every positive, -changes and -single not negative")
+	if c.N < 1 || c.Changes < 0 || c.Single < 0 || c.ValueBytes < 16 || c.Report.PollEvery < 0 || c.Report.ChurnEvery <= 0 {
+		return nil, "", false, errors.New("-n must be at least 1, -value-bytes at least 16, -churn-every positive, -poll-every, -changes and -single not negative")
 	}
 	if *extra != "" {
 		c.ExtraArgs = strings.Fields(*extra)

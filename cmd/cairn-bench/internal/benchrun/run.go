@@ -119,8 +119,8 @@ type Config struct {
 	History   int64
 	// ExtraArgs are more control-plane flags.
 	ExtraArgs []string
-	// Report is the agents' reporting; status changes are checked every
-	// Report.PollEvery, which paces figure 5.
+	// Report is the agents' reporting; in figure 5 each agent's status
+	// changes every Report.ChurnEvery.
 	Report loadgen.ReportConfig
 	// ValueBytes is each written value's size; 0 means 256.
 	ValueBytes int
@@ -243,8 +243,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.AdmitBurst == 0 {
 		cfg.AdmitBurst = cfg.N + 1
 	}
-	if cfg.Report.PollEvery == 0 {
-		cfg.Report.PollEvery = time.Second
+	if cfg.Report.ChurnEvery == 0 {
+		cfg.Report.ChurnEvery = time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -951,15 +951,16 @@ func (r *run) churn(on bool) error {
 	return r.eachWorker(func(_ int, w *loadgen.Worker) error { return w.SetChurn(on) })
 }
 
-// ingest is figure 5: every agent makes a new status every poll; the
-// figure is the reports the control plane acknowledged per second.
+// ingest is figure 5: every agent makes a new status every
+// Report.ChurnEvery; the figure is the reports the control plane
+// acknowledged per second.
 func (r *run) ingest(ctx context.Context) error {
 	if err := r.churn(true); err != nil {
 		return err
 	}
 	r.profile(ctx, "ingest", false)
-	// Two polls for every agent to be making reports.
-	if err := wait.Sleep(ctx, 2*r.cfg.Report.PollEvery); err != nil {
+	// Two changes for every agent to be making reports.
+	if err := wait.Sleep(ctx, 2*r.cfg.Report.ChurnEvery); err != nil {
 		return err
 	}
 	s0, err := r.stats("")
@@ -981,7 +982,7 @@ func (r *run) ingest(ctx context.Context) error {
 	}
 	r.res.StatusReportsPerSec = float64(s1.ReportsDelivered-s0.ReportsDelivered) / dt
 	r.res.StatusBatchesPerSec = float64(s1.ReportCalls-s0.ReportCalls) / dt
-	r.res.StatusOfferedPerSec = float64(s1.Agents) / r.cfg.Report.PollEvery.Seconds()
+	r.res.StatusOfferedPerSec = float64(s1.Agents) / r.cfg.Report.ChurnEvery.Seconds()
 	r.res.StatusBacklog = s1.ReportsQueued
 	if s1.ReportsDropped > 0 {
 		r.note("figure 5: the agents' queues dropped %d reports (full)", s1.ReportsDropped)
