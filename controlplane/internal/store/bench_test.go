@@ -90,6 +90,36 @@ func BenchmarkListClustersSelector(b *testing.B) {
 	}
 }
 
+// BenchmarkIngestReportsMany measures one group of 200 agents' status
+// reports in one IngestReportsMany call, as the agent API groups the
+// Report calls that follow a config change (each agent's progress).
+func BenchmarkIngestReportsMany(b *testing.B) {
+	const agents = 200
+	for _, be := range storetest.Backends() {
+		b.Run(be.Name, func(b *testing.B) {
+			ctx := context.Background()
+			s := must[*store.Store](b)(store.Open(ctx, store.Config{URL: be.URL(b)}))
+			b.Cleanup(s.Close)
+			f := newEnrollFixture(b, s)
+			group := make([]store.Reports, agents)
+			for i := range group {
+				ag := must[store.Agent](b)(s.EnrollAgent(ctx, enrollment(f.token(b, "s", time.Hour).ID, "s")))
+				group[i] = store.Reports{AgentID: ag.ID, DataPlaneID: f.dp.ID, QueueID: "q"}
+			}
+			seq := int64(0)
+			for b.Loop() {
+				seq++
+				for i := range group {
+					group[i].Items = []store.Report{statusReport(seq, seq)}
+				}
+				if _, err := s.IngestReportsMany(ctx, group); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkIngestReports measures storing one agent's report batch: a
 // status and a metrics batch of 20 points, with the queue's sequence
 // number, in one transaction. Agents rotate over 100, as a fleet's

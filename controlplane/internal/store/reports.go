@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -97,22 +99,28 @@ func (s *Store) IngestReports(ctx context.Context, r Reports) (int64, error) {
 // number. Either every batch is stored or none is. The agent API groups
 // concurrent Report calls this way: with 10,000 agents one transaction
 // per call bounded the reports stored to about a thousand calls a second.
+// The transaction reads every batch's queue in one statement and writes
+// statuses, points and queues in multi-row statements, so a group of 200
+// calls is a handful of round trips rather than several per call.
 func (s *Store) IngestReportsMany(ctx context.Context, rs []Reports) ([]int64, error) {
 	if len(rs) == 0 {
 		return nil, nil
 	}
+	perStatement := reportRowsPerStatement
+	if s.b.name() == "sqlite" {
+		perStatement = sqliteReportRowsPerStatement
+	}
 	now := s.now()
 	var acked []int64
 	err := s.inTx(ctx, func(q querier) error {
-		acked = make([]int64, len(rs)) // a retried transaction starts over
-		for i, r := range rs {
-			a, err := ingestReports(ctx, q, r, now)
-			if err != nil {
-				return err
-			}
-			acked[i] = a
+		// A retried transaction starts over.
+		in, err := readReportQueues(ctx, q, rs)
+		if err != nil {
+			return err
 		}
-		return nil
+		var out ingest
+		acked = out.plan(rs, in)
+		return out.write(ctx, q, perStatement, now)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ingest reports: %w", err)
@@ -120,78 +128,196 @@ func (s *Store) IngestReportsMany(ctx context.Context, rs []Reports) ([]int64, e
 	return acked, nil
 }
 
-// ingestReports stores one batch in q's transaction and returns its
-// newest stored sequence number.
-func ingestReports(ctx context.Context, q querier, r Reports, now time.Time) (int64, error) {
-	var queueID string
-	var last int64
-	err := q.queryRow(ctx, `SELECT queue_id, last_seq FROM agent_report_queues WHERE agent_id = $1`, r.AgentID).Scan(&queueID, &last)
-	if err != nil && !isNoRows(err) {
-		return 0, err
-	}
-	if queueID != r.QueueID {
-		last = 0
-	}
-	var status *AgentStatus
-	var points []MetricPoint
-	newest := last
-	for _, it := range r.Items {
-		if it.Seq <= newest {
-			continue
-		}
-		newest = it.Seq
-		if it.Status != nil {
-			st := *it.Status
-			st.Seq = it.Seq
-			status = &st
-		}
-		points = append(points, it.Metrics...)
-	}
-	if newest == last && queueID == r.QueueID {
-		return newest, nil
-	}
-	if status != nil {
-		if err := putStatus(ctx, q, r.AgentID, r.DataPlaneID, *status, now); err != nil {
-			return 0, err
-		}
-	}
-	if err := insertPoints(ctx, q, r.AgentID, points, now); err != nil {
-		return 0, err
-	}
-	_, err = q.exec(ctx, `INSERT INTO agent_report_queues (agent_id, queue_id, last_seq, update_time) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (agent_id) DO UPDATE SET queue_id = excluded.queue_id, last_seq = excluded.last_seq, update_time = excluded.update_time`,
-		r.AgentID, r.QueueID, newest, now)
-	return newest, err
+// Rows of one multi-row statement of IngestReportsMany. SQLite is fastest
+// with short statements: a group of 200 agents' statuses took 4.6–4.9 ms
+// in statements of 10 rows, 5.3 ms in 5, 5.8–7.8 ms in 20, 9.3 ms in 50 and
+// 32 ms in 200 (BenchmarkIngestReportsMany; 8.6–10 ms with statements for
+// each agent in turn). PostgreSQL took 4.2–6.5 ms in statements of 200
+// rows, 5.8–6.0 ms in 50, and 35–45 ms with statements for each agent.
+const (
+	reportRowsPerStatement       = 200
+	sqliteReportRowsPerStatement = 10
+)
+
+// reportQueue is where an agent's report queue stands: its id and newest
+// stored sequence number.
+type reportQueue struct {
+	id   string
+	last int64
 }
 
-func putStatus(ctx context.Context, q querier, agentID, dataPlaneID string, st AgentStatus, now time.Time) error {
-	if st.ReportTime.IsZero() {
-		st.ReportTime = now
-	}
-	checks, err := json.Marshal(nonNilSlice(st.Checks))
-	if err != nil {
-		return fmt.Errorf("encode checks: %w", err)
-	}
-	failing := 0
-	for _, c := range st.Checks {
-		if !c.Healthy {
-			failing++
+// readReportQueues reads the stored queue of every agent in rs.
+func readReportQueues(ctx context.Context, q querier, rs []Reports) (map[string]reportQueue, error) {
+	ids := make([]string, 0, len(rs))
+	seen := make(map[string]bool, len(rs))
+	for _, r := range rs {
+		if !seen[r.AgentID] {
+			seen[r.AgentID] = true
+			ids = append(ids, r.AgentID)
 		}
 	}
-	_, err = q.exec(ctx, `INSERT INTO agent_status (agent_id, data_plane_id, seq, applied_revision, state_hash, agent_version,
+	out := make(map[string]reportQueue, len(ids))
+	for chunk := range slices.Chunk(ids, reportRowsPerStatement) {
+		var w where
+		rows, err := q.query(ctx, `SELECT agent_id, queue_id, last_seq FROM agent_report_queues WHERE `+in(&w, "agent_id", chunk), w.args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var id string
+			var rq reportQueue
+			if err := rows.Scan(&id, &rq.id, &rq.last); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[id] = rq
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// ingest is what IngestReportsMany writes: per agent its newest status
+// and its queue's new position, and every new point, in order.
+type ingest struct {
+	statuses map[string]AgentStatus // DataPlaneID set
+	queues   map[string]reportQueue // only those that moved
+	points   []agentPoint
+}
+
+type agentPoint struct {
+	agentID string
+	MetricPoint
+}
+
+// plan works out, from the stored queues, what each batch adds, batch by
+// batch as if each were stored in turn, and returns each batch's newest
+// stored sequence number. A batch from a new queue id starts over.
+func (w *ingest) plan(rs []Reports, stored map[string]reportQueue) []int64 {
+	w.statuses, w.queues = map[string]AgentStatus{}, map[string]reportQueue{}
+	acked := make([]int64, len(rs))
+	for i, r := range rs {
+		cur := stored[r.AgentID]
+		last := cur.last
+		if cur.id != r.QueueID {
+			last = 0
+		}
+		var status *AgentStatus
+		newest, first := last, len(w.points)
+		for _, it := range r.Items {
+			if it.Seq <= newest {
+				continue
+			}
+			newest = it.Seq
+			if it.Status != nil {
+				st := *it.Status
+				st.Seq = it.Seq
+				status = &st
+			}
+			for _, p := range it.Metrics {
+				w.points = append(w.points, agentPoint{agentID: r.AgentID, MetricPoint: p})
+			}
+		}
+		acked[i] = newest
+		if newest == last && cur.id == r.QueueID {
+			w.points = w.points[:first]
+			continue
+		}
+		if status != nil {
+			status.DataPlaneID = r.DataPlaneID
+			w.statuses[r.AgentID] = *status
+		}
+		stored[r.AgentID] = reportQueue{id: r.QueueID, last: newest}
+		w.queues[r.AgentID] = stored[r.AgentID]
+	}
+	return acked
+}
+
+// write stores w in q's transaction, rows in agent order so that
+// concurrent transactions lock them in the same order.
+func (w *ingest) write(ctx context.Context, q querier, perStatement int, now time.Time) error {
+	agents := slices.Sorted(maps.Keys(w.statuses))
+	for chunk := range slices.Chunk(agents, perStatement) {
+		if err := putStatuses(ctx, q, chunk, w.statuses, now); err != nil {
+			return err
+		}
+	}
+	for _, id := range agents {
+		st := w.statuses[id]
+		if len(st.Clusters) == 0 {
+			continue
+		}
+		at := st.ReportTime
+		if at.IsZero() {
+			at = now
+		}
+		if err := putClusterReports(ctx, q, id, st.DataPlaneID, st.Clusters, at, now); err != nil {
+			return err
+		}
+	}
+	if err := insertPoints(ctx, q, w.points, now); err != nil {
+		return err
+	}
+	queued := slices.Sorted(maps.Keys(w.queues))
+	for chunk := range slices.Chunk(queued, perStatement) {
+		var a where
+		values := make([]string, len(chunk))
+		for i, id := range chunk {
+			rq := w.queues[id]
+			values[i] = "(" + a.arg(id) + ", " + a.arg(rq.id) + ", " + a.arg(rq.last) + ", " + a.arg(now) + ")"
+		}
+		if _, err := q.exec(ctx, `INSERT INTO agent_report_queues (agent_id, queue_id, last_seq, update_time) VALUES `+strings.Join(values, ", ")+`
+			ON CONFLICT (agent_id) DO UPDATE SET queue_id = excluded.queue_id, last_seq = excluded.last_seq, update_time = excluded.update_time`,
+			a.args...); err != nil {
+			return fmt.Errorf("put report queues: %w", err)
+		}
+	}
+	return nil
+}
+
+// putStatuses upserts the statuses of agents, in one statement.
+func putStatuses(ctx context.Context, q querier, agents []string, statuses map[string]AgentStatus, now time.Time) error {
+	var a where
+	values := make([]string, len(agents))
+	for i, id := range agents {
+		st := statuses[id]
+		if st.ReportTime.IsZero() {
+			st.ReportTime = now
+		}
+		checks, err := json.Marshal(nonNilSlice(st.Checks))
+		if err != nil {
+			return fmt.Errorf("encode checks: %w", err)
+		}
+		failing := 0
+		for _, c := range st.Checks {
+			if !c.Healthy {
+				failing++
+			}
+		}
+		ph := make([]string, 0, 15)
+		for _, v := range []any{id, st.DataPlaneID, st.Seq, st.AppliedRevision, st.StateHash, st.AgentVersion, st.HostVersion,
+			st.ProductVersion, string(checks), failing, st.LastError, st.Stale, st.DroppedReports, st.ReportTime.UTC(), now} {
+			ph = append(ph, a.arg(v))
+		}
+		values[i] = "(" + strings.Join(ph, ", ") + ")"
+	}
+	_, err := q.exec(ctx, `INSERT INTO agent_status (agent_id, data_plane_id, seq, applied_revision, state_hash, agent_version,
 		host_version, product_version, checks, failing_checks, last_error, stale, dropped_reports, report_time, receive_time)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+		VALUES `+strings.Join(values, ", ")+`
 		ON CONFLICT (agent_id) DO UPDATE SET data_plane_id = excluded.data_plane_id, seq = excluded.seq,
 		applied_revision = excluded.applied_revision, state_hash = excluded.state_hash, agent_version = excluded.agent_version,
 		host_version = excluded.host_version, product_version = excluded.product_version, checks = excluded.checks,
 		failing_checks = excluded.failing_checks, last_error = excluded.last_error, stale = excluded.stale,
 		dropped_reports = excluded.dropped_reports, report_time = excluded.report_time, receive_time = excluded.receive_time`,
-		agentID, dataPlaneID, st.Seq, st.AppliedRevision, st.StateHash, st.AgentVersion, st.HostVersion, st.ProductVersion,
-		string(checks), failing, st.LastError, st.Stale, st.DroppedReports, st.ReportTime.UTC(), now)
+		a.args...)
 	if err != nil {
 		return fmt.Errorf("put status: %w", err)
 	}
-	return putClusterReports(ctx, q, agentID, dataPlaneID, st.Clusters, st.ReportTime, now)
+	return nil
 }
 
 // putClusterReports records the clusters' versions an agent reported, for
@@ -262,13 +388,12 @@ func nonNilSlice[T any](s []T) []T {
 // far below PostgreSQL's 65,535 and SQLite's 32,766.
 const pointsPerInsert = 500
 
-func insertPoints(ctx context.Context, q querier, agentID string, points []MetricPoint, now time.Time) error {
-	for len(points) > 0 {
-		n := min(len(points), pointsPerInsert)
+func insertPoints(ctx context.Context, q querier, points []agentPoint, now time.Time) error {
+	for chunk := range slices.Chunk(points, pointsPerInsert) {
 		var b strings.Builder
 		b.WriteString(`INSERT INTO agent_metric_points (agent_id, id, name, labels, value, source, point_time, receive_time) VALUES `)
-		args := make([]any, 0, n*8)
-		for i, p := range points[:n] {
+		args := make([]any, 0, len(chunk)*8)
+		for i, p := range chunk {
 			if i > 0 {
 				b.WriteString(", ")
 			}
@@ -287,12 +412,11 @@ func insertPoints(ctx context.Context, q querier, agentID string, points []Metri
 			if err != nil {
 				return fmt.Errorf("point id: %w", err)
 			}
-			args = append(args, agentID, id.String(), p.Name, encodeLabels(p.Labels), p.Value, p.Source, p.Time.UTC(), now)
+			args = append(args, p.agentID, id.String(), p.Name, encodeLabels(p.Labels), p.Value, p.Source, p.Time.UTC(), now)
 		}
 		if _, err := q.exec(ctx, b.String(), args...); err != nil {
 			return fmt.Errorf("insert metric points: %w", err)
 		}
-		points = points[n:]
 	}
 	return nil
 }

@@ -256,3 +256,57 @@ func TestIngestReportsMany(t *testing.T) {
 		}
 	})
 }
+
+// TestIngestReportsManyLargeGroup: a group larger than one multi-row
+// statement (10 rows on SQLite, 200 on PostgreSQL) stores every agent's
+// status, points and queue; delivered again it stores nothing more; a
+// batch under a new queue id starts over.
+func TestIngestReportsManyLargeGroup(t *testing.T) {
+	const n = 230
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f := newEnrollFixture(t, s)
+		group := make([]store.Reports, n)
+		for i := range group {
+			ag := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "a", time.Hour).ID, "a")))
+			group[i] = store.Reports{AgentID: ag.ID, DataPlaneID: f.dp.ID, QueueID: "q",
+				Items: []store.Report{metricsReport(1, "x"), statusReport(2, int64(100+i))}}
+		}
+		for round := range 2 { // the second is a redelivery of the whole group
+			acked, err := s.IngestReportsMany(ctx, group)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, a := range acked {
+				if a != 2 {
+					t.Fatalf("round %d: batch %d acked %d; want 2", round, i, a)
+				}
+			}
+		}
+		for i, r := range group {
+			st, err := s.GetAgentStatus(ctx, r.AgentID)
+			if err != nil {
+				t.Fatalf("agent %d: %v", i, err)
+			}
+			if st.AppliedRevision != int64(100+i) || st.Seq != 2 || st.DataPlaneID != f.dp.ID {
+				t.Fatalf("agent %d: status at revision %d, seq %d, data plane %q; want %d, 2, %q", i, st.AppliedRevision, st.Seq, st.DataPlaneID, 100+i, f.dp.ID)
+			}
+		}
+		for _, i := range []int{0, n / 2, n - 1} {
+			if got := countPoints(t, s, group[i].AgentID, "x"); got != 1 {
+				t.Fatalf("agent %d has %d points; want 1 (stored once)", i, got)
+			}
+		}
+		// A new queue id (a data directory restored from a backup) starts
+		// over at sequence number 1.
+		restored := group[n-1]
+		restored.QueueID, restored.Items = "q2", []store.Report{statusReport(1, 7)}
+		acked, err := s.IngestReportsMany(ctx, []store.Reports{restored})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := s.GetAgentStatus(ctx, restored.AgentID); acked[0] != 1 || st.AppliedRevision != 7 {
+			t.Fatalf("new queue: acked %d, status at revision %d; want 1 and 7", acked[0], st.AppliedRevision)
+		}
+	})
+}
