@@ -176,7 +176,11 @@ func New(cfg Config) (*Syncer, error) {
 	s.lastFresh = cfg.Now()
 	s.stats.LastFresh = s.lastFresh
 	if cfg.OnChange != nil {
+		// Never stopped: a Syncer has no end, and the timer of one no
+		// longer used fires at most once more, within StaleAfter.
+		s.mu.Lock()
 		s.staleTimer, s.staleArmed = time.AfterFunc(cfg.StaleAfter, s.checkStale), true
+		s.mu.Unlock()
 	}
 	if err := s.restoreKeySet(); err != nil {
 		log.Warn("saved signing key set not restored; waiting for the control plane's", "err", err)

@@ -254,10 +254,10 @@ func (r *Reporter) Run(ctx context.Context) error {
 	for {
 		wait := r.cfg.PollEvery
 		if err := r.pollStatus(p); err != nil {
+			// The status stays due: try again in a second, not at once.
 			failed(err)
 			wait = min(wait, time.Second)
-		}
-		if next := p.next(); !next.IsZero() {
+		} else if next := p.next(); !next.IsZero() {
 			wait = min(wait, max(next.Sub(r.cfg.Now()), 0))
 		}
 		check.Reset(wait)

@@ -126,3 +126,34 @@ func TestLastErrorSignals(t *testing.T) {
 		}
 	}
 }
+
+// TestRunDoesNotSpinWhenTheQueueFails: a status due (here the re-send)
+// that cannot be queued is tried again a second later, not at once: with
+// a full disk the loop must not take a core.
+func TestRunDoesNotSpinWhenTheQueueFails(t *testing.T) {
+	q := openTestQueue(t, filepath.Join(t.TempDir(), "reports.db"), 1000)
+	var polls atomic.Int64
+	r := newReporter(t, Config{
+		Queue:        q,
+		Status:       func() *agentv1.AgentStatus { polls.Add(1); return &agentv1.AgentStatus{AppliedRevision: 1} },
+		Changed:      NewSignal(),
+		PollEvery:    time.Hour,
+		MetricsEvery: time.Hour,
+		StatusEvery:  10 * time.Millisecond,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	waitFor(t, "the first status", func() bool { return q.Len() == 1 })
+	if err := q.Close(); err != nil { // every Append fails from now on
+		t.Fatal(err)
+	}
+	before := polls.Load()
+	time.Sleep(300 * time.Millisecond)
+	n := polls.Load() - before
+	cancel()
+	<-done // Run's last flush fails too; what it returns is not the point
+	if n > 5 {
+		t.Fatalf("%d status checks in 300ms with a failing queue; want at most one a second", n)
+	}
+}
