@@ -56,6 +56,7 @@ type Fleet struct {
 	mu        sync.Mutex
 	armed     map[string]*armed
 	stopChurn context.CancelFunc // ends the churn ticker; nil while not churning
+	closed    bool               // Close began: no more goroutines
 }
 
 // armed is one group's wait for a revision: when each agent reached it.
@@ -219,7 +220,7 @@ func (f *Fleet) Wait(ctx context.Context, group string, timeout time.Duration) (
 func (f *Fleet) SetChurn(on bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if on == (f.stopChurn != nil) {
+	if f.closed || on == (f.stopChurn != nil) {
 		return
 	}
 	f.churn.Store(on)
@@ -305,6 +306,9 @@ func (f *Fleet) Stats(group string) Stats {
 
 // Close stops every agent and closes its files.
 func (f *Fleet) Close() error {
+	f.mu.Lock()
+	f.closed = true // SetChurn starts nothing after this
+	f.mu.Unlock()
 	f.cancel()
 	f.wg.Wait()
 	var errs []error
