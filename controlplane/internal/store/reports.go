@@ -182,11 +182,18 @@ func readReportQueues(ctx context.Context, q querier, rs []Reports) (map[string]
 }
 
 // ingest is what IngestReportsMany writes: per agent its newest status
-// and its queue's new position, and every new point, in order.
+// and its queue's new position; every new point, and the cluster reports
+// of each batch's status, in order.
 type ingest struct {
 	statuses map[string]AgentStatus // DataPlaneID set
 	queues   map[string]reportQueue // only those that moved
 	points   []agentPoint
+	clusters []agentStatus // the statuses with clusters, of every batch
+}
+
+type agentStatus struct {
+	agentID string
+	AgentStatus
 }
 
 type agentPoint struct {
@@ -230,6 +237,9 @@ func (w *ingest) plan(rs []Reports, stored map[string]reportQueue) []int64 {
 		if status != nil {
 			status.DataPlaneID = r.DataPlaneID
 			w.statuses[r.AgentID] = *status
+			if len(status.Clusters) > 0 {
+				w.clusters = append(w.clusters, agentStatus{r.AgentID, *status})
+			}
 		}
 		stored[r.AgentID] = reportQueue{id: r.QueueID, last: newest}
 		w.queues[r.AgentID] = stored[r.AgentID]
@@ -246,16 +256,12 @@ func (w *ingest) write(ctx context.Context, q querier, perStatement int, now tim
 			return err
 		}
 	}
-	for _, id := range agents {
-		st := w.statuses[id]
-		if len(st.Clusters) == 0 {
-			continue
-		}
+	for _, st := range w.clusters {
 		at := st.ReportTime
 		if at.IsZero() {
 			at = now
 		}
-		if err := putClusterReports(ctx, q, id, st.DataPlaneID, st.Clusters, at, now); err != nil {
+		if err := putClusterReports(ctx, q, st.agentID, st.DataPlaneID, st.Clusters, at, now); err != nil {
 			return err
 		}
 	}

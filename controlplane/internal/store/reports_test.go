@@ -310,3 +310,34 @@ func TestIngestReportsManyLargeGroup(t *testing.T) {
 		}
 	})
 }
+
+// TestIngestReportsManyClustersOfEachBatch: two batches of one agent in
+// one group, each with a status naming a different cluster, store both
+// clusters' reports, as two groups would.
+func TestIngestReportsManyClustersOfEachBatch(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f := newEnrollFixture(t, s)
+		c1 := must[store.Cluster](t)(s.CreateCluster(ctx, actor, "", store.Cluster{DataPlaneID: f.dp.ID, Name: "c1"}))
+		c2 := must[store.Cluster](t)(s.CreateCluster(ctx, actor, "", store.Cluster{DataPlaneID: f.dp.ID, Name: "c2"}))
+		ag := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		first, second := statusReport(1, 1), statusReport(2, 2)
+		first.Status.Clusters = []store.ClusterReport{{ClusterID: c1.ID, Version: "1.0.0", Healthy: true}}
+		second.Status.Clusters = []store.ClusterReport{{ClusterID: c2.ID, Version: "2.0.0", Healthy: true}}
+		batch := func(r store.Report) store.Reports {
+			return store.Reports{AgentID: ag.ID, DataPlaneID: f.dp.ID, QueueID: "q", Items: []store.Report{r}}
+		}
+		if _, err := s.IngestReportsMany(ctx, []store.Reports{batch(first), batch(second)}); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []struct{ id, version string }{{c1.ID, "1.0.0"}, {c2.ID, "2.0.0"}} {
+			got, err := s.GetClusterReport(ctx, want.id)
+			if err != nil || got.Version != want.version {
+				t.Fatalf("cluster %s: report %+v, %v; want version %s", want.id, got, err, want.version)
+			}
+		}
+		if st := must[store.AgentStatus](t)(s.GetAgentStatus(ctx, ag.ID)); st.AppliedRevision != 2 {
+			t.Fatalf("status at revision %d; want the newest batch's, 2", st.AppliedRevision)
+		}
+	})
+}
