@@ -214,9 +214,9 @@ func (f *Fleet) Wait(ctx context.Context, group string, timeout time.Duration) (
 }
 
 // SetChurn turns the status-ingest load on or off: while it is on, every
-// agent's status changes at once and then every Report.ChurnEvery
-// (AgentConfig.Churn), and each change wakes the agent's reporter as a
-// real change of status would.
+// agent's status changes once every Report.ChurnEvery (AgentConfig.Churn),
+// the agents' changes spread evenly over the interval, and each change
+// wakes the agent's reporter as a real change of status would.
 func (f *Fleet) SetChurn(on bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -235,10 +235,14 @@ func (f *Fleet) SetChurn(on bool) {
 	ctx, stop := context.WithCancel(f.runCtx)
 	f.stopChurn = stop
 	f.wg.Go(func() {
-		t := time.NewTicker(f.churnEvery)
+		// The agents' changes are spread over each interval in churnSlices
+		// steps, as agents' own clocks would spread them, rather than all
+		// at one instant.
+		t := time.NewTicker(f.churnEvery / churnSlices)
 		defer t.Stop()
-		for {
-			for _, a := range f.agents {
+		for slice := 0; ; slice = (slice + 1) % churnSlices {
+			n := len(f.agents)
+			for _, a := range f.agents[slice*n/churnSlices : (slice+1)*n/churnSlices] {
 				a.churnTick()
 			}
 			select {
@@ -249,6 +253,10 @@ func (f *Fleet) SetChurn(on bool) {
 		}
 	})
 }
+
+// churnSlices is how many steps SetChurn spreads each interval's changes
+// over.
+const churnSlices = 50
 
 // Stats sums what a fleet's agents did. Revisions are of the group asked
 // for ("" for all agents).
