@@ -122,14 +122,24 @@ func (w *where) arg(v any) string {
 
 func (w *where) add(cond string) { w.conds = append(w.conds, cond) }
 
-// in returns "col IN ($i, $j, …)" with a placeholder for each value; vals
-// must not be empty.
-func in[T any](w *where, col string, vals []T) string {
+// row returns "($i, $j, …)" with a placeholder for each value: one row of
+// a multi-row INSERT.
+func (w *where) row(vals ...any) string {
 	ph := make([]string, len(vals))
 	for i, v := range vals {
 		ph[i] = w.arg(v)
 	}
-	return col + " IN (" + strings.Join(ph, ", ") + ")"
+	return "(" + strings.Join(ph, ", ") + ")"
+}
+
+// in returns "col IN ($i, $j, …)" with a placeholder for each value; vals
+// must not be empty.
+func in[T any](w *where, col string, vals []T) string {
+	args := make([]any, len(vals))
+	for i, v := range vals {
+		args[i] = v
+	}
+	return col + " IN " + w.row(args...)
 }
 
 func (w *where) String() string {

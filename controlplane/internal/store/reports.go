@@ -119,7 +119,7 @@ func (s *Store) IngestReportsMany(ctx context.Context, rs []Reports) ([]int64, e
 			return err
 		}
 		var out ingest
-		acked = out.plan(rs, in)
+		acked = out.plan(rs, in, now)
 		return out.write(ctx, q, perStatement, now)
 	})
 	if err != nil {
@@ -203,8 +203,9 @@ type agentPoint struct {
 
 // plan works out, from the stored queues, what each batch adds, batch by
 // batch as if each were stored in turn, and returns each batch's newest
-// stored sequence number. A batch from a new queue id starts over.
-func (w *ingest) plan(rs []Reports, stored map[string]reportQueue) []int64 {
+// stored sequence number. A batch from a new queue id starts over. A
+// status without a report time gets now.
+func (w *ingest) plan(rs []Reports, stored map[string]reportQueue, now time.Time) []int64 {
 	w.statuses, w.queues = map[string]AgentStatus{}, map[string]reportQueue{}
 	acked := make([]int64, len(rs))
 	for i, r := range rs {
@@ -236,6 +237,9 @@ func (w *ingest) plan(rs []Reports, stored map[string]reportQueue) []int64 {
 		}
 		if status != nil {
 			status.DataPlaneID = r.DataPlaneID
+			if status.ReportTime.IsZero() {
+				status.ReportTime = now
+			}
 			w.statuses[r.AgentID] = *status
 			if len(status.Clusters) > 0 {
 				w.clusters = append(w.clusters, agentStatus{r.AgentID, *status})
@@ -257,11 +261,7 @@ func (w *ingest) write(ctx context.Context, q querier, perStatement int, now tim
 		}
 	}
 	for _, st := range w.clusters {
-		at := st.ReportTime
-		if at.IsZero() {
-			at = now
-		}
-		if err := putClusterReports(ctx, q, st.agentID, st.DataPlaneID, st.Clusters, at, now); err != nil {
+		if err := putClusterReports(ctx, q, st.agentID, st.DataPlaneID, st.Clusters, st.ReportTime, now); err != nil {
 			return err
 		}
 	}
@@ -274,7 +274,7 @@ func (w *ingest) write(ctx context.Context, q querier, perStatement int, now tim
 		values := make([]string, len(chunk))
 		for i, id := range chunk {
 			rq := w.queues[id]
-			values[i] = "(" + a.arg(id) + ", " + a.arg(rq.id) + ", " + a.arg(rq.last) + ", " + a.arg(now) + ")"
+			values[i] = a.row(id, rq.id, rq.last, now)
 		}
 		if _, err := q.exec(ctx, `INSERT INTO agent_report_queues (agent_id, queue_id, last_seq, update_time) VALUES `+strings.Join(values, ", ")+`
 			ON CONFLICT (agent_id) DO UPDATE SET queue_id = excluded.queue_id, last_seq = excluded.last_seq, update_time = excluded.update_time`,
@@ -291,9 +291,6 @@ func putStatuses(ctx context.Context, q querier, agents []string, statuses map[s
 	values := make([]string, len(agents))
 	for i, id := range agents {
 		st := statuses[id]
-		if st.ReportTime.IsZero() {
-			st.ReportTime = now
-		}
 		checks, err := json.Marshal(nonNilSlice(st.Checks))
 		if err != nil {
 			return fmt.Errorf("encode checks: %w", err)
@@ -304,12 +301,8 @@ func putStatuses(ctx context.Context, q querier, agents []string, statuses map[s
 				failing++
 			}
 		}
-		ph := make([]string, 0, 15)
-		for _, v := range []any{id, st.DataPlaneID, st.Seq, st.AppliedRevision, st.StateHash, st.AgentVersion, st.HostVersion,
-			st.ProductVersion, string(checks), failing, st.LastError, st.Stale, st.DroppedReports, st.ReportTime.UTC(), now} {
-			ph = append(ph, a.arg(v))
-		}
-		values[i] = "(" + strings.Join(ph, ", ") + ")"
+		values[i] = a.row(id, st.DataPlaneID, st.Seq, st.AppliedRevision, st.StateHash, st.AgentVersion, st.HostVersion,
+			st.ProductVersion, string(checks), failing, st.LastError, st.Stale, st.DroppedReports, st.ReportTime.UTC(), now)
 	}
 	_, err := q.exec(ctx, `INSERT INTO agent_status (agent_id, data_plane_id, seq, applied_revision, state_hash, agent_version,
 		host_version, product_version, checks, failing_checks, last_error, stale, dropped_reports, report_time, receive_time)
@@ -396,21 +389,9 @@ const pointsPerInsert = 500
 
 func insertPoints(ctx context.Context, q querier, points []agentPoint, now time.Time) error {
 	for chunk := range slices.Chunk(points, pointsPerInsert) {
-		var b strings.Builder
-		b.WriteString(`INSERT INTO agent_metric_points (agent_id, id, name, labels, value, source, point_time, receive_time) VALUES `)
-		args := make([]any, 0, len(chunk)*8)
+		var a where
+		values := make([]string, len(chunk))
 		for i, p := range chunk {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString("(")
-			for j := range 8 {
-				if j > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteString("$" + strconv.Itoa(i*8+j+1))
-			}
-			b.WriteString(")")
 			if p.Time.IsZero() {
 				p.Time = now
 			}
@@ -418,9 +399,10 @@ func insertPoints(ctx context.Context, q querier, points []agentPoint, now time.
 			if err != nil {
 				return fmt.Errorf("point id: %w", err)
 			}
-			args = append(args, p.agentID, id.String(), p.Name, encodeLabels(p.Labels), p.Value, p.Source, p.Time.UTC(), now)
+			values[i] = a.row(p.agentID, id.String(), p.Name, encodeLabels(p.Labels), p.Value, p.Source, p.Time.UTC(), now)
 		}
-		if _, err := q.exec(ctx, b.String(), args...); err != nil {
+		if _, err := q.exec(ctx, `INSERT INTO agent_metric_points (agent_id, id, name, labels, value, source, point_time, receive_time) VALUES `+
+			strings.Join(values, ", "), a.args...); err != nil {
 			return fmt.Errorf("insert metric points: %w", err)
 		}
 	}
