@@ -35,6 +35,18 @@ var (
 // sequence order, until the control plane acknowledges them, across
 // restarts. It is bounded; when full it drops its oldest reports and
 // counts them. Safe for concurrent use.
+//
+// Only Append writes the file in the normal course: an acknowledgement
+// is noted in memory and the acknowledged reports are deleted by the next
+// Append's transaction (or by Close), so a report costs one durable write,
+// not two. After a crash the acknowledged reports still in the file are
+// sent again; the control plane stores each sequence number of a queue
+// once, so it acknowledges them without counting them twice. Reports
+// dropped or discarded are deleted at once: those must never be sent.
+//
+// The newest waiting reports are also kept in memory, up to memMaxBytes
+// encoded, so that Peek reads the file only after a backlog larger than
+// that (the control plane was away) or a restart.
 type Queue struct {
 	db  *bolt.DB
 	max int
@@ -42,11 +54,28 @@ type Queue struct {
 	mu      sync.Mutex
 	id      string
 	next    int64 // the newest sequence number handed out
-	len     int
+	head    int64 // the oldest waiting report's sequence number; next+1 when none waits
+	purged  int64 // the file holds no report at or below this sequence number
 	dropped int64
+	// mem holds the newest waiting reports, in order, as Append got them:
+	// a suffix of the waiting reports, all of them when len(mem) equals
+	// the number waiting.
+	mem      []memReport
+	memBytes int
 	// wake is closed and replaced on every Append.
 	wake chan struct{}
 }
+
+// memReport is a waiting report kept in memory, with what Peek's limits
+// count.
+type memReport struct {
+	r      *agentv1.Report
+	size   int // encoded bytes
+	points int
+}
+
+// memMaxBytes bounds the encoded reports a Queue keeps in memory.
+const memMaxBytes = 1 << 20
 
 // OpenQueue opens or creates the queue file at path holding at most max
 // reports. A file that is not a readable queue (corrupt) is moved aside
@@ -115,13 +144,28 @@ func openQueue(path string, max int) (q *Queue, err error) {
 		}
 		q.dropped = int64(getUint(meta, keyDropped))
 		q.next = int64(getUint(meta, keyNextSeq))
-		return items.ForEach(func(k, v []byte) error {
+		q.head = q.next + 1
+		// Reports are removed oldest first, so the file holds the
+		// sequence numbers from its first key to next, each once.
+		n := int64(0)
+		err = items.ForEach(func(k, v []byte) error {
 			if len(k) != 8 {
 				return fmt.Errorf("%w: bad key %x", errCorrupt, k)
 			}
-			q.len++
+			if n == 0 {
+				q.head = int64(binary.BigEndian.Uint64(k))
+			}
+			n++
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		if n > 0 && q.next-q.head+1 != n {
+			return fmt.Errorf("%w: %d reports from sequence %d to %d", errCorrupt, n, q.head, q.next)
+		}
+		q.purged = q.head - 1
+		return nil
 	})
 	if err != nil {
 		db.Close()
@@ -157,10 +201,19 @@ func (q *Queue) NewID() error {
 	if err != nil {
 		return fmt.Errorf("report queue: %w", err)
 	}
-	if err := q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyQueueID, []byte(id)) }); err != nil {
+	// Reports acknowledged under the old id go in the same transaction:
+	// sent again after a crash, the new id would store them twice.
+	err = q.db.Update(func(tx *bolt.Tx) error {
+		if err := q.deleteThrough(tx, q.head-1); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyQueueID, []byte(id))
+	})
+	if err != nil {
 		return fmt.Errorf("report queue: new id: %w", err)
 	}
 	q.id = id
+	q.purged = q.head - 1
 	return nil
 }
 
@@ -178,8 +231,22 @@ func putUint(b *bolt.Bucket, k []byte, v uint64) error {
 	return b.Put(k, buf[:])
 }
 
-// Close closes the file.
-func (q *Queue) Close() error { return q.db.Close() }
+// Close deletes the acknowledged reports still in the file and closes
+// it.
+func (q *Queue) Close() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var err error
+	if q.purged < q.head-1 {
+		err = q.db.Update(func(tx *bolt.Tx) error { return q.deleteThrough(tx, q.head-1) })
+		if err != nil {
+			err = fmt.Errorf("report queue: delete acknowledged: %w", err)
+		} else {
+			q.purged = q.head - 1
+		}
+	}
+	return errors.Join(err, q.db.Close())
+}
 
 // ID is the queue's random id, sent with every batch.
 func (q *Queue) ID() string {
@@ -192,8 +259,10 @@ func (q *Queue) ID() string {
 func (q *Queue) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.len
+	return q.waiting()
 }
+
+func (q *Queue) waiting() int { return int(q.next - q.head + 1) }
 
 // Dropped is how many reports the queue dropped, since it was created,
 // because it was full.
@@ -210,73 +279,135 @@ func (q *Queue) Wait() <-chan struct{} {
 	return q.wake
 }
 
+// deleteThrough deletes the reports in the file at or below seq, which
+// are its oldest. Called with q.mu held.
+func (q *Queue) deleteThrough(tx *bolt.Tx, seq int64) error {
+	if seq <= q.purged {
+		return nil
+	}
+	items := tx.Bucket(bucketItems)
+	// Keys are collected before deleting: a cursor that deletes while it
+	// moves can skip keys.
+	var done [][]byte
+	c := items.Cursor()
+	for k, _ := c.First(); k != nil && int64(binary.BigEndian.Uint64(k)) <= seq; k, _ = c.Next() {
+		done = append(done, slices.Clone(k))
+	}
+	for _, k := range done {
+		if err := items.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Append gives r the next sequence number and stores it durably (fsync)
-// before returning. When the queue is full it first drops the oldest.
+// before returning. When the queue is full it first drops the oldest. The
+// queue keeps r, which Peek returns: the caller must not change it
+// afterwards.
 func (q *Queue) Append(r *agentv1.Report) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	var dropped int
-	err := q.db.Update(func(tx *bolt.Tx) error {
-		meta, items := tx.Bucket(bucketMeta), tx.Bucket(bucketItems)
-		// Keys are collected before deleting: a cursor that deletes
-		// while it moves can skip keys.
-		var old [][]byte
-		c := items.Cursor()
-		for k, _ := c.First(); k != nil && q.len-len(old) >= q.max; k, _ = c.Next() {
-			old = append(old, slices.Clone(k))
-		}
-		for _, k := range old {
-			if err := items.Delete(k); err != nil {
-				return err
-			}
-		}
-		dropped = len(old)
-		seq := getUint(meta, keyNextSeq) + 1
-		r.Seq = int64(seq)
-		data, err := proto.Marshal(r)
-		if err != nil {
+	drop := int64(max(q.waiting()+1-q.max, 0))
+	head := q.head + drop
+	seq := q.next + 1
+	r.Seq = seq
+	data, err := proto.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("report queue: append: %w", err)
+	}
+	err = q.db.Update(func(tx *bolt.Tx) error {
+		// The acknowledged reports and those dropped to make room.
+		if err := q.deleteThrough(tx, head-1); err != nil {
 			return err
 		}
+		meta, items := tx.Bucket(bucketMeta), tx.Bucket(bucketItems)
 		var key [8]byte
-		binary.BigEndian.PutUint64(key[:], seq)
+		binary.BigEndian.PutUint64(key[:], uint64(seq))
 		if err := items.Put(key[:], data); err != nil {
 			return err
 		}
-		if err := putUint(meta, keyNextSeq, seq); err != nil {
+		if err := putUint(meta, keyNextSeq, uint64(seq)); err != nil {
 			return err
 		}
-		return putUint(meta, keyDropped, uint64(q.dropped)+uint64(dropped))
+		return putUint(meta, keyDropped, uint64(q.dropped+drop))
 	})
 	if err != nil {
 		return fmt.Errorf("report queue: append: %w", err)
 	}
-	q.len += 1 - dropped
-	q.dropped += int64(dropped)
-	q.next = r.Seq
+	q.next, q.head, q.purged = seq, head, head-1
+	q.dropped += drop
+	q.forget()
+	q.mem = append(q.mem, memReport{r: r, size: len(data), points: len(r.GetMetrics().GetPoints())})
+	q.memBytes += len(data)
+	for len(q.mem) > 0 && q.memBytes > memMaxBytes {
+		q.memBytes -= q.mem[0].size
+		q.mem[0] = memReport{}
+		q.mem = q.mem[1:]
+	}
 	close(q.wake)
 	q.wake = make(chan struct{})
 	return nil
 }
 
+// forget drops the reports in memory that no longer wait. Called with
+// q.mu held.
+func (q *Queue) forget() {
+	n := 0
+	for n < len(q.mem) && q.mem[n].r.Seq < q.head {
+		q.memBytes -= q.mem[n].size
+		q.mem[n] = memReport{}
+		n++
+	}
+	q.mem = q.mem[n:]
+	if len(q.mem) == 0 {
+		q.mem = nil // let the backing array go
+	}
+}
+
 // Peek returns the oldest reports, in order: at most maxReports, no more
 // metric points than maxPoints and no more than maxBytes of encoded
-// reports (but always at least one report).
+// reports (but always at least one report). The reports are the queue's
+// own: the caller must not change them.
 func (q *Queue) Peek(maxReports, maxPoints, maxBytes int) ([]*agentv1.Report, error) {
 	var out []*agentv1.Report
 	points, size := 0, 0
+	// fits adds a report of n points and b bytes to the batch if it fits.
+	fits := func(n, b int) bool {
+		if len(out) >= maxReports || (len(out) > 0 && (points+n > maxPoints || size+b > maxBytes)) {
+			return false
+		}
+		points += n
+		size += b
+		return true
+	}
+	q.mu.Lock()
+	if len(q.mem) == q.waiting() {
+		for _, m := range q.mem {
+			if !fits(m.points, m.size) {
+				break
+			}
+			out = append(out, m.r)
+		}
+		q.mu.Unlock()
+		return out, nil
+	}
+	head := q.head
+	q.mu.Unlock()
+	// A report removed meanwhile may still be read: delivery is at least
+	// once, and the control plane stores each sequence number once.
+	var key [8]byte
+	binary.BigEndian.PutUint64(key[:], uint64(head))
 	err := q.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketItems).Cursor()
-		for k, v := c.First(); k != nil && len(out) < maxReports; k, v = c.Next() {
+		for k, v := c.Seek(key[:]); k != nil; k, v = c.Next() {
 			r := &agentv1.Report{}
 			if err := proto.Unmarshal(v, r); err != nil {
 				return fmt.Errorf("report %x: %w", k, err)
 			}
-			n := len(r.GetMetrics().GetPoints())
-			if len(out) > 0 && (points+n > maxPoints || size+len(v) > maxBytes) {
+			if !fits(len(r.GetMetrics().GetPoints()), len(v)) {
 				break
 			}
-			points += n
-			size += len(v)
 			out = append(out, r)
 		}
 		return nil
@@ -287,46 +418,41 @@ func (q *Queue) Peek(maxReports, maxPoints, maxBytes int) ([]*agentv1.Report, er
 	return out, nil
 }
 
-// Ack removes every report with a sequence number at or below seq.
+// Ack removes every report with a sequence number at or below seq. It
+// writes nothing: the next Append, or Close, deletes them from the file.
 func (q *Queue) Ack(seq int64) error {
-	return q.remove(seq, false)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if seq >= q.head {
+		q.head = min(seq, q.next) + 1
+		q.forget()
+	}
+	return nil
 }
 
 // Discard removes reports up to seq like Ack, but counts them as dropped:
 // for a batch the control plane refused as invalid, which would otherwise
-// block the queue forever.
+// block the queue forever. They are deleted from the file at once.
 func (q *Queue) Discard(seq int64) error {
-	return q.remove(seq, true)
-}
-
-func (q *Queue) remove(seq int64, count bool) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	removed := 0
+	seq = min(seq, q.next)
+	removed := max(seq-q.head+1, 0)
 	err := q.db.Update(func(tx *bolt.Tx) error {
-		items := tx.Bucket(bucketItems)
-		var done [][]byte
-		c := items.Cursor()
-		for k, _ := c.First(); k != nil && int64(binary.BigEndian.Uint64(k)) <= seq; k, _ = c.Next() {
-			done = append(done, slices.Clone(k))
+		if err := q.deleteThrough(tx, seq); err != nil {
+			return err
 		}
-		for _, k := range done {
-			if err := items.Delete(k); err != nil {
-				return err
-			}
-		}
-		removed = len(done)
-		if count && removed > 0 {
-			return putUint(tx.Bucket(bucketMeta), keyDropped, uint64(q.dropped)+uint64(removed))
+		if removed > 0 {
+			return putUint(tx.Bucket(bucketMeta), keyDropped, uint64(q.dropped+removed))
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("report queue: remove: %w", err)
+		return fmt.Errorf("report queue: discard: %w", err)
 	}
-	q.len -= removed
-	if count {
-		q.dropped += int64(removed)
-	}
+	q.purged = max(q.purged, seq)
+	q.head = max(q.head, seq+1)
+	q.dropped += removed
+	q.forget()
 	return nil
 }
