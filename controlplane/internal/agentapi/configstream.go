@@ -140,7 +140,7 @@ func (cs *configService) serve(ctx context.Context, stream agentv1.ConfigService
 		first |= sendBundle
 	}
 	str := &configStream{cs: cs, ctx: ctx, c: c, hello: hello, ws: ws, send: stream.Send,
-		keySetSent: hello.KeySetVersion, lastBeat: time.Now(), pending: first,
+		keySetSent: hello.KeySetVersion, lastBeat: s.cfg.Now(), pending: first,
 		st: streamState{sent: hello.AppliedRevision, applied: hello.AppliedRevision}}
 	if hello.WantTrustBundle {
 		defer s.bundle.subscribe(func() { str.wake(sendBundle) })()
@@ -181,6 +181,9 @@ type configStream struct {
 	// diverged: that check failed, so the agent needs a snapshot (until
 	// one is sent, also when sending it has to be tried again).
 	diverged bool
+	// lastBeat is when the agent last got what a heartbeat tells it, a
+	// heartbeat or the head itself: the start of the stream, a heartbeat,
+	// or a catch-up that sent updates (Server's clock).
 	lastBeat time.Time
 	retry    time.Duration // delay before the next catch-up after a failed one
 
@@ -306,7 +309,7 @@ func (str *configStream) do(w work) {
 		}
 	}
 	if w&beat != 0 {
-		now := time.Now()
+		now := s.cfg.Now()
 		every := str.tickEvery()
 		if now.Sub(str.lastBeat) >= s.cfg.HeartbeatEvery-every/2 {
 			str.lastBeat = now
@@ -472,6 +475,12 @@ func (str *configStream) catchUp() error {
 		str.saveOnce()
 		return nil
 	}
+	// Updates are signed with the newest keys: the key set they need goes
+	// first (heartbeats, which also send it, skip a stream kept busy by
+	// updates).
+	if err := str.sendKeySet(); err != nil {
+		return err
+	}
 	if !snapshot {
 		for rev := sent + 1; rev <= head.Revision; rev++ {
 			env, err := s.cfg.Envelopes.Delta(ctx, dp, rev)
@@ -509,6 +518,11 @@ func (str *configStream) catchUp() error {
 			}
 		}
 	}
+	// The agent has been sent the head, which is what a heartbeat would
+	// tell it: the next heartbeat is due a heartbeat interval from now. A
+	// data plane that changes more often than that gets no heartbeats, and
+	// its agents verify one signature per change, not two.
+	str.lastBeat = s.cfg.Now()
 	str.mu.Lock()
 	str.save()
 	str.mu.Unlock()
@@ -581,5 +595,5 @@ func (str *configStream) record(m *agentv1.StreamRequest) {
 func (str *configStream) save() {
 	str.cs.s.positions.put(store.AgentSync{AgentID: str.c.AgentID, DataPlaneID: str.c.DataPlaneID, Epoch: str.hello.Epoch,
 		LastSentRevision: str.st.sent, LastAppliedRevision: str.st.applied})
-	str.st.saved = time.Now()
+	str.st.saved = str.cs.s.cfg.Now()
 }

@@ -199,6 +199,112 @@ func TestConfigStreamHeartbeat(t *testing.T) {
 	}
 }
 
+// TestHeartbeatAfterUpdates: updates sent on a stream put its next
+// heartbeat off, as a heartbeat does, so the agents of a data plane that
+// changes often verify one signed message per change, not a heartbeat
+// besides. The server's clock is frozen and moved by the test; the
+// stream's timer ticks on the wall clock and sends a heartbeat if the
+// server's clock says one is due (half an interval after the last).
+func TestHeartbeatAfterUpdates(t *testing.T) {
+	const every = 100 * time.Millisecond
+	clk := &clock{}
+	clk.Freeze()
+	e := start(t, options{CAClock: clk, HeartbeatEvery: every})
+	a := e.enrollAgent(t, e.DP.ID)
+	c := openStream(t, e, a, &agentv1.Hello{StateHash: configstate.EmptyHash, Epoch: "e"}, sign.NewVerifier(e.Signer.RootPublicKey()))
+	if _, typ := c.next(); typ != sign.KeySetPayloadType {
+		t.Fatalf("first message %s; want the key set", typ)
+	}
+	// The rest is received here, so the test can wait for nothing.
+	type received struct {
+		m   *agentv1.StreamResponse
+		err error
+	}
+	in := make(chan received, 16)
+	go func() {
+		for {
+			m, err := c.stream.Recv()
+			in <- received{m, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	next := func(what string) *agentv1.StreamResponse {
+		t.Helper()
+		select {
+		case r := <-in:
+			if r.err != nil {
+				t.Fatalf("waiting for %s: %v", what, r.err)
+			}
+			return r.m
+		case <-time.After(waitLimit):
+			t.Fatalf("no %s within %v", what, waitLimit)
+			return nil
+		}
+	}
+	beatRevision := func(m *agentv1.StreamResponse) int64 {
+		t.Helper()
+		hb := m.GetHeartbeat()
+		if hb == nil {
+			t.Fatalf("got %v; want a heartbeat", m)
+		}
+		if _, _, err := c.ver.Verify(toEnvelope(hb), fanout.HeartbeatType, time.Now()); err != nil {
+			t.Fatalf("heartbeat does not verify: %v", err)
+		}
+		var p agentv1.HeartbeatPayload
+		if err := proto.Unmarshal(hb.Payload, &p); err != nil {
+			t.Fatal(err)
+		}
+		return p.Revision
+	}
+
+	clk.Advance(every) // a heartbeat is due
+	if rev := beatRevision(next("the first heartbeat")); rev != 0 {
+		t.Fatalf("heartbeat names revision %d; want 0", rev)
+	}
+	clk.Advance(every * 3 / 10) // 0.3 intervals after it: not due
+	putDoc(t, e, "a")
+	if m := next("the update"); m.GetUpdate() == nil || m.Nonce != "1" {
+		t.Fatalf("got %v; want the update of revision 1", m)
+	}
+	// 0.7 intervals after the heartbeat, 0.4 after the update: a heartbeat
+	// would be due by the first one alone.
+	clk.Advance(every * 4 / 10)
+	select {
+	case r := <-in:
+		t.Fatalf("got %v, %v 0.4 heartbeat intervals after an update; want nothing before half an interval", r.m, r.err)
+	case <-time.After(5 * every): // five ticks, or fewer on a loaded machine
+	}
+	clk.Advance(every * 2 / 10) // 0.6 intervals after the update
+	if rev := beatRevision(next("the heartbeat after the update")); rev != 1 {
+		t.Fatalf("heartbeat names revision %d; want 1", rev)
+	}
+}
+
+// TestKeySetBeforeUpdates: a signing key rotated while a stream is open
+// reaches the agent before the updates it signs, without waiting for a
+// heartbeat (which a busy stream does not get).
+func TestKeySetBeforeUpdates(t *testing.T) {
+	e := start(t, options{HeartbeatEvery: time.Hour})
+	a := e.enrollAgent(t, e.DP.ID)
+	c := openStream(t, e, a, &agentv1.Hello{StateHash: configstate.EmptyHash, Epoch: "e"}, sign.NewVerifier(e.Signer.RootPublicKey()))
+	if _, typ := c.next(); typ != sign.KeySetPayloadType {
+		t.Fatalf("first message %s; want the key set", typ)
+	}
+	if err := e.Signer.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	putDoc(t, e, "a")
+	// next verifies the update with the key set it got before it.
+	if _, typ := c.next(); typ != sign.KeySetPayloadType {
+		t.Fatalf("got %s after a rotation; want the new key set first", typ)
+	}
+	if m, typ := c.next(); typ != fanout.DeltaType || m.Nonce != "1" {
+		t.Fatalf("got %s nonce %q; want delta 1", typ, m.Nonce)
+	}
+}
+
 func TestConfigStreamNeedsHello(t *testing.T) {
 	e := start(t, options{})
 	a := e.enrollAgent(t, e.DP.ID)

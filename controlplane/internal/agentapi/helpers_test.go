@@ -53,12 +53,24 @@ const waitLimit = 10 * time.Second
 type clock struct {
 	mu     sync.Mutex
 	offset time.Duration
+	frozen time.Time // when not zero, the clock reads it (plus offset)
 }
 
 func (c *clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.frozen.IsZero() {
+		return c.frozen.Add(c.offset)
+	}
 	return time.Now().Add(c.offset)
+}
+
+// Freeze stops the clock at the wall clock's time: from then on only
+// Advance and Set move it.
+func (c *clock) Freeze() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.frozen = time.Now()
 }
 
 // Set moves the clock to the wall clock plus offset.
