@@ -39,10 +39,12 @@ var (
 // Only Append writes the file in the normal course: an acknowledgement
 // is noted in memory and the acknowledged reports are deleted by the next
 // Append's transaction (or by Close), so a report costs one durable write,
-// not two. After a crash the acknowledged reports still in the file are
-// sent again; the control plane stores each sequence number of a queue
-// once, so it acknowledges them without counting them twice. Reports
-// dropped or discarded are deleted at once: those must never be sent.
+// not two. Ack deletes them itself once lazyAckMax have gathered (a
+// backlog being delivered). After a crash the acknowledged reports still
+// in the file are sent again; the control plane stores each sequence
+// number of a queue once, so it acknowledges them without storing them
+// twice (but a full queue may drop and count them before they go). Reports
+// dropped or discarded are deleted at once.
 //
 // The newest waiting reports are also kept in memory, up to memMaxBytes
 // encoded, so that Peek reads the file only after a backlog larger than
@@ -74,8 +76,14 @@ type memReport struct {
 	points int
 }
 
-// memMaxBytes bounds the encoded reports a Queue keeps in memory.
-const memMaxBytes = 1 << 20
+// memMaxBytes bounds the encoded reports a Queue keeps in memory (in
+// memory they take a few times that).
+const memMaxBytes = 256 << 10
+
+// lazyAckMax is how many acknowledged reports may wait in the file for
+// the next Append: past it Ack deletes them, so that a crash while a
+// backlog is delivered sends few again.
+const lazyAckMax = 100
 
 // OpenQueue opens or creates the queue file at path holding at most max
 // reports. A file that is not a readable queue (corrupt) is moved aside
@@ -419,14 +427,24 @@ func (q *Queue) Peek(maxReports, maxPoints, maxBytes int) ([]*agentv1.Report, er
 }
 
 // Ack removes every report with a sequence number at or below seq. It
-// writes nothing: the next Append, or Close, deletes them from the file.
+// writes nothing unless lazyAckMax acknowledged reports have gathered in
+// the file: the next Append, or Close, deletes them.
 func (q *Queue) Ack(seq int64) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if seq >= q.head {
-		q.head = min(seq, q.next) + 1
-		q.forget()
+	if seq < q.head {
+		return nil
 	}
+	q.head = min(seq, q.next) + 1
+	q.forget()
+	if q.head-1-q.purged < lazyAckMax {
+		return nil
+	}
+	if err := q.db.Update(func(tx *bolt.Tx) error { return q.deleteThrough(tx, q.head-1) }); err != nil {
+		// Acknowledged all the same; the next Append deletes them.
+		return fmt.Errorf("report queue: delete acknowledged: %w", err)
+	}
+	q.purged = q.head - 1
 	return nil
 }
 

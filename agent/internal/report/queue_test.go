@@ -263,6 +263,31 @@ func TestQueueAckIsWrittenByTheNextAppend(t *testing.T) {
 	}
 }
 
+// TestQueueAckWritesABacklog: acknowledging more than lazyAckMax reports
+// deletes them at once, so a crash while a backlog is delivered sends few
+// again (and a full queue does not count them as dropped).
+func TestQueueAckWritesABacklog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "reports.db")
+	q := openTestQueue(t, path, 1000)
+	for i := range lazyAckMax + 50 {
+		if err := q.Append(statusReport(int64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Ack(lazyAckMax - 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := seqs(t, openTestQueue(t, copyFile(t, path), 1000)); len(got) != lazyAckMax+50 {
+		t.Fatalf("crash after acknowledging %d: %d reports in the file; want all %d", lazyAckMax-1, len(got), lazyAckMax+50)
+	}
+	if err := q.Ack(lazyAckMax + 10); err != nil {
+		t.Fatal(err)
+	}
+	if got := seqs(t, openTestQueue(t, copyFile(t, path), 1000)); len(got) != 40 || got[0] != lazyAckMax+11 {
+		t.Fatalf("crash after acknowledging %d: %d reports in the file from %v; want the 40 from %d", lazyAckMax+10, len(got), got[:1], lazyAckMax+11)
+	}
+}
+
 // TestQueueAckedReportsMakeRoom: reports acknowledged but not yet deleted
 // from the file do not count against the bound.
 func TestQueueAckedReportsMakeRoom(t *testing.T) {
@@ -362,17 +387,22 @@ func TestQueuePeekFromMemoryAndFile(t *testing.T) {
 	}
 
 	// A queue small enough is served from memory, the same as the file.
+	var appended []*agentv1.Report
 	for i := range 3 {
-		if err := q.Append(metricReport(i + 1)); err != nil {
+		r := metricReport(i + 1)
+		if err := q.Append(r); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if len(q.mem) != q.Len() {
-		t.Fatalf("%d of %d reports in memory; want all", len(q.mem), q.Len())
+		appended = append(appended, r)
 	}
 	mem, err := q.Peek(100, 1<<30, 1<<30)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for i := range mem {
+		if mem[i] != appended[i] {
+			t.Fatalf("report %d was read back from the file; want the one appended, from memory", i)
+		}
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)

@@ -134,7 +134,8 @@ type Stats struct {
 	Queued int
 	// Dropped is how many reports the queue dropped when full.
 	Dropped int64
-	// Delivered is how many reports the control plane acknowledged.
+	// Delivered is how many reports the control plane acknowledged to
+	// this process (after a crash, reports sent again count again).
 	Delivered int64
 	// PushedDropped is how many pushed points were refused because the
 	// buffer was full.
@@ -495,7 +496,10 @@ func (r *Reporter) enqueuePoints(points []*agentv1.MetricPoint) error {
 			size += ps
 			n++
 		}
-		if err := r.enqueue(&agentv1.Report{Body: &agentv1.Report_Metrics{Metrics: &agentv1.MetricBatch{Points: points[:n]}}}); err != nil {
+		// A copy: the queue keeps the report, which would otherwise hold
+		// every point of the flush.
+		batch := slices.Clone(points[:n])
+		if err := r.enqueue(&agentv1.Report{Body: &agentv1.Report_Metrics{Metrics: &agentv1.MetricBatch{Points: batch}}}); err != nil {
 			return err
 		}
 		points = points[n:]
@@ -558,13 +562,14 @@ func (r *Reporter) Deliver(ctx context.Context, client agentv1.ReportServiceClie
 			continue
 		}
 		before := q.Len()
-		if err := q.Ack(resp.AckedSeq); err != nil {
-			return progress, err
-		}
+		err = q.Ack(resp.AckedSeq) // acknowledged even when it fails to write
 		r.mu.Lock()
 		r.delivered += int64(before - q.Len())
 		r.mu.Unlock()
 		progress = true
+		if err != nil {
+			return progress, err
+		}
 	}
 }
 
