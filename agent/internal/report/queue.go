@@ -391,6 +391,7 @@ func (q *Queue) Peek(maxReports, maxPoints, maxBytes int) ([]*agentv1.Report, er
 	}
 	q.mu.Lock()
 	if len(q.mem) == q.waiting() {
+		out = make([]*agentv1.Report, 0, min(len(q.mem), maxReports))
 		for _, m := range q.mem {
 			if !fits(m.points, m.size) {
 				break
