@@ -90,7 +90,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs.IntVar(&f.maxMessageBytes, "max-message-bytes", server.DefaultMaxMessageBytes, "largest admin API request accepted, in bytes")
 	fs.Float64Var(&f.streamAdmitRate, "stream-admit-rate", agentapi.DefaultStreamAdmitRate, "new agent config streams admitted per second by this replica; beyond it (and the burst) agents are told to retry later (RESOURCE_EXHAUSTED with a retry delay)")
 	fs.IntVar(&f.streamAdmitBurst, "stream-admit-burst", agentapi.DefaultStreamAdmitBurst, "new agent config streams admitted at once beyond --stream-admit-rate")
-	fs.DurationVar(&f.heartbeatEvery, "heartbeat-interval", agentapi.DefaultHeartbeatEvery, "how often an idle config stream gets a signed heartbeat; keep it well below agents' --stale-after")
+	fs.DurationVar(&f.heartbeatEvery, "heartbeat-interval", agentapi.DefaultHeartbeatEvery, "how often an idle config stream gets a signed heartbeat (one is sent at most 1.5 intervals after the last heartbeat or update); keep it well below agents' --stale-after")
 	fs.DurationVar(&f.streamSendTimeout, "stream-send-timeout", agentapi.DefaultStreamSendTimeout, "how long a send to an agent that stopped reading may block before its connection is closed (the agent reconnects and resumes)")
 	fs.Int64Var(&f.historyKeep, "history-revisions", 1000, "revisions of each data plane's log kept for agents to catch up by deltas; agents further behind get a snapshot")
 	fs.DurationVar(&f.historyMaxAge, "history-max-age", 7*24*time.Hour, "revisions older than this are compacted too (the newest is always kept)")

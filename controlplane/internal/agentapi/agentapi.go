@@ -109,7 +109,8 @@ type Config struct {
 	SPIRE *SPIRE
 	// Logger; nil discards. Certificates and keys are never logged.
 	Logger *slog.Logger
-	// Now is the clock; nil means time.Now.
+	// Now is the clock (SVID validity, heartbeats and last-seen records
+	// are reckoned by it); nil means time.Now.
 	Now func() time.Time
 }
 

@@ -475,6 +475,9 @@ func (str *configStream) catchUp() error {
 		str.saveOnce()
 		return nil
 	}
+	// Read before anything is sent: the agent may answer, and the next
+	// heartbeat be reckoned, before the last Send returns.
+	sending := s.cfg.Now()
 	// Updates are signed with the newest keys: the key set they need goes
 	// first (heartbeats, which also send it, skip a stream kept busy by
 	// updates).
@@ -519,10 +522,12 @@ func (str *configStream) catchUp() error {
 		}
 	}
 	// The agent has been sent the head, which is what a heartbeat would
-	// tell it: the next heartbeat is due a heartbeat interval from now. A
-	// data plane that changes more often than that gets no heartbeats, and
-	// its agents verify one signature per change, not two.
-	str.lastBeat = s.cfg.Now()
+	// tell it: heartbeats are reckoned from here as from a heartbeat (the
+	// timer sends one once half an interval has passed, so 0.5 to 1.5
+	// intervals later). A data plane that changes more often than every
+	// half interval gets no heartbeats, and its agents verify one
+	// signature per change, not two.
+	str.lastBeat = sending
 	str.mu.Lock()
 	str.save()
 	str.mu.Unlock()
