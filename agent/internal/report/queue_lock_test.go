@@ -16,11 +16,7 @@ import (
 func TestOpenQueueLeavesALockedFileAlone(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "reports.db")
 	q := openTestQueue(t, path, 100)
-	for i := range 3 {
-		if err := q.Append(statusReport(int64(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendStatuses(t, q, 3)
 	// A second opener while the first still holds the file.
 	q2, err := OpenQueue(path, 100)
 	if err == nil {

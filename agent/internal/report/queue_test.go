@@ -22,6 +22,16 @@ func metricReport(n int) *agentv1.Report {
 	return &agentv1.Report{Body: &agentv1.Report_Metrics{Metrics: &agentv1.MetricBatch{Points: pts}}}
 }
 
+// appendStatuses appends n status reports to q.
+func appendStatuses(t *testing.T, q *Queue, n int) {
+	t.Helper()
+	for i := range n {
+		if err := q.Append(statusReport(int64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func openTestQueue(t *testing.T, path string, max int) *Queue {
 	t.Helper()
 	q, err := OpenQueue(path, max)
@@ -61,11 +71,7 @@ func TestQueueOrderAckAndRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "reports.db")
 	q := openTestQueue(t, path, 100)
 	id := q.ID()
-	for i := range 5 {
-		if err := q.Append(statusReport(int64(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendStatuses(t, q, 5)
 	if got := seqs(t, q); !equal(got, []int64{1, 2, 3, 4, 5}) {
 		t.Fatalf("seqs %v", got)
 	}
@@ -103,11 +109,7 @@ func TestQueueOrderAckAndRestart(t *testing.T) {
 func TestQueueBoundedDropsOldestAndCounts(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "reports.db")
 	q := openTestQueue(t, path, 3)
-	for i := range 5 {
-		if err := q.Append(statusReport(int64(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendStatuses(t, q, 5)
 	if got := seqs(t, q); !equal(got, []int64{3, 4, 5}) {
 		t.Fatalf("seqs %v; want the newest three", got)
 	}
@@ -226,11 +228,7 @@ func copyFile(t *testing.T, from string) string {
 func TestQueueAckIsWrittenByTheNextAppend(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "reports.db")
 	q := openTestQueue(t, path, 100)
-	for i := range 5 {
-		if err := q.Append(statusReport(int64(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendStatuses(t, q, 5)
 	if err := q.Ack(3); err != nil {
 		t.Fatal(err)
 	}
@@ -269,11 +267,7 @@ func TestQueueAckIsWrittenByTheNextAppend(t *testing.T) {
 func TestQueueAckWritesABacklog(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "reports.db")
 	q := openTestQueue(t, path, 1000)
-	for i := range lazyAckMax + 50 {
-		if err := q.Append(statusReport(int64(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendStatuses(t, q, lazyAckMax+50)
 	if err := q.Ack(lazyAckMax - 1); err != nil {
 		t.Fatal(err)
 	}
@@ -292,11 +286,7 @@ func TestQueueAckWritesABacklog(t *testing.T) {
 // from the file do not count against the bound.
 func TestQueueAckedReportsMakeRoom(t *testing.T) {
 	q := openTestQueue(t, filepath.Join(t.TempDir(), "reports.db"), 3)
-	for i := range 3 {
-		if err := q.Append(statusReport(int64(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendStatuses(t, q, 3)
 	if err := q.Ack(2); err != nil {
 		t.Fatal(err)
 	}
@@ -326,11 +316,7 @@ func TestQueueAckedReportsMakeRoom(t *testing.T) {
 func TestQueueNewIDDropsAcknowledged(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "reports.db")
 	q := openTestQueue(t, path, 100)
-	for i := range 3 {
-		if err := q.Append(statusReport(int64(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendStatuses(t, q, 3)
 	if err := q.Ack(2); err != nil {
 		t.Fatal(err)
 	}

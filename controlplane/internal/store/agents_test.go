@@ -32,6 +32,13 @@ func (f enrollFixture) token(t testing.TB, secret string, ttl time.Duration) sto
 	return must[store.JoinToken](t)(f.s.CreateJoinToken(context.Background(), actor, "", f.dp.ID, uuid.NewString(), []byte(secret), ttl))
 }
 
+// agent enrolls a new agent in the fixture's data plane with a token of
+// its own.
+func (f enrollFixture) agent(t testing.TB) store.Agent {
+	t.Helper()
+	return must[store.Agent](t)(f.s.EnrollAgent(context.Background(), enrollment(f.token(t, "s", time.Hour).ID, "s")))
+}
+
 func enrollment(tokenID, secret string) store.Enrollment {
 	agentID := uuid.NewString()
 	return store.Enrollment{
@@ -151,7 +158,7 @@ func TestDeleteDataPlaneRevokesAgents(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
 		f := newEnrollFixture(t, s)
-		a := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		a := f.agent(t)
 		unused := f.token(t, "u", time.Hour)
 		if err := s.DeleteDataPlane(ctx, actor, "", f.dp.ID, ""); err != nil {
 			t.Fatal(err)
@@ -224,7 +231,7 @@ func TestListAgentsFleetQuestions(t *testing.T) {
 		ctx := context.Background()
 		f := newEnrollFixture(t, s)
 		enroll := func() store.Agent {
-			return must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+			return f.agent(t)
 		}
 		current, behind, nacked, silent, revoked := enroll(), enroll(), enroll(), enroll(), enroll()
 		for _, a := range []struct {

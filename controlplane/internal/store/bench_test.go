@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -103,7 +102,7 @@ func BenchmarkIngestReportsMany(b *testing.B) {
 			f := newEnrollFixture(b, s)
 			group := make([]store.Reports, agents)
 			for i := range group {
-				ag := must[store.Agent](b)(s.EnrollAgent(ctx, enrollment(f.token(b, "s", time.Hour).ID, "s")))
+				ag := f.agent(b)
 				group[i] = store.Reports{AgentID: ag.ID, DataPlaneID: f.dp.ID, QueueID: "q"}
 			}
 			seq := int64(0)
@@ -136,11 +135,7 @@ func BenchmarkIngestReports(b *testing.B) {
 			f := newEnrollFixture(b, s)
 			var agents []string
 			for range 100 {
-				ag, err := s.EnrollAgent(ctx, enrollment(f.token(b, "s", time.Hour).ID, "s"))
-				if err != nil {
-					b.Fatal(err)
-				}
-				agents = append(agents, ag.ID)
+				agents = append(agents, f.agent(b).ID)
 			}
 			seq := make([]int64, len(agents))
 			names := make([]string, 20)

@@ -126,7 +126,7 @@ func TestSummarizeVersions(t *testing.T) {
 			ids[c.name] = must[store.Cluster](t)(s.CreateCluster(ctx, actor, "", store.Cluster{DataPlaneID: f.dp.ID, Name: c.name,
 				Product: "kafka", DesiredVersion: c.desired})).ID
 		}
-		ag := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		ag := f.agent(t)
 		r := statusReport(1, 1)
 		r.Status.Clusters = []store.ClusterReport{{ClusterID: ids["a"], Version: "1.1.0"}, {ClusterID: ids["b"], Version: "1.0.0"},
 			{ClusterID: ids["c"], Version: "0.9.0"}}

@@ -44,7 +44,7 @@ func TestIngestReportsOnce(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
 		f := newEnrollFixture(t, s)
-		ag := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		ag := f.agent(t)
 		ingest := func(queue string, items ...store.Report) int64 {
 			t.Helper()
 			acked, err := s.IngestReports(ctx, store.Reports{AgentID: ag.ID, DataPlaneID: f.dp.ID, QueueID: queue, Items: items})
@@ -100,7 +100,7 @@ func TestIngestReportsConcurrentRedelivery(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
 		f := newEnrollFixture(t, s)
-		ag := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		ag := f.agent(t)
 		// Two connections of one agent deliver the same batches at once
 		// (a retry racing its original): every point is stored once.
 		var batches [][]store.Report
@@ -129,7 +129,7 @@ func TestListAgentsUnhealthy(t *testing.T) {
 		ctx := context.Background()
 		f := newEnrollFixture(t, s)
 		enroll := func() store.Agent {
-			return must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+			return f.agent(t)
 		}
 		healthy, failing, stale, silent := enroll(), enroll(), enroll(), enroll()
 		put := func(a store.Agent, r store.Report) {
@@ -160,7 +160,7 @@ func TestCompactMetrics(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
 		f := newEnrollFixture(t, s)
-		ag := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		ag := f.agent(t)
 		var items []store.Report
 		for i := range 3 {
 			items = append(items, metricsReport(int64(i+1), "m", "n"))
@@ -187,7 +187,7 @@ func TestClusterReports(t *testing.T) {
 		other := must[store.DataPlane](t)(s.CreateDataPlane(ctx, actor, "", store.DataPlane{TenantID: f.tenant.ID, Name: "other", Region: "r"}))
 		mine := must[store.Cluster](t)(s.CreateCluster(ctx, actor, "", store.Cluster{DataPlaneID: f.dp.ID, Name: "mine"}))
 		theirs := must[store.Cluster](t)(s.CreateCluster(ctx, actor, "", store.Cluster{DataPlaneID: other.ID, Name: "theirs"}))
-		ag := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		ag := f.agent(t)
 		r := statusReport(1, 1)
 		r.Status.Clusters = []store.ClusterReport{
 			{ClusterID: mine.ID, Version: "1.2.0", DesiredVersion: "1.3.0", Healthy: false, Detail: "hook failed"},
@@ -320,7 +320,7 @@ func TestIngestReportsManyClustersOfEachBatch(t *testing.T) {
 		f := newEnrollFixture(t, s)
 		c1 := must[store.Cluster](t)(s.CreateCluster(ctx, actor, "", store.Cluster{DataPlaneID: f.dp.ID, Name: "c1"}))
 		c2 := must[store.Cluster](t)(s.CreateCluster(ctx, actor, "", store.Cluster{DataPlaneID: f.dp.ID, Name: "c2"}))
-		ag := must[store.Agent](t)(s.EnrollAgent(ctx, enrollment(f.token(t, "s", time.Hour).ID, "s")))
+		ag := f.agent(t)
 		first, second := statusReport(1, 1), statusReport(2, 2)
 		first.Status.Clusters = []store.ClusterReport{{ClusterID: c1.ID, Version: "1.0.0", Healthy: true}}
 		second.Status.Clusters = []store.ClusterReport{{ClusterID: c2.ID, Version: "2.0.0", Healthy: true}}
