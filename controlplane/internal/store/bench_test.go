@@ -89,33 +89,48 @@ func BenchmarkListClustersSelector(b *testing.B) {
 	}
 }
 
-// BenchmarkIngestReportsMany measures one group of 200 agents' status
-// reports in one IngestReportsMany call, as the agent API groups the
-// Report calls that follow a config change (each agent's progress).
+// BenchmarkIngestReportsMany measures one group of 200 agents' report
+// batches in one IngestReportsMany call, as the agent API groups
+// concurrent Report calls: "statuses", each agent's status (the progress
+// a config change causes); "metrics", each agent's metrics batch of 11
+// points (every 30 s from every agent).
 func BenchmarkIngestReportsMany(b *testing.B) {
 	const agents = 200
+	// Eleven points a batch, as cairn-agent's own sample sends.
+	names := make([]string, 11)
+	for i := range names {
+		names[i] = "cairn_agent_metric_" + strconv.Itoa(i)
+	}
 	for _, be := range storetest.Backends() {
-		b.Run(be.Name, func(b *testing.B) {
-			ctx := context.Background()
-			s := must[*store.Store](b)(store.Open(ctx, store.Config{URL: be.URL(b)}))
-			b.Cleanup(s.Close)
-			f := newEnrollFixture(b, s)
-			group := make([]store.Reports, agents)
-			for i := range group {
-				ag := f.agent(b)
-				group[i] = store.Reports{AgentID: ag.ID, DataPlaneID: f.dp.ID, QueueID: "q"}
-			}
-			seq := int64(0)
-			for b.Loop() {
-				seq++
+		for _, shape := range []struct {
+			name  string
+			items func(seq int64) []store.Report
+		}{
+			{"statuses", func(seq int64) []store.Report { return []store.Report{statusReport(seq, seq)} }},
+			{"metrics", func(seq int64) []store.Report { return []store.Report{metricsReport(seq, names...)} }},
+		} {
+			b.Run(be.Name+"/"+shape.name, func(b *testing.B) {
+				ctx := context.Background()
+				s := must[*store.Store](b)(store.Open(ctx, store.Config{URL: be.URL(b)}))
+				b.Cleanup(s.Close)
+				f := newEnrollFixture(b, s)
+				group := make([]store.Reports, agents)
 				for i := range group {
-					group[i].Items = []store.Report{statusReport(seq, seq)}
+					ag := f.agent(b)
+					group[i] = store.Reports{AgentID: ag.ID, DataPlaneID: f.dp.ID, QueueID: "q"}
 				}
-				if _, err := s.IngestReportsMany(ctx, group); err != nil {
-					b.Fatal(err)
+				seq := int64(0)
+				for b.Loop() {
+					seq++
+					for i := range group {
+						group[i].Items = shape.items(seq)
+					}
+					if _, err := s.IngestReportsMany(ctx, group); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 

@@ -100,27 +100,24 @@ func (s *Store) IngestReports(ctx context.Context, r Reports) (int64, error) {
 // concurrent Report calls this way: with 10,000 agents one transaction
 // per call bounded the reports stored to about a thousand calls a second.
 // The transaction reads every batch's queue in one statement and writes
-// statuses, points and queues in multi-row statements, so a group of 200
-// calls is a handful of round trips rather than several per call.
+// statuses, points and queues a table at a time (insertRows), so a group of
+// 200 calls is a handful of round trips rather than several per call.
 func (s *Store) IngestReportsMany(ctx context.Context, rs []Reports) ([]int64, error) {
 	if len(rs) == 0 {
 		return nil, nil
 	}
-	perStatement := reportRowsPerStatement
-	if s.b.name() == "sqlite" {
-		perStatement = sqliteReportRowsPerStatement
-	}
+	arrays := s.b.name() != "sqlite"
 	now := s.now()
 	var acked []int64
 	err := s.inTx(ctx, func(q querier) error {
 		// A retried transaction starts over.
-		in, err := readReportQueues(ctx, q, rs)
+		in, err := readReportQueues(ctx, q, rs, arrays)
 		if err != nil {
 			return err
 		}
 		var out ingest
 		acked = out.plan(rs, in, now)
-		return out.write(ctx, q, perStatement, now)
+		return out.write(ctx, q, arrays, now)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ingest reports: %w", err)
@@ -128,15 +125,28 @@ func (s *Store) IngestReportsMany(ctx context.Context, rs []Reports) ([]int64, e
 	return acked, nil
 }
 
-// Rows of one multi-row statement of IngestReportsMany. SQLite is fastest
-// with short statements: a group of 200 agents' statuses took 4.6–4.9 ms
-// in statements of 10 rows, 5.3 ms in 5, 5.8–7.8 ms in 20, 9.3 ms in 50 and
-// 32 ms in 200 (BenchmarkIngestReportsMany; 8.6–10 ms with statements for
-// each agent in turn). PostgreSQL took 4.2–6.5 ms in statements of 200
-// rows, 5.8–6.0 ms in 50, and 35–45 ms with statements for each agent.
+// How IngestReportsMany writes a table's rows. On PostgreSQL and
+// CockroachDB (arrays) they go in one statement whose parameters are
+// arrays, one per column, expanded by unnest: its text is the same
+// whatever the number of rows, so pgx prepares it once per connection, the
+// server parses and plans it once, and the values travel in binary. The
+// multi-row VALUES statements of 200 rows this replaces had a text for
+// every number of rows, each prepared anew, and a parameter for every
+// value, which pgx encoded as text: the largest allocator in the control
+// plane over a fleet benchmark. SQLite has no arrays and runs in process;
+// it is fastest with short multi-row statements, since as it parses it
+// looks each $n up among the placeholders before it (a group of 200
+// agents' statuses, 15 columns, took 4.6–4.9 ms in statements of 10 rows,
+// 5.3 ms in 5, 5.8–7.8 ms in 20, 9.3 ms in 50 and 32 ms in 200; their
+// metric points, 8 columns, 380–390 ms in statements of 500 rows).
+// BenchmarkIngestReportsMany measures both.
 const (
-	reportRowsPerStatement       = 200
-	sqliteReportRowsPerStatement = 10
+	// sqliteParamsPerStatement bounds a statement's placeholders on
+	// SQLite: 10 rows of a status's 15 columns.
+	sqliteParamsPerStatement = 150
+	// arrayRowsPerStatement bounds one array statement: a group holds at
+	// most 200 agents but up to 5,000 metric points per batch.
+	arrayRowsPerStatement = 10_000
 )
 
 // reportQueue is where an agent's report queue stands: its id and newest
@@ -147,7 +157,7 @@ type reportQueue struct {
 }
 
 // readReportQueues reads the stored queue of every agent in rs.
-func readReportQueues(ctx context.Context, q querier, rs []Reports) (map[string]reportQueue, error) {
+func readReportQueues(ctx context.Context, q querier, rs []Reports, arrays bool) (map[string]reportQueue, error) {
 	ids := make([]string, 0, len(rs))
 	seen := make(map[string]bool, len(rs))
 	for _, r := range rs {
@@ -157,9 +167,23 @@ func readReportQueues(ctx context.Context, q querier, rs []Reports) (map[string]
 		}
 	}
 	out := make(map[string]reportQueue, len(ids))
-	for chunk := range slices.Chunk(ids, reportRowsPerStatement) {
+	per := arrayRowsPerStatement
+	if !arrays {
+		per = sqliteParamsPerStatement
+	}
+	for chunk := range slices.Chunk(ids, per) {
 		var w where
-		rows, err := q.query(ctx, `SELECT agent_id, queue_id, last_seq FROM agent_report_queues WHERE `+in(&w, "agent_id", chunk), w.args...)
+		var cond string
+		if arrays {
+			u, err := uuids(chunk)
+			if err != nil {
+				return nil, err
+			}
+			cond = "agent_id = ANY(" + w.arg([][16]byte(u)) + "::UUID[])"
+		} else {
+			cond = in(&w, "agent_id", chunk)
+		}
+		rows, err := q.query(ctx, `SELECT agent_id, queue_id, last_seq FROM agent_report_queues WHERE `+cond, w.args...)
 		if err != nil {
 			return nil, err
 		}
@@ -253,66 +277,84 @@ func (w *ingest) plan(rs []Reports, stored map[string]reportQueue, now time.Time
 
 // write stores w in q's transaction, rows in agent order so that
 // concurrent transactions lock them in the same order.
-func (w *ingest) write(ctx context.Context, q querier, perStatement int, now time.Time) error {
-	agents := slices.Sorted(maps.Keys(w.statuses))
-	for chunk := range slices.Chunk(agents, perStatement) {
-		if err := putStatuses(ctx, q, chunk, w.statuses, now); err != nil {
-			return err
-		}
+func (w *ingest) write(ctx context.Context, q querier, arrays bool, now time.Time) error {
+	if err := putStatuses(ctx, q, arrays, slices.Sorted(maps.Keys(w.statuses)), w.statuses, now); err != nil {
+		return err
 	}
 	for _, st := range w.clusters {
 		if err := putClusterReports(ctx, q, st.agentID, st.DataPlaneID, st.Clusters, st.ReportTime, now); err != nil {
 			return err
 		}
 	}
-	if err := insertPoints(ctx, q, w.points, now); err != nil {
+	if err := insertPoints(ctx, q, arrays, w.points, now); err != nil {
 		return err
 	}
 	queued := slices.Sorted(maps.Keys(w.queues))
-	for chunk := range slices.Chunk(queued, perStatement) {
-		var a where
-		values := make([]string, len(chunk))
-		for i, id := range chunk {
-			rq := w.queues[id]
-			values[i] = a.row(id, rq.id, rq.last, now)
-		}
-		if _, err := q.exec(ctx, `INSERT INTO agent_report_queues (agent_id, queue_id, last_seq, update_time) VALUES `+strings.Join(values, ", ")+`
-			ON CONFLICT (agent_id) DO UPDATE SET queue_id = excluded.queue_id, last_seq = excluded.last_seq, update_time = excluded.update_time`,
-			a.args...); err != nil {
-			return fmt.Errorf("put report queues: %w", err)
-		}
+	agentIDs, err := uuids(queued)
+	if err != nil {
+		return fmt.Errorf("put report queues: %w", err)
+	}
+	queueIDs, lasts, times := make([]string, len(queued)), make([]int64, len(queued)), make([]time.Time, len(queued))
+	for i, id := range queued {
+		queueIDs[i], lasts[i], times[i] = w.queues[id].id, w.queues[id].last, now
+	}
+	err = insertRows(ctx, q, arrays, `INSERT INTO agent_report_queues (agent_id, queue_id, last_seq, update_time)`,
+		`ON CONFLICT (agent_id) DO UPDATE SET queue_id = excluded.queue_id, last_seq = excluded.last_seq, update_time = excluded.update_time`,
+		len(queued), agentIDs, column[string]{"TEXT", queueIDs}, column[int64]{"INT8", lasts},
+		column[time.Time]{"TIMESTAMPTZ", times})
+	if err != nil {
+		return fmt.Errorf("put report queues: %w", err)
 	}
 	return nil
 }
 
-// putStatuses upserts the statuses of agents, in one statement.
-func putStatuses(ctx context.Context, q querier, agents []string, statuses map[string]AgentStatus, now time.Time) error {
-	var a where
-	values := make([]string, len(agents))
+// putStatuses upserts the statuses of agents.
+func putStatuses(ctx context.Context, q querier, arrays bool, agents []string, statuses map[string]AgentStatus, now time.Time) error {
+	n := len(agents)
+	agentIDs, err := uuids(agents)
+	if err != nil {
+		return fmt.Errorf("put status: %w", err)
+	}
+	var (
+		dataPlanes, hashes, versions, hosts, products, checks, lastErrs = make([]string, n), make([]string, n), make([]string, n),
+			make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		seqs, applied, dropped = make([]int64, n), make([]int64, n), make([]int64, n)
+		failing                = make([]int32, n)
+		stale                  = make([]bool, n)
+		reported, received     = make([]time.Time, n), make([]time.Time, n)
+	)
 	for i, id := range agents {
 		st := statuses[id]
-		checks, err := json.Marshal(nonNilSlice(st.Checks))
+		b, err := json.Marshal(nonNilSlice(st.Checks))
 		if err != nil {
 			return fmt.Errorf("encode checks: %w", err)
 		}
-		failing := 0
 		for _, c := range st.Checks {
 			if !c.Healthy {
-				failing++
+				failing[i]++
 			}
 		}
-		values[i] = a.row(id, st.DataPlaneID, st.Seq, st.AppliedRevision, st.StateHash, st.AgentVersion, st.HostVersion,
-			st.ProductVersion, string(checks), failing, st.LastError, st.Stale, st.DroppedReports, st.ReportTime.UTC(), now)
+		dataPlanes[i], seqs[i], applied[i], hashes[i], versions[i], hosts[i], products[i] = st.DataPlaneID, st.Seq,
+			st.AppliedRevision, st.StateHash, st.AgentVersion, st.HostVersion, st.ProductVersion
+		checks[i], lastErrs[i], stale[i], dropped[i], reported[i], received[i] = string(b), st.LastError, st.Stale,
+			st.DroppedReports, st.ReportTime.UTC(), now
 	}
-	_, err := q.exec(ctx, `INSERT INTO agent_status (agent_id, data_plane_id, seq, applied_revision, state_hash, agent_version,
-		host_version, product_version, checks, failing_checks, last_error, stale, dropped_reports, report_time, receive_time)
-		VALUES `+strings.Join(values, ", ")+`
-		ON CONFLICT (agent_id) DO UPDATE SET data_plane_id = excluded.data_plane_id, seq = excluded.seq,
+	dataPlaneIDs, err := uuids(dataPlanes)
+	if err != nil {
+		return fmt.Errorf("put status: %w", err)
+	}
+	err = insertRows(ctx, q, arrays, `INSERT INTO agent_status (agent_id, data_plane_id, seq, applied_revision, state_hash,
+		agent_version, host_version, product_version, checks, failing_checks, last_error, stale, dropped_reports, report_time,
+		receive_time)`, `ON CONFLICT (agent_id) DO UPDATE SET data_plane_id = excluded.data_plane_id, seq = excluded.seq,
 		applied_revision = excluded.applied_revision, state_hash = excluded.state_hash, agent_version = excluded.agent_version,
 		host_version = excluded.host_version, product_version = excluded.product_version, checks = excluded.checks,
 		failing_checks = excluded.failing_checks, last_error = excluded.last_error, stale = excluded.stale,
 		dropped_reports = excluded.dropped_reports, report_time = excluded.report_time, receive_time = excluded.receive_time`,
-		a.args...)
+		n, agentIDs, dataPlaneIDs, column[int64]{"INT8", seqs},
+		column[int64]{"INT8", applied}, column[string]{"TEXT", hashes}, column[string]{"TEXT", versions},
+		column[string]{"TEXT", hosts}, column[string]{"TEXT", products}, column[string]{"TEXT", checks},
+		column[int32]{"INT4", failing}, column[string]{"TEXT", lastErrs}, column[bool]{"BOOL", stale},
+		column[int64]{"INT8", dropped}, column[time.Time]{"TIMESTAMPTZ", reported}, column[time.Time]{"TIMESTAMPTZ", received})
 	if err != nil {
 		return fmt.Errorf("put status: %w", err)
 	}
@@ -383,27 +425,122 @@ func nonNilSlice[T any](s []T) []T {
 	return s
 }
 
-// pointsPerInsert bounds one multi-row INSERT: 8 parameters a row stays
-// far below PostgreSQL's 65,535 and SQLite's 32,766.
-const pointsPerInsert = 500
-
-func insertPoints(ctx context.Context, q querier, points []agentPoint, now time.Time) error {
-	for chunk := range slices.Chunk(points, pointsPerInsert) {
-		var a where
-		values := make([]string, len(chunk))
-		for i, p := range chunk {
-			if p.Time.IsZero() {
-				p.Time = now
-			}
-			id, err := uuid.NewV7()
-			if err != nil {
-				return fmt.Errorf("point id: %w", err)
-			}
-			values[i] = a.row(p.agentID, id.String(), p.Name, encodeLabels(p.Labels), p.Value, p.Source, p.Time.UTC(), now)
+// insertPoints inserts points, each under a new time-ordered id.
+func insertPoints(ctx context.Context, q querier, arrays bool, points []agentPoint, now time.Time) error {
+	n := len(points)
+	var (
+		agents, ids            = make(uuidColumn, n), make(uuidColumn, n)
+		names, labels, sources = make([]string, n), make([]string, n), make([]string, n)
+		values                 = make([]float64, n)
+		times, received        = make([]time.Time, n), make([]time.Time, n)
+		lastAgent              string
+		lastAgentID            uuid.UUID
+	)
+	for i, p := range points {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("point id: %w", err)
 		}
-		if _, err := q.exec(ctx, `INSERT INTO agent_metric_points (agent_id, id, name, labels, value, source, point_time, receive_time) VALUES `+
-			strings.Join(values, ", "), a.args...); err != nil {
-			return fmt.Errorf("insert metric points: %w", err)
+		if p.agentID != lastAgent { // a batch's points are together
+			if lastAgentID, err = uuid.Parse(p.agentID); err != nil {
+				return fmt.Errorf("agent id %q: %w", p.agentID, err)
+			}
+			lastAgent = p.agentID
+		}
+		t := p.Time
+		if t.IsZero() {
+			t = now
+		}
+		agents[i], ids[i], names[i], labels[i], values[i], sources[i], times[i], received[i] = lastAgentID, id, p.Name,
+			encodeLabels(p.Labels), p.Value, p.Source, t.UTC(), now
+	}
+	err := insertRows(ctx, q, arrays, `INSERT INTO agent_metric_points (agent_id, id, name, labels, value, source, point_time, receive_time)`,
+		"", n, agents, ids, column[string]{"TEXT", names},
+		column[string]{"TEXT", labels}, column[float64]{"FLOAT8", values}, column[string]{"TEXT", sources},
+		column[time.Time]{"TIMESTAMPTZ", times}, column[time.Time]{"TIMESTAMPTZ", received})
+	if err != nil {
+		return fmt.Errorf("insert metric points: %w", err)
+	}
+	return nil
+}
+
+// rowColumn is one column of the rows insertRows writes.
+type rowColumn interface {
+	// sqlType is the column's type as an array's element type in a cast.
+	sqlType() string
+	// slice returns rows [lo, hi) as one array parameter.
+	slice(lo, hi int) any
+	// value returns row i's value as a parameter of its own.
+	value(i int) any
+}
+
+// uuidColumn is a UUID rowColumn: binary UUIDs in arrays, strings to
+// SQLite, which stores UUIDs as text. The arrays' elements are [16]byte,
+// which pgx encodes in binary; it encodes strings, and uuid.UUID (a
+// driver.Valuer that returns a string), as text.
+type uuidColumn [][16]byte
+
+// uuids parses ids for a uuidColumn.
+func uuids(ids []string) (uuidColumn, error) {
+	out := make(uuidColumn, len(ids))
+	for i, id := range ids {
+		u, err := uuid.Parse(id)
+		if err != nil {
+			return nil, fmt.Errorf("id %q: %w", id, err)
+		}
+		out[i] = u
+	}
+	return out, nil
+}
+
+func (c uuidColumn) sqlType() string      { return "UUID" }
+func (c uuidColumn) slice(lo, hi int) any { return [][16]byte(c[lo:hi]) }
+func (c uuidColumn) value(i int) any      { return uuid.UUID(c[i]).String() }
+
+// column is a rowColumn of values of Go type T.
+type column[T any] struct {
+	typ  string
+	vals []T
+}
+
+func (c column[T]) sqlType() string      { return c.typ }
+func (c column[T]) slice(lo, hi int) any { return c.vals[lo:hi] }
+func (c column[T]) value(i int) any      { return c.vals[i] }
+
+// insertRows writes n rows, their values in cols, with the INSERT head
+// ("INSERT INTO t (a, b)") and tail (an ON CONFLICT clause, or empty):
+// with arrays, as `head SELECT * FROM unnest($1::A[], $2::B[]) tail`, one
+// statement for up to arrayRowsPerStatement rows; otherwise as multi-row
+// VALUES statements of at most sqliteParamsPerStatement placeholders.
+// (See IngestReportsMany.)
+func insertRows(ctx context.Context, q querier, arrays bool, head, tail string, n int, cols ...rowColumn) error {
+	per := arrayRowsPerStatement
+	if !arrays {
+		per = max(sqliteParamsPerStatement/len(cols), 1)
+	}
+	for lo := 0; lo < n; lo += per {
+		hi := min(lo+per, n)
+		var a where
+		var body string
+		if arrays {
+			casts := make([]string, len(cols))
+			for i, c := range cols {
+				casts[i] = a.arg(c.slice(lo, hi)) + "::" + c.sqlType() + "[]"
+			}
+			body = " SELECT * FROM unnest(" + strings.Join(casts, ", ") + ") "
+		} else {
+			rows := make([]string, hi-lo)
+			vals := make([]any, len(cols))
+			for r := lo; r < hi; r++ {
+				for i, c := range cols {
+					vals[i] = c.value(r)
+				}
+				rows[r-lo] = a.row(vals...)
+			}
+			body = " VALUES " + strings.Join(rows, ", ") + " "
+		}
+		if _, err := q.exec(ctx, head+body+tail, a.args...); err != nil {
+			return err
 		}
 	}
 	return nil
