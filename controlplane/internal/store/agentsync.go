@@ -29,18 +29,6 @@ func (s *Store) PutAgentSync(ctx context.Context, a AgentSync) error {
 	return s.PutAgentSyncs(ctx, []AgentSync{a})
 }
 
-// Rows of one INSERT of PutAgentSyncs. On a server database each
-// statement is a round trip, so they are many: 500 rows of six arguments
-// stay far below PostgreSQL's limit of 65,535 placeholders. SQLite, in
-// process, takes fewer: as it parses a statement it looks each $n up among
-// the placeholders before it, which makes the parse grow with the square
-// of the rows (1,000 agents' positions took 64 ms in statements of 500
-// rows, 12 ms in statements of 50 and 10 ms in statements of 10).
-const (
-	agentSyncRowsPerStatement       = 500
-	sqliteAgentSyncRowsPerStatement = 50
-)
-
 // PutAgentSyncs records many agents' stream positions as PutAgentSync
 // does, all in one transaction: a config change moves a whole fleet's
 // positions at once, and a transaction for each agent's position queues
@@ -51,19 +39,35 @@ func (s *Store) PutAgentSyncs(ctx context.Context, recs []AgentSync) error {
 		return nil
 	}
 	recs = lastPerAgent(recs)
-	perStatement := agentSyncRowsPerStatement
-	if s.b.name() == "sqlite" {
-		perStatement = sqliteAgentSyncRowsPerStatement
-	}
+	n := len(recs)
+	agents, dataPlanes := make([]string, n), make([]string, n)
+	epochs, noText := make([]string, n), make([]string, n)
+	sent, applied, noRevision := make([]int64, n), make([]int64, n), make([]int64, n)
+	seen := make([]time.Time, n)
 	now := s.now()
-	err := s.inTx(ctx, func(q querier) error {
-		for chunk := range slices.Chunk(recs, perStatement) {
-			query, args := putAgentSyncsQuery(chunk, now)
-			if _, err := q.exec(ctx, query, args...); err != nil {
-				return err
-			}
-		}
-		return nil
+	for i, a := range recs {
+		agents[i], dataPlanes[i], epochs[i], sent[i], applied[i], seen[i] = a.AgentID, a.DataPlaneID, a.Epoch,
+			a.LastSentRevision, a.LastAppliedRevision, now
+	}
+	agentIDs, err := uuids(agents)
+	if err != nil {
+		return fmt.Errorf("put agent syncs: %w", err)
+	}
+	dataPlaneIDs, err := uuids(dataPlanes)
+	if err != nil {
+		return fmt.Errorf("put agent syncs: %w", err)
+	}
+	arrays := s.b.name() != "sqlite"
+	err = s.inTx(ctx, func(q querier) error {
+		// The NACK columns are only for a new row; an update leaves them.
+		return insertRows(ctx, q, arrays, `INSERT INTO agent_sync (agent_id, data_plane_id, epoch, last_sent_revision,
+			last_applied_revision, last_nack_revision, last_nack_reason, last_nack_detail, last_seen)`,
+			`ON CONFLICT (agent_id) DO UPDATE SET data_plane_id = excluded.data_plane_id, epoch = excluded.epoch,
+			last_sent_revision = excluded.last_sent_revision, last_applied_revision = excluded.last_applied_revision,
+			last_seen = excluded.last_seen`,
+			n, agentIDs, dataPlaneIDs, column[string]{"TEXT", epochs}, column[int64]{"INT8", sent}, column[int64]{"INT8", applied},
+			column[int64]{"INT8", noRevision}, column[string]{"TEXT", noText}, column[string]{"TEXT", noText},
+			column[time.Time]{"TIMESTAMPTZ", seen})
 	})
 	if err != nil {
 		return fmt.Errorf("put agent syncs: %w", err)
@@ -88,21 +92,6 @@ func lastPerAgent(recs []AgentSync) []AgentSync {
 	}
 	slices.SortFunc(out, func(a, b AgentSync) int { return strings.Compare(a.AgentID, b.AgentID) })
 	return out
-}
-
-// putAgentSyncsQuery returns one INSERT of recs' positions, seen at now.
-func putAgentSyncsQuery(recs []AgentSync, now time.Time) (string, []any) {
-	var w where
-	values := make([]string, len(recs))
-	for i, a := range recs {
-		values[i] = "(" + w.arg(a.AgentID) + ", " + w.arg(a.DataPlaneID) + ", " + w.arg(a.Epoch) + ", " +
-			w.arg(a.LastSentRevision) + ", " + w.arg(a.LastAppliedRevision) + ", 0, '', '', " + w.arg(now) + ")"
-	}
-	return `INSERT INTO agent_sync (agent_id, data_plane_id, epoch, last_sent_revision, last_applied_revision,
-		last_nack_revision, last_nack_reason, last_nack_detail, last_seen) VALUES ` + strings.Join(values, ", ") + `
-		ON CONFLICT (agent_id) DO UPDATE SET data_plane_id = excluded.data_plane_id, epoch = excluded.epoch,
-		last_sent_revision = excluded.last_sent_revision, last_applied_revision = excluded.last_applied_revision,
-		last_seen = excluded.last_seen`, w.args
 }
 
 // RecordNack records the newest update an agent refused.

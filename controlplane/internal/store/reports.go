@@ -7,7 +7,6 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -124,30 +123,6 @@ func (s *Store) IngestReportsMany(ctx context.Context, rs []Reports) ([]int64, e
 	}
 	return acked, nil
 }
-
-// How IngestReportsMany writes a table's rows. On PostgreSQL and
-// CockroachDB (arrays) they go in one statement whose parameters are
-// arrays, one per column, expanded by unnest: its text is the same
-// whatever the number of rows, so pgx prepares it once per connection, the
-// server parses and plans it once, and the values travel in binary. The
-// multi-row VALUES statements of 200 rows this replaces had a text for
-// every number of rows, each prepared anew, and a parameter for every
-// value, which pgx encoded as text: the largest allocator in the control
-// plane over a fleet benchmark. SQLite has no arrays and runs in process;
-// it is fastest with short multi-row statements, since as it parses it
-// looks each $n up among the placeholders before it (a group of 200
-// agents' statuses, 15 columns, took 4.6–4.9 ms in statements of 10 rows,
-// 5.3 ms in 5, 5.8–7.8 ms in 20, 9.3 ms in 50 and 32 ms in 200; their
-// metric points, 8 columns, 380–390 ms in statements of 500 rows).
-// BenchmarkIngestReportsMany measures both.
-const (
-	// sqliteParamsPerStatement bounds a statement's placeholders on
-	// SQLite: 10 rows of a status's 15 columns.
-	sqliteParamsPerStatement = 150
-	// arrayRowsPerStatement bounds one array statement: a group holds at
-	// most 200 agents but up to 5,000 metric points per batch.
-	arrayRowsPerStatement = 10_000
-)
 
 // reportQueue is where an agent's report queue stands: its id and newest
 // stored sequence number.
@@ -460,88 +435,6 @@ func insertPoints(ctx context.Context, q querier, arrays bool, points []agentPoi
 		column[time.Time]{"TIMESTAMPTZ", times}, column[time.Time]{"TIMESTAMPTZ", received})
 	if err != nil {
 		return fmt.Errorf("insert metric points: %w", err)
-	}
-	return nil
-}
-
-// rowColumn is one column of the rows insertRows writes.
-type rowColumn interface {
-	// sqlType is the column's type as an array's element type in a cast.
-	sqlType() string
-	// slice returns rows [lo, hi) as one array parameter.
-	slice(lo, hi int) any
-	// value returns row i's value as a parameter of its own.
-	value(i int) any
-}
-
-// uuidColumn is a UUID rowColumn: binary UUIDs in arrays, strings to
-// SQLite, which stores UUIDs as text. The arrays' elements are [16]byte,
-// which pgx encodes in binary; it encodes strings, and uuid.UUID (a
-// driver.Valuer that returns a string), as text.
-type uuidColumn [][16]byte
-
-// uuids parses ids for a uuidColumn.
-func uuids(ids []string) (uuidColumn, error) {
-	out := make(uuidColumn, len(ids))
-	for i, id := range ids {
-		u, err := uuid.Parse(id)
-		if err != nil {
-			return nil, fmt.Errorf("id %q: %w", id, err)
-		}
-		out[i] = u
-	}
-	return out, nil
-}
-
-func (c uuidColumn) sqlType() string      { return "UUID" }
-func (c uuidColumn) slice(lo, hi int) any { return [][16]byte(c[lo:hi]) }
-func (c uuidColumn) value(i int) any      { return uuid.UUID(c[i]).String() }
-
-// column is a rowColumn of values of Go type T.
-type column[T any] struct {
-	typ  string
-	vals []T
-}
-
-func (c column[T]) sqlType() string      { return c.typ }
-func (c column[T]) slice(lo, hi int) any { return c.vals[lo:hi] }
-func (c column[T]) value(i int) any      { return c.vals[i] }
-
-// insertRows writes n rows, their values in cols, with the INSERT head
-// ("INSERT INTO t (a, b)") and tail (an ON CONFLICT clause, or empty):
-// with arrays, as `head SELECT * FROM unnest($1::A[], $2::B[]) tail`, one
-// statement for up to arrayRowsPerStatement rows; otherwise as multi-row
-// VALUES statements of at most sqliteParamsPerStatement placeholders.
-// (See IngestReportsMany.)
-func insertRows(ctx context.Context, q querier, arrays bool, head, tail string, n int, cols ...rowColumn) error {
-	per := arrayRowsPerStatement
-	if !arrays {
-		per = max(sqliteParamsPerStatement/len(cols), 1)
-	}
-	for lo := 0; lo < n; lo += per {
-		hi := min(lo+per, n)
-		var a where
-		var body string
-		if arrays {
-			casts := make([]string, len(cols))
-			for i, c := range cols {
-				casts[i] = a.arg(c.slice(lo, hi)) + "::" + c.sqlType() + "[]"
-			}
-			body = " SELECT * FROM unnest(" + strings.Join(casts, ", ") + ") "
-		} else {
-			rows := make([]string, hi-lo)
-			vals := make([]any, len(cols))
-			for r := lo; r < hi; r++ {
-				for i, c := range cols {
-					vals[i] = c.value(r)
-				}
-				rows[r-lo] = a.row(vals...)
-			}
-			body = " VALUES " + strings.Join(rows, ", ") + " "
-		}
-		if _, err := q.exec(ctx, head+body+tail, a.args...); err != nil {
-			return err
-		}
 	}
 	return nil
 }
