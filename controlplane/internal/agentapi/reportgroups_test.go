@@ -66,37 +66,41 @@ func TestReportGroups(t *testing.T) {
 	}
 }
 
-// TestReportGroupsIsolateARefusedBatch: a batch the database refuses fails
-// only its own call, not the others of its group. (PostgreSQL refuses an
-// agent id that is not a UUID; SQLite takes any text.)
+// TestReportGroupsIsolateARefusedBatch: a batch the store refuses (here
+// under an agent id that is not a UUID) fails only its own call, not the
+// others of its group.
 func TestReportGroupsIsolateARefusedBatch(t *testing.T) {
-	st := openStore(t, storetest.PostgresURL(t))
-	g := newReportGroups(st, slog.New(slog.DiscardHandler))
-	// The writer starts once every call waits, so that they share a group.
-	ids := agentIDs(5)
-	calls := append([]store.Reports{metricsBatch("not-a-uuid", 1)}, metricsBatch(ids[0], 1), metricsBatch(ids[1], 1))
-	errs := make([]error, len(calls))
-	var wg sync.WaitGroup
-	for i, c := range calls {
-		wg.Go(func() { _, errs[i] = g.ingest(t.Context(), c) })
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		g.mu.Lock()
-		n := len(g.queue)
-		g.mu.Unlock()
-		if n == len(calls) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d calls queued; want %d", n, len(calls))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	g.start()
-	wg.Wait()
-	g.stop()
-	if errs[0] == nil || errs[1] != nil || errs[2] != nil {
-		t.Fatalf("errors %v; want only the first call's", errs)
+	for _, be := range storetest.Backends() {
+		t.Run(be.Name, func(t *testing.T) {
+			st := openStore(t, be.URL(t))
+			g := newReportGroups(st, slog.New(slog.DiscardHandler))
+			// The writer starts once every call waits, so that they share a group.
+			ids := agentIDs(5)
+			calls := append([]store.Reports{metricsBatch("not-a-uuid", 1)}, metricsBatch(ids[0], 1), metricsBatch(ids[1], 1))
+			errs := make([]error, len(calls))
+			var wg sync.WaitGroup
+			for i, c := range calls {
+				wg.Go(func() { _, errs[i] = g.ingest(t.Context(), c) })
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				g.mu.Lock()
+				n := len(g.queue)
+				g.mu.Unlock()
+				if n == len(calls) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d calls queued; want %d", n, len(calls))
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			g.start()
+			wg.Wait()
+			g.stop()
+			if errs[0] == nil || errs[1] != nil || errs[2] != nil {
+				t.Fatalf("errors %v; want only the first call's", errs)
+			}
+		})
 	}
 }

@@ -49,11 +49,11 @@ func (s *Store) PutAgentSyncs(ctx context.Context, recs []AgentSync) error {
 		agents[i], dataPlanes[i], epochs[i], sent[i], applied[i], seen[i] = a.AgentID, a.DataPlaneID, a.Epoch,
 			a.LastSentRevision, a.LastAppliedRevision, now
 	}
-	agentIDs, err := uuids(agents)
+	agentIDs, err := uuids("agent id", agents)
 	if err != nil {
 		return fmt.Errorf("put agent syncs: %w", err)
 	}
-	dataPlaneIDs, err := uuids(dataPlanes)
+	dataPlaneIDs, err := uuids("data plane id", dataPlanes)
 	if err != nil {
 		return fmt.Errorf("put agent syncs: %w", err)
 	}
@@ -65,7 +65,7 @@ func (s *Store) PutAgentSyncs(ctx context.Context, recs []AgentSync) error {
 			`ON CONFLICT (agent_id) DO UPDATE SET data_plane_id = excluded.data_plane_id, epoch = excluded.epoch,
 			last_sent_revision = excluded.last_sent_revision, last_applied_revision = excluded.last_applied_revision,
 			last_seen = excluded.last_seen`,
-			n, agentIDs, dataPlaneIDs, column[string]{"TEXT", epochs}, column[int64]{"INT8", sent}, column[int64]{"INT8", applied},
+			agentIDs, dataPlaneIDs, column[string]{"TEXT", epochs}, column[int64]{"INT8", sent}, column[int64]{"INT8", applied},
 			column[int64]{"INT8", noRevision}, column[string]{"TEXT", noText}, column[string]{"TEXT", noText},
 			column[time.Time]{"TIMESTAMPTZ", seen})
 	})

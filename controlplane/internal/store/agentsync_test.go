@@ -36,6 +36,7 @@ func TestPutAgentSyncs(t *testing.T) {
 		nackA, nackB := uuid.NewString(), uuid.NewString()
 		dupA, dupB := uuid.NewString(), uuid.NewString()
 		many := positionsOf(1201, dp, 3)
+		fleet := positionsOf(10_001, dp, 3)
 		spanning := positionsOf(700, dp, 3)
 		nacked := position(spanning[0].AgentID, dp, "e", 9, 8)
 		nacked.LastNackRevision, nacked.LastNackReason, nacked.LastNackDetail = 8, "NACK_REASON_CHAIN_BROKEN", "gap"
@@ -78,12 +79,17 @@ func TestPutAgentSyncs(t *testing.T) {
 				name: "empty batch",
 			},
 			{
-				name:  "1,201 agents, more than one statement",
+				name:  "1,201 agents, 76 statements on SQLite",
 				batch: many,
 				want:  many,
 			},
 			{
-				name:   "an agent twice, 700 rows apart, with a NACK",
+				name:  "10,001 agents, two statements of arrays",
+				batch: fleet,
+				want:  fleet,
+			},
+			{
+				name:   "an agent twice, 700 rows apart (statements apart on SQLite), with a NACK",
 				before: spanning[:1],
 				nack:   &nacked,
 				batch:  append(spanning, position(nacked.AgentID, dp, "e", 9, 8)),

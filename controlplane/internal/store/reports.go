@@ -150,9 +150,9 @@ func readReportQueues(ctx context.Context, q querier, rs []Reports, arrays bool)
 		var w where
 		var cond string
 		if arrays {
-			u, err := uuids(chunk)
+			u, err := uuids("agent id", chunk)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("read report queues: %w", err)
 			}
 			cond = "agent_id = ANY(" + w.arg([][16]byte(u)) + "::UUID[])"
 		} else {
@@ -265,7 +265,7 @@ func (w *ingest) write(ctx context.Context, q querier, arrays bool, now time.Tim
 		return err
 	}
 	queued := slices.Sorted(maps.Keys(w.queues))
-	agentIDs, err := uuids(queued)
+	agentIDs, err := uuids("agent id", queued)
 	if err != nil {
 		return fmt.Errorf("put report queues: %w", err)
 	}
@@ -275,7 +275,7 @@ func (w *ingest) write(ctx context.Context, q querier, arrays bool, now time.Tim
 	}
 	err = insertRows(ctx, q, arrays, `INSERT INTO agent_report_queues (agent_id, queue_id, last_seq, update_time)`,
 		`ON CONFLICT (agent_id) DO UPDATE SET queue_id = excluded.queue_id, last_seq = excluded.last_seq, update_time = excluded.update_time`,
-		len(queued), agentIDs, column[string]{"TEXT", queueIDs}, column[int64]{"INT8", lasts},
+		agentIDs, column[string]{"TEXT", queueIDs}, column[int64]{"INT8", lasts},
 		column[time.Time]{"TIMESTAMPTZ", times})
 	if err != nil {
 		return fmt.Errorf("put report queues: %w", err)
@@ -286,7 +286,7 @@ func (w *ingest) write(ctx context.Context, q querier, arrays bool, now time.Tim
 // putStatuses upserts the statuses of agents.
 func putStatuses(ctx context.Context, q querier, arrays bool, agents []string, statuses map[string]AgentStatus, now time.Time) error {
 	n := len(agents)
-	agentIDs, err := uuids(agents)
+	agentIDs, err := uuids("agent id", agents)
 	if err != nil {
 		return fmt.Errorf("put status: %w", err)
 	}
@@ -314,7 +314,7 @@ func putStatuses(ctx context.Context, q querier, arrays bool, agents []string, s
 		checks[i], lastErrs[i], stale[i], dropped[i], reported[i], received[i] = string(b), st.LastError, st.Stale,
 			st.DroppedReports, st.ReportTime.UTC(), now
 	}
-	dataPlaneIDs, err := uuids(dataPlanes)
+	dataPlaneIDs, err := uuids("data plane id", dataPlanes)
 	if err != nil {
 		return fmt.Errorf("put status: %w", err)
 	}
@@ -325,7 +325,7 @@ func putStatuses(ctx context.Context, q querier, arrays bool, agents []string, s
 		host_version = excluded.host_version, product_version = excluded.product_version, checks = excluded.checks,
 		failing_checks = excluded.failing_checks, last_error = excluded.last_error, stale = excluded.stale,
 		dropped_reports = excluded.dropped_reports, report_time = excluded.report_time, receive_time = excluded.receive_time`,
-		n, agentIDs, dataPlaneIDs, column[int64]{"INT8", seqs},
+		agentIDs, dataPlaneIDs, column[int64]{"INT8", seqs},
 		column[int64]{"INT8", applied}, column[string]{"TEXT", hashes}, column[string]{"TEXT", versions},
 		column[string]{"TEXT", hosts}, column[string]{"TEXT", products}, column[string]{"TEXT", checks},
 		column[int32]{"INT4", failing}, column[string]{"TEXT", lastErrs}, column[bool]{"BOOL", stale},
@@ -416,11 +416,12 @@ func insertPoints(ctx context.Context, q querier, arrays bool, points []agentPoi
 		if err != nil {
 			return fmt.Errorf("point id: %w", err)
 		}
-		if p.agentID != lastAgent { // a batch's points are together
-			if lastAgentID, err = uuid.Parse(p.agentID); err != nil {
-				return fmt.Errorf("agent id %q: %w", p.agentID, err)
+		if i == 0 || p.agentID != lastAgent { // a batch's points are together
+			u, err := uuids("agent id", []string{p.agentID})
+			if err != nil {
+				return fmt.Errorf("insert metric points: %w", err)
 			}
-			lastAgent = p.agentID
+			lastAgent, lastAgentID = p.agentID, u[0]
 		}
 		t := p.Time
 		if t.IsZero() {
@@ -430,7 +431,7 @@ func insertPoints(ctx context.Context, q querier, arrays bool, points []agentPoi
 			encodeLabels(p.Labels), p.Value, p.Source, t.UTC(), now
 	}
 	err := insertRows(ctx, q, arrays, `INSERT INTO agent_metric_points (agent_id, id, name, labels, value, source, point_time, receive_time)`,
-		"", n, agents, ids, column[string]{"TEXT", names},
+		"", agents, ids, column[string]{"TEXT", names},
 		column[string]{"TEXT", labels}, column[float64]{"FLOAT8", values}, column[string]{"TEXT", sources},
 		column[time.Time]{"TIMESTAMPTZ", times}, column[time.Time]{"TIMESTAMPTZ", received})
 	if err != nil {

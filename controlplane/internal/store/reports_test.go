@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -143,12 +145,52 @@ func TestIngestReportsEveryColumn(t *testing.T) {
 				pts[0].Value != wp.Value || pts[0].Source != wp.Source || !pts[0].Time.Equal(wp.Time) || pts[0].ReceiveTime.IsZero() || pts[0].ID == "" {
 				t.Errorf("agent %d: stored points %+v; want one like %+v", i, pts, wp)
 			}
-			// The queue's position was stored with it: the batch again
-			// adds nothing, under the same queue id.
+			// The queue's id and position were stored with it: the batch
+			// again adds nothing.
 			again, err := s.IngestReports(ctx, r)
 			if err != nil || again != 5 {
 				t.Fatalf("agent %d: redelivery acked %d, %v; want 5", i, again, err)
 			}
+			if n := countPoints(t, s, r.AgentID, ""); n != 1 {
+				t.Errorf("agent %d: %d points after a redelivery; want 1", i, n)
+			}
+		}
+	})
+}
+
+// TestIngestReportsManyPointsOverStatements: a group with more metric
+// points than one statement of arrays holds (10,000) stores each once,
+// whichever statement it went in; an agent id that is not a UUID in
+// canonical form fails the group on every backend, storing nothing.
+func TestIngestReportsManyPointsOverStatements(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f := newEnrollFixture(t, s)
+		var group []store.Reports
+		for range 3 {
+			r := store.Report{Seq: 1}
+			for j := range 4_000 {
+				r.Metrics = append(r.Metrics, store.MetricPoint{Name: "m" + strconv.Itoa(j), Value: float64(j), Source: "agent", Time: time.Now()})
+			}
+			group = append(group, store.Reports{AgentID: f.agent(t).ID, DataPlaneID: f.dp.ID, QueueID: "q", Items: []store.Report{r}})
+		}
+		if _, err := s.IngestReportsMany(ctx, group); err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range group {
+			for _, name := range []string{"m0", "m1999", "m3999"} {
+				if n := countPoints(t, s, r.AgentID, name); n != 1 {
+					t.Errorf("agent %d: %d points %s; want 1", i, n, name)
+				}
+			}
+		}
+		upper := group[0]
+		upper.AgentID, upper.Items = strings.ToUpper(upper.AgentID), []store.Report{metricsReport(2, "late")}
+		if _, err := s.IngestReportsMany(ctx, []store.Reports{upper}); err == nil {
+			t.Fatal("a batch under an upper-case agent id was stored")
+		}
+		if n := countPoints(t, s, group[0].AgentID, "late"); n != 0 {
+			t.Fatalf("%d points of the refused batch stored", n)
 		}
 	})
 }

@@ -29,13 +29,15 @@ const (
 	// SQLite: 10 rows of a status's 15 columns.
 	sqliteParamsPerStatement = 150
 	// arrayRowsPerStatement bounds one array statement: a group of report
-	// batches holds at most 200 agents but up to 5,000 metric points per
-	// batch, and a fleet's positions are written 10,000 at a time.
+	// batches holds at most 200 agents, but up to 5,000 metric points per
+	// batch.
 	arrayRowsPerStatement = 10_000
 )
 
 // rowColumn is one column of the rows insertRows writes.
 type rowColumn interface {
+	// len is the number of rows.
+	len() int
 	// sqlType is the column's type as an array's element type in a cast.
 	sqlType() string
 	// slice returns rows [lo, hi) as one array parameter.
@@ -50,19 +52,23 @@ type rowColumn interface {
 // driver.Valuer that returns a string), as text.
 type uuidColumn [][16]byte
 
-// uuids parses ids for a uuidColumn.
-func uuids(ids []string) (uuidColumn, error) {
+// uuids parses the ids of a column named name for a uuidColumn. Only the
+// canonical form is taken (isValidID): the ids are keys, compared as text
+// on SQLite and within a statement, so two spellings of one UUID must not
+// both get in.
+func uuids(name string, ids []string) (uuidColumn, error) {
 	out := make(uuidColumn, len(ids))
 	for i, id := range ids {
 		u, err := uuid.Parse(id)
-		if err != nil {
-			return nil, fmt.Errorf("id %q: %w", id, err)
+		if err != nil || u.String() != id {
+			return nil, fmt.Errorf("%s %q is not a UUID in canonical form", name, id)
 		}
 		out[i] = u
 	}
 	return out, nil
 }
 
+func (c uuidColumn) len() int             { return len(c) }
 func (c uuidColumn) sqlType() string      { return "UUID" }
 func (c uuidColumn) slice(lo, hi int) any { return [][16]byte(c[lo:hi]) }
 func (c uuidColumn) value(i int) any      { return uuid.UUID(c[i]).String() }
@@ -73,17 +79,24 @@ type column[T any] struct {
 	vals []T
 }
 
+func (c column[T]) len() int             { return len(c.vals) }
 func (c column[T]) sqlType() string      { return c.typ }
 func (c column[T]) slice(lo, hi int) any { return c.vals[lo:hi] }
 func (c column[T]) value(i int) any      { return c.vals[i] }
 
-// insertRows writes n rows, their values in cols, with the INSERT head
-// ("INSERT INTO t (a, b)") and tail (an ON CONFLICT clause, or empty):
-// with arrays, as `head SELECT * FROM unnest($1::A[], $2::B[]) tail`, one
-// statement for up to arrayRowsPerStatement rows; otherwise as multi-row
-// VALUES statements of at most sqliteParamsPerStatement placeholders.
-// (See IngestReportsMany.)
-func insertRows(ctx context.Context, q querier, arrays bool, head, tail string, n int, cols ...rowColumn) error {
+// insertRows writes the rows whose values are in cols, one value per row
+// in each, with the INSERT head ("INSERT INTO t (a, b)") and tail (an ON
+// CONFLICT clause, or empty): with arrays, as `head SELECT * FROM
+// unnest($1::A[], $2::B[]) tail`, one statement for up to
+// arrayRowsPerStatement rows; otherwise as multi-row VALUES statements of
+// at most sqliteParamsPerStatement placeholders (see those constants).
+func insertRows(ctx context.Context, q querier, arrays bool, head, tail string, cols ...rowColumn) error {
+	n := cols[0].len()
+	for i, c := range cols {
+		if c.len() != n {
+			return fmt.Errorf("insert rows: column %d has %d values; column 0 has %d", i, c.len(), n)
+		}
+	}
 	per := arrayRowsPerStatement
 	if !arrays {
 		per = max(sqliteParamsPerStatement/len(cols), 1)
